@@ -1,0 +1,64 @@
+"""Envelope records to Kafka with an idempotent, acks=all aiokafka producer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ingest.publisher import PublishError
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap: str, topic: str, *, partitions: int, client_id: str = "trackpipe-edge",
+                 compression: str | None = "lz4", max_record_bytes: int = 1_000_000,
+                 security: dict[str, object] | None = None):
+        self.topic = topic
+        self.partitions = partitions
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=compression,
+            linger_ms=0,  # the edge's accumulator already lingers
+            max_request_size=max_record_bytes + 64_000,
+            request_timeout_ms=30_000,
+            **(security or {}),  # type: ignore[arg-type]
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+        found = self._producer.partitions_for(self.topic)
+        if not found:
+            await self._producer.client.force_metadata_update()
+            found = self._producer.partitions_for(self.topic)
+        if not found:
+            raise PublishError(f"topic {self.topic!r} does not exist; run 'trackpipe topics create'",
+                               retriable=False)
+        if len(found) != self.partitions:
+            # The broker is the truth: group by the partitions that exist.
+            self.partitions = len(found)
+
+    async def publish_many(self, records: list[tuple[int, bytes]]) -> list[BaseException | None]:
+        futures = []
+        for partition, payload in records:
+            try:
+                futures.append(await self._producer.send(self.topic, value=payload, partition=partition))
+            except KafkaError as exc:
+                fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+                fut.set_exception(exc)
+                futures.append(fut)
+        results: list[BaseException | None] = []
+        for outcome in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                retriable = bool(getattr(outcome, "retriable", True))
+                results.append(PublishError(f"kafka did not acknowledge the record: {outcome!r}",
+                                            retriable=retriable))
+            else:
+                results.append(None)
+        return results
+
+    async def stop(self) -> None:
+        await self._producer.stop()

@@ -1,0 +1,68 @@
+from datetime import UTC, datetime
+
+from ingest.accumulator import RecordAccumulator, Ticket
+from ingest.partitioner import partition_for
+from schemas.envelope import decode_envelope
+from schemas.events import Event, EventType
+from schemas.ids import new_event_id
+
+
+def ev(visitor: str) -> Event:
+    now = datetime.now(UTC)
+    return Event(event_id=new_event_id(), type=EventType.HIT_GOAL, received_at=now, occurred_at=now,
+                 account_id="a", project_id="p", visitor_id=visitor, goal_ids=("1",))
+
+
+def test_partition_matches_kafka_default_partitioner():
+    # Values from Kafka's Java client: Utils.toPositive(Utils.murmur2(key)) % n
+    for key in ["a", "visitor-1", "1588166554499-0.2020703998482254"]:
+        assert 0 <= partition_for(key, 12) < 12
+        assert partition_for(key, 12) == partition_for(key, 12)
+
+
+def test_groups_events_of_concurrent_requests_by_partition():
+    acc = RecordAccumulator(4, partition_for)
+    results: list[object] = []
+    t1, t2 = Ticket(results.append), Ticket(results.append)
+    e1 = [ev(f"v{i}") for i in range(20)]
+    e2 = [ev(f"v{i}") for i in range(10, 30)]
+    acc.append(e1, t1)
+    acc.append(e2, t2)
+    records = acc.drain()
+    assert len(records) <= 4 and len({r.partition for r in records}) == len(records)
+    seen = []
+    for r in records:
+        decoded = decode_envelope(r.payload)
+        assert all(partition_for(e.visitor_id, 4) == r.partition for e in decoded)
+        assert r.event_count == len(decoded)
+        seen.extend(e.event_id for e in decoded)
+    assert sorted(seen) == sorted(e.event_id for e in e1 + e2)
+    for r in records[:-1]:
+        r.complete(None)
+    assert results == [] or len(results) < 2  # not every record acked yet
+    records[-1].complete(None)
+    assert results == [None, None]
+
+
+def test_failure_of_one_record_fails_the_request_once():
+    acc = RecordAccumulator(4, partition_for)
+    results: list[object] = []
+    acc.append([ev(f"v{i}") for i in range(40)], Ticket(results.append))
+    records = acc.drain()
+    boom = RuntimeError("nope")
+    records[0].complete(boom)
+    for r in records[1:]:
+        r.complete(None)
+    assert results == [boom]
+
+
+def test_record_limits_split_records():
+    acc = RecordAccumulator(1, partition_for, max_events_per_record=7)
+    done: list[object] = []
+    acc.append([ev("same") for _ in range(20)], Ticket(done.append))
+    records = acc.drain()
+    assert [r.event_count for r in records] == [7, 7, 6]
+    for r in records:
+        r.complete(None)
+    assert done == [None]
+    assert acc.buffered_events == 0 and not acc

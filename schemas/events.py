@@ -1,0 +1,82 @@
+"""The canonical event: every accepted input, whatever its wire format, becomes one of these.
+
+Versioned by ``SCHEMA_VERSION``; serialized with orjson inside envelopes (see ``schemas.envelope``).
+A change that removes or retypes a field bumps the version; adding an optional field does not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+ShortStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class EventType(StrEnum):
+    VIEW_EXP = "view_exp"
+    HIT_GOAL = "hit_goal"
+    TRANSACTION = "transaction"
+    CLICK = "click"
+    POSTBACK = "postback"
+    PUSH_OPEN = "push_open"
+    CUSTOM_EVENT = "custom_event"
+
+
+#: Event types that can produce conversions.
+CONVERSION_TYPES = frozenset({EventType.HIT_GOAL, EventType.TRANSACTION, EventType.POSTBACK})
+
+
+class Segment(BaseModel):
+    """Visitor segment fields as Convert sends them in ``seg``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    browser: str | None = None
+    devices: tuple[str, ...] = ()
+    source: str | None = None
+    campaign: str | None = None
+    returning: bool | None = None  # Convert's ``new``: 0 = new visitor in this session, 1 = returning
+    country: str | None = None
+    custom: tuple[str, ...] = ()
+
+
+class ExperimentVariation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    experiment_id: str
+    variation_id: str
+
+
+class Event(BaseModel):
+    """One tracking event, canonical form."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: int = SCHEMA_VERSION
+    event_id: str
+    type: EventType
+    received_at: datetime
+    occurred_at: datetime
+    account_id: str
+    project_id: str
+    visitor_id: str
+    experiments: tuple[ExperimentVariation, ...] = ()
+    goal_ids: tuple[str, ...] = ()
+    revenue: Decimal | None = None
+    currency: str | None = None
+    products_count: int | None = None
+    transaction_id: str | None = None
+    segment: Segment = Field(default_factory=Segment)
+    client_ip: str | None = None
+    user_agent: str | None = None
+    source_format: str = "unknown"  # which wire format it arrived in (convert_json, convert_query, ...)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

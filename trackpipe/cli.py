@@ -1,0 +1,145 @@
+"""``trackpipe``: the one command that wires edge, processors and sinks together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trackpipe.settings import Settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+report_app = typer.Typer(help="Reports over the stored conversions.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topic administration.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+app.add_typer(topics_app, name="topics")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="where data lives (default ./var)")] = None,
+) -> None:
+    """Embedded default: edge + processors + embedded ClickHouse (chdb) in one process."""
+    from aiohttp import web
+
+    from trackpipe.embedded import build_embedded_app
+
+    settings = _settings(port=port, host=host, data_dir=data_dir)
+    _logging(settings.log_level)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"trackpipe embedded: {url}  (data in {settings.data_dir.resolve()})", flush=True)
+    print(f"try: curl -A demo -H 'Content-Type: application/json' --data "
+          f"'{{\"cid\":\"1\",\"pid\":\"1\",\"vid\":\"v1\",\"ev\":[{{\"evt\":\"hitGoal\",\"goals\":[7]}}]}}' "
+          f"{url}/track", flush=True)
+    web.run_app(build_embedded_app(settings), host=settings.host, port=settings.port, print=None)
+
+
+@app.command()
+def edge(
+    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Distributed edge: HTTP -> Kafka (acks=all). Serves reports when ClickHouse is reachable."""
+    from aiohttp import web
+
+    from trackpipe.distributed import build_distributed_edge
+
+    settings = _settings(port=port, host=host)
+    _logging(settings.log_level)
+    web.run_app(build_distributed_edge(settings), host=settings.host, port=settings.port, print=None)
+
+
+@app.command()
+def worker() -> None:
+    """Distributed Faust worker: Kafka -> processors -> ClickHouse."""
+    from trackpipe.distributed import run_worker
+
+    settings = _settings()
+    _logging(settings.log_level)
+    run_worker(settings)
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the ClickHouse schema (safe to re-run)."""
+    from sinks.migrate import migrate
+    from trackpipe.distributed import server_backend
+
+    settings = _settings()
+    backend = server_backend(settings, create_database=True)
+    applied = migrate(backend)
+    print(f"database {settings.clickhouse_database}: applied {[m.name for m in applied] or 'nothing (up to date)'}")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the events topic with the configured partitions (no-op when it exists)."""
+    import asyncio
+
+    from trackpipe.distributed import ensure_topics
+
+    settings = _settings()
+    created = asyncio.run(ensure_topics(settings))
+    print(f"topic {settings.kafka_topic}: {'created' if created else 'exists'}")
+
+
+@report_app.command("top-events")
+def report_top_events(
+    project: Annotated[str, typer.Option(help="project id")],
+    from_: Annotated[datetime | None, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")] = None,
+    to: Annotated[datetime | None, typer.Option(help="period end, ISO 8601, exclusive")] = None,
+    url: Annotated[str, typer.Option(help="a running trackpipe (run or edge)")] = "http://127.0.0.1:8080",
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
+) -> None:
+    """Top 5 goals of a project by conversions."""
+    params: dict[str, str] = {"project": project}
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None:
+            params[name] = (value if value.tzinfo else value.replace(tzinfo=__import__("datetime").UTC)).isoformat()
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https"):
+        raise typer.BadParameter("--url must be http(s)://host:port")
+    full = url.rstrip("/") + "/api/v1/reports/top-events?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(full, timeout=30) as resp:  # noqa: S310 - scheme checked above
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        typer.echo(f"error {exc.code}: {exc.read().decode(errors='replace')}", err=True)
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as exc:
+        typer.echo(f"cannot reach {url}: {exc.reason}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    typer.echo(f"project {body['project']}  {body['from']} .. {body['to']}  visitors {body['visitors']}")
+    typer.echo(f"{'goal':<16}{'conversions':>12}{'converters':>12}{'rate':>10}{'revenue':>14}")
+    for r in body["rows"]:
+        typer.echo(f"{r['goal_id']:<16}{r['conversions']:>12}{r['converters']:>12}"
+                   f"{r['conversion_rate']:>10.2%}{r['revenue']:>14.2f}")
+
+
+def main() -> None:
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()
