@@ -64,8 +64,14 @@ class _Open:
 
 
 class RecordAccumulator:
-    def __init__(self, partitions: int, partition_of: Callable[[str, int], int], *,
-                 max_events_per_record: int = 500, max_record_bytes: int = 900_000):
+    def __init__(
+        self,
+        partitions: int,
+        partition_of: Callable[[str, int], int],
+        *,
+        max_events_per_record: int = 500,
+        max_record_bytes: int = 900_000,
+    ):
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         self.partitions = partitions
@@ -85,7 +91,9 @@ class RecordAccumulator:
             if len(blob) + len(_HEAD) + len(_TAIL) > self.max_bytes:
                 raise ValueError(f"one event serializes to {len(blob)} bytes, above the record limit")
             rec = self._open.get(p)
-            if rec is not None and (len(rec.parts) >= self.max_events or rec.size + len(blob) + 1 > self.max_bytes):
+            if rec is not None and (
+                len(rec.parts) >= self.max_events or rec.size + len(blob) + 1 > self.max_bytes
+            ):
                 self._seal(p, rec)
                 touched.discard(p)
                 rec = None

@@ -23,7 +23,7 @@ from ingest.convert_tracking import parse_convert_payload
 from ingest.errors import Rejected, bad_request
 from ingest.partitioner import partition_for
 from ingest.phpquery import parse_bracket_query
-from ingest.publisher import PublishError, Publisher
+from ingest.publisher import Publisher, PublishError
 from ingest.sender import EdgeSender
 from schemas.events import Event
 from schemas.reports import TopEventsProvider, TopEventsQuery
@@ -40,15 +40,18 @@ READY = web.AppKey("ready", dict)
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.accepted = Counter("trackpipe_edge_events_accepted", "events durably accepted",
-                                ["format"], registry=self.registry)
-        self.rejected = Counter("trackpipe_edge_requests_rejected", "requests answered 4xx/5xx",
-                                ["code"], registry=self.registry)
+        self.accepted = Counter(
+            "trackpipe_edge_events_accepted", "events durably accepted", ["format"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "trackpipe_edge_requests_rejected", "requests answered 4xx/5xx", ["code"], registry=self.registry
+        )
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -66,11 +69,16 @@ async def error_middleware(request: web.Request, handler: Callable[..., Any]) ->
         return json_response(exc.body(), status=exc.status, headers=headers)
     except PublishError as exc:
         metrics.rejected.labels("not_durable").inc()
-        return json_response({"error": {"code": "not_durable", "message": f"events not stored, retry: {exc}"}},
-                             status=503, headers={"Retry-After": "1"})
-    except web.HTTPRequestEntityTooLarge as exc:
+        return json_response(
+            {"error": {"code": "not_durable", "message": f"events not stored, retry: {exc}"}},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    except web.HTTPRequestEntityTooLarge:
         metrics.rejected.labels("payload_too_large").inc()
-        return _error(413, "payload_too_large", f"body larger than {request.app[CONFIG].max_body_bytes} bytes")
+        return _error(
+            413, "payload_too_large", f"body larger than {request.app[CONFIG].max_body_bytes} bytes"
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -110,8 +118,9 @@ async def track_post(request: web.Request) -> web.Response:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
-    events = parse_convert_payload(data, ctx, source_format="convert_json",
-                                   max_events=cfg.max_events_per_request)
+    events = parse_convert_payload(
+        data, ctx, source_format="convert_json", max_events=cfg.max_events_per_request
+    )
     return await _accept(request, events, "convert_json")
 
 
@@ -125,8 +134,9 @@ async def track_get(request: web.Request) -> web.Response:
     if len(query) > 20 * cfg.max_events_per_request:
         raise bad_request("invalid_query", "too many query parameters")
     data = parse_bracket_query(query.items())
-    events = parse_convert_payload(data, ctx, source_format="convert_query",
-                                   max_events=cfg.max_events_per_request)
+    events = parse_convert_payload(
+        data, ctx, source_format="convert_query", max_events=cfg.max_events_per_request
+    )
     return await _accept(request, events, "convert_query")
 
 
@@ -167,10 +177,12 @@ def _first_problem(exc: Exception) -> str:
     return str(exc)
 
 
-def build_edge_app(config: EdgeConfig, publisher_factory: Callable[[], Publisher],
-                   reports: TopEventsProvider | None = None,
-                   extra_cleanup: list[Callable[[web.Application], AsyncIterator[None]]] | None = None,
-                   ) -> web.Application:
+def build_edge_app(
+    config: EdgeConfig,
+    publisher_factory: Callable[[], Publisher],
+    reports: TopEventsProvider | None = None,
+    extra_cleanup: list[Callable[[web.Application], AsyncIterator[None]]] | None = None,
+) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx)."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
@@ -184,11 +196,15 @@ def build_edge_app(config: EdgeConfig, publisher_factory: Callable[[], Publisher
     async def sender_ctx(app: web.Application) -> AsyncIterator[None]:
         publisher = publisher_factory()
         await publisher.start()
-        acc = RecordAccumulator(publisher.partitions, partition_for,
-                                max_events_per_record=config.max_events_per_record,
-                                max_record_bytes=config.max_record_bytes)
-        sender = EdgeSender(acc, publisher, linger_ms=config.linger_ms,
-                            max_buffered_events=config.max_buffered_events)
+        acc = RecordAccumulator(
+            publisher.partitions,
+            partition_for,
+            max_events_per_record=config.max_events_per_record,
+            max_record_bytes=config.max_record_bytes,
+        )
+        sender = EdgeSender(
+            acc, publisher, linger_ms=config.linger_ms, max_buffered_events=config.max_buffered_events
+        )
         await sender.start()
         app[SENDER] = sender
         app[READY].update(ready=True, partitions=publisher.partitions)

@@ -8,9 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 class EdgeConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body accepted (413 above)")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="largest request body accepted (413 above)"
+    )
     max_events_per_request: int = Field(default=1000, ge=1, description="events in one request (413 above)")
-    linger_ms: float = Field(default=5.0, ge=0, le=1000, description="how long the edge groups events per record")
+    linger_ms: float = Field(
+        default=5.0, ge=0, le=1000, description="how long the edge groups events per record"
+    )
     max_events_per_record: int = Field(default=500, ge=1, description="events carried by one Kafka record")
     max_record_bytes: int = Field(default=900_000, ge=10_000, description="bytes of one envelope record")
     max_buffered_events: int = Field(default=200_000, ge=1000, description="events waiting before 503")

@@ -111,7 +111,9 @@ def parse_legacy_query(query: Mapping[str, str], ctx: RequestContext) -> list[Ev
         try:
             revenue = Decimal(value)
         except InvalidOperation:
-            raise bad_request("invalid_field", f"t: transaction value {value[:40]!r} is not a number") from None
+            raise bad_request(
+                "invalid_field", f"t: transaction value {value[:40]!r} is not a number"
+            ) from None
         if not revenue.is_finite() or revenue < 0 or revenue > Decimal("1e12"):
             raise bad_request("invalid_field", f"t: transaction value {value[:40]!r} is out of range")
         if not count.isdigit() or int(count) > 1_000_000:

@@ -27,7 +27,9 @@ class WireSegment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     browser: Annotated[str, StringConstraints(max_length=16)] | None = None
-    devices: list[Annotated[str, StringConstraints(max_length=16)]] = Field(default_factory=list, max_length=16)
+    devices: list[Annotated[str, StringConstraints(max_length=16)]] = Field(
+        default_factory=list, max_length=16
+    )
     source: Annotated[str, StringConstraints(max_length=64)] | None = None
     campaign: Annotated[str, StringConstraints(max_length=200)] | None = None
     new: Annotated[int, Field(ge=0, le=1)] | None = None
@@ -42,7 +44,9 @@ class WireEvent(BaseModel):
     exps: list[IdLike] = Field(default_factory=list, max_length=100)
     vars: list[IdLike] = Field(default_factory=list, max_length=100)
     goals: list[IdLike] = Field(default_factory=list, max_length=100)
-    r: Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)] | None = None
+    r: Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)] | None = (
+        None
+    )
     prc: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     tid: Id | None = None
 
@@ -73,7 +77,9 @@ def _str(v: int | str) -> str:
     return str(v)
 
 
-def parse_convert_payload(data: Any, ctx: RequestContext, *, source_format: str, max_events: int) -> list[Event]:
+def parse_convert_payload(
+    data: Any, ctx: RequestContext, *, source_format: str, max_events: int
+) -> list[Event]:
     """Validate a decoded JSON/bracket payload and turn it into canonical events."""
     if not isinstance(data, dict):
         raise bad_request("invalid_body", f"body must be a JSON object, got {type(data).__name__}")

@@ -1,4 +1,4 @@
-"""Rejections the edge answers with: an HTTP status, a stable machine code and a message naming the problem."""
+"""Rejections the edge answers with: HTTP status, a stable machine code and a message naming the problem."""
 
 from __future__ import annotations
 

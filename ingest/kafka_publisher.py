@@ -11,9 +11,17 @@ from ingest.publisher import PublishError
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, topic: str, *, partitions: int, client_id: str = "trackpipe-edge",
-                 compression: str | None = "lz4", max_record_bytes: int = 1_000_000,
-                 security: dict[str, object] | None = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        partitions: int,
+        client_id: str = "trackpipe-edge",
+        compression: str | None = "lz4",
+        max_record_bytes: int = 1_000_000,
+        security: dict[str, object] | None = None,
+    ):
         self.topic = topic
         self.partitions = partitions
         self._producer = AIOKafkaProducer(
@@ -35,8 +43,9 @@ class KafkaPublisher:
             await self._producer.client.force_metadata_update()
             found = self._producer.partitions_for(self.topic)
         if not found:
-            raise PublishError(f"topic {self.topic!r} does not exist; run 'trackpipe topics create'",
-                               retriable=False)
+            raise PublishError(
+                f"topic {self.topic!r} does not exist; run 'trackpipe topics create'", retriable=False
+            )
         if len(found) != self.partitions:
             # The broker is the truth: group by the partitions that exist.
             self.partitions = len(found)
@@ -54,8 +63,9 @@ class KafkaPublisher:
         for outcome in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 retriable = bool(getattr(outcome, "retriable", True))
-                results.append(PublishError(f"kafka did not acknowledge the record: {outcome!r}",
-                                            retriable=retriable))
+                results.append(
+                    PublishError(f"kafka did not acknowledge the record: {outcome!r}", retriable=retriable)
+                )
             else:
                 results.append(None)
         return results

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ingest.accumulator import RecordAccumulator, Ticket
 from ingest.errors import Rejected
-from ingest.publisher import PublishError, Publisher
+from ingest.publisher import Publisher, PublishError
 from schemas.events import Event
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,14 @@ class Overloaded(Rejected):
 
 
 class EdgeSender:
-    def __init__(self, accumulator: RecordAccumulator, publisher: Publisher, *, linger_ms: float = 5.0,
-                 max_buffered_events: int = 200_000):
+    def __init__(
+        self,
+        accumulator: RecordAccumulator,
+        publisher: Publisher,
+        *,
+        linger_ms: float = 5.0,
+        max_buffered_events: int = 200_000,
+    ):
         self._acc = accumulator
         self._publisher = publisher
         self._linger = linger_ms / 1000.0

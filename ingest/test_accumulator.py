@@ -9,8 +9,16 @@ from schemas.ids import new_event_id
 
 def ev(visitor: str) -> Event:
     now = datetime.now(UTC)
-    return Event(event_id=new_event_id(), type=EventType.HIT_GOAL, received_at=now, occurred_at=now,
-                 account_id="a", project_id="p", visitor_id=visitor, goal_ids=("1",))
+    return Event(
+        event_id=new_event_id(),
+        type=EventType.HIT_GOAL,
+        received_at=now,
+        occurred_at=now,
+        account_id="a",
+        project_id="p",
+        visitor_id=visitor,
+        goal_ids=("1",),
+    )
 
 
 def test_partition_matches_kafka_default_partitioner():

@@ -46,7 +46,7 @@ class TransactionDedup:
     def _expire(self, now: datetime) -> None:
         horizon = now - self.window
         while self._seen:
-            key, seen = next(iter(self._seen.items()))
+            seen = next(iter(self._seen.values()))
             if seen >= horizon and len(self._seen) < self.max_keys:
                 break
             self._seen.popitem(last=False)

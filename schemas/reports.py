@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from typing import Annotated
 
 DEFAULT_PERIOD = timedelta(days=30)
 MAX_PERIOD = timedelta(days=3660)

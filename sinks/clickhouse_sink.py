@@ -8,9 +8,9 @@ caller stops committing input offsets and retries (backpressure) — nothing is 
 
 from __future__ import annotations
 
+from schemas.rows import ProcessedBatch
 from sinks.arrow_rows import conversions_table, events_table
 from sinks.backend import ClickHouseBackend
-from schemas.rows import ProcessedBatch
 
 
 class ClickHouseSink:
@@ -22,6 +22,7 @@ class ClickHouseSink:
         if batch.events:
             self.backend.insert_arrow("events_raw", events_table(batch.events), dedup_token=f"{token}/events")
         if batch.conversions:
-            self.backend.insert_arrow("conversions", conversions_table(batch.conversions),
-                                      dedup_token=f"{token}/conversions")
+            self.backend.insert_arrow(
+                "conversions", conversions_table(batch.conversions), dedup_token=f"{token}/conversions"
+            )
         self.rows_written += len(batch.events) + len(batch.conversions)

@@ -32,13 +32,22 @@ def _ts(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
 
-def top_events(backend: ClickHouseBackend, query: TopEventsQuery, now: datetime | None = None) -> TopEventsReport:
+def top_events(
+    backend: ClickHouseBackend, query: TopEventsQuery, now: datetime | None = None
+) -> TopEventsReport:
     start, end = query.period(now)
     params = {"project": query.project, "start": _ts(start), "end": _ts(end), "limit": query.limit}
     visitors = int(backend.query(VISITORS_SQL, params)[0][0])
     rows = []
     for goal_id, conversions, converters, revenue in backend.query(TOP_GOALS_SQL, params):
         rate = round(int(converters) / visitors, 6) if visitors else 0.0
-        rows.append(TopEventRow(goal_id=str(goal_id), conversions=int(conversions), converters=int(converters),
-                                conversion_rate=rate, revenue=round(float(revenue), 4)))
+        rows.append(
+            TopEventRow(
+                goal_id=str(goal_id),
+                conversions=int(conversions),
+                converters=int(converters),
+                conversion_rate=rate,
+                revenue=round(float(revenue), 4),
+            )
+        )
     return TopEventsReport(project=query.project, from_=start, to=end, visitors=visitors, rows=rows)

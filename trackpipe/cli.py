@@ -8,7 +8,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,9 +46,12 @@ def run(
     _logging(settings.log_level)
     url = f"http://{settings.host}:{settings.port}"
     print(f"trackpipe embedded: {url}  (data in {settings.data_dir.resolve()})", flush=True)
-    print(f"try: curl -A demo -H 'Content-Type: application/json' --data "
-          f"'{{\"cid\":\"1\",\"pid\":\"1\",\"vid\":\"v1\",\"ev\":[{{\"evt\":\"hitGoal\",\"goals\":[7]}}]}}' "
-          f"{url}/track", flush=True)
+    print(
+        f"try: curl -A demo -H 'Content-Type: application/json' --data "
+        f'\'{{"cid":"1","pid":"1","vid":"v1","ev":[{{"evt":"hitGoal","goals":[7]}}]}}\' '
+        f"{url}/track",
+        flush=True,
+    )
     web.run_app(build_embedded_app(settings), host=settings.host, port=settings.port, print=None)
 
 
@@ -86,7 +89,8 @@ def migrate_cmd() -> None:
     settings = _settings()
     backend = server_backend(settings, create_database=True)
     applied = migrate(backend)
-    print(f"database {settings.clickhouse_database}: applied {[m.name for m in applied] or 'nothing (up to date)'}")
+    names = ", ".join(m.name for m in applied) or "nothing (up to date)"
+    print(f"database {settings.clickhouse_database}: applied {names}")
 
 
 @topics_app.command("create")
@@ -104,7 +108,9 @@ def topics_create() -> None:
 @report_app.command("top-events")
 def report_top_events(
     project: Annotated[str, typer.Option(help="project id")],
-    from_: Annotated[datetime | None, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")] = None,
+    from_: Annotated[
+        datetime | None, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")
+    ] = None,
     to: Annotated[datetime | None, typer.Option(help="period end, ISO 8601, exclusive")] = None,
     url: Annotated[str, typer.Option(help="a running trackpipe (run or edge)")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
@@ -113,7 +119,7 @@ def report_top_events(
     params: dict[str, str] = {"project": project}
     for name, value in (("from", from_), ("to", to)):
         if value is not None:
-            params[name] = (value if value.tzinfo else value.replace(tzinfo=__import__("datetime").UTC)).isoformat()
+            params[name] = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https"):
         raise typer.BadParameter("--url must be http(s)://host:port")
@@ -133,8 +139,10 @@ def report_top_events(
     typer.echo(f"project {body['project']}  {body['from']} .. {body['to']}  visitors {body['visitors']}")
     typer.echo(f"{'goal':<16}{'conversions':>12}{'converters':>12}{'rate':>10}{'revenue':>14}")
     for r in body["rows"]:
-        typer.echo(f"{r['goal_id']:<16}{r['conversions']:>12}{r['converters']:>12}"
-                   f"{r['conversion_rate']:>10.2%}{r['revenue']:>14.2f}")
+        typer.echo(
+            f"{r['goal_id']:<16}{r['conversions']:>12}{r['converters']:>12}"
+            f"{r['conversion_rate']:>10.2%}{r['revenue']:>14.2f}"
+        )
 
 
 def main() -> None:

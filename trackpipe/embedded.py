@@ -20,12 +20,12 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
+from sinks.backend import BackendError
+from sinks.chdb_backend import ChdbBackend
 
 from ingest.app import build_edge_app
 from processors.pipeline import ConversionPipeline
 from schemas.reports import TopEventsQuery, TopEventsReport
-from sinks.backend import BackendError
-from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.reports import top_events
@@ -39,8 +39,18 @@ EMBEDDED_DATABASE = "trackpipe"
 
 
 class EmbeddedRunner:
-    def __init__(self, log_: LocalLog, offsets: OffsetStore, pipeline: ConversionPipeline, sink: ClickHouseSink,
-                 deadletter: LocalLog, executor: ThreadPoolExecutor, *, max_records: int = 1000, flush_wait_s: float = 0.2):
+    def __init__(
+        self,
+        log_: LocalLog,
+        offsets: OffsetStore,
+        pipeline: ConversionPipeline,
+        sink: ClickHouseSink,
+        deadletter: LocalLog,
+        executor: ThreadPoolExecutor,
+        *,
+        max_records: int = 1000,
+        flush_wait_s: float = 0.2,
+    ):
         self.log = log_
         self.offsets = offsets
         self.pipeline = pipeline
@@ -85,8 +95,11 @@ class EmbeddedRunner:
             self.last_error = None
             if result.dead_letters:
                 self.deadletter.append_many(
-                    [(0, orjson.dumps({"reason": d.reason, "raw": d.raw.decode("utf-8", "replace")}))
-                     for d in result.dead_letters])
+                    [
+                        (0, orjson.dumps({"reason": d.reason, "raw": d.raw.decode("utf-8", "replace")}))
+                        for d in result.dead_letters
+                    ]
+                )
             self.position = records[-1].next_offset
             self.offsets.commit(self.position)
             self.log.delete_before(self.position)
@@ -106,9 +119,14 @@ def build_embedded_app(settings: Settings) -> web.Application:
         loop = asyncio.get_running_loop()
         backend = await loop.run_in_executor(executor, ChdbBackend, str(data / "chdb"), EMBEDDED_DATABASE)
         await loop.run_in_executor(executor, migrate, backend)
-        runner = EmbeddedRunner(LocalLog(data / "log"), OffsetStore(data / "consumer.offset"),
-                                ConversionPipeline(), ClickHouseSink(backend), LocalLog(data / "deadletter"),
-                                executor)
+        runner = EmbeddedRunner(
+            LocalLog(data / "log"),
+            OffsetStore(data / "consumer.offset"),
+            ConversionPipeline(),
+            ClickHouseSink(backend),
+            LocalLog(data / "deadletter"),
+            executor,
+        )
         state["backend"], state["runner"] = backend, runner
         task = asyncio.create_task(runner.run(), name="embedded-runner")
         try:

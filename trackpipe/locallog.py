@@ -43,7 +43,7 @@ class LocalLog:
             (self.dir / self._name(0)).touch()
         self._recover_tail()
         active = self.dir / self._name(self._bases[-1])
-        self._fh = open(active, "ab")  # noqa: SIM115 - kept open for appends
+        self._fh = open(active, "ab")
         self.end_offset = self._bases[-1] + active.stat().st_size
         self._fsync_dir()
 
@@ -58,7 +58,7 @@ class LocalLog:
         while pos + _HDR.size <= len(data):
             length, crc, _ = _HDR.unpack_from(data, pos)
             end = pos + _HDR.size + length
-            if end > len(data) or zlib.crc32(data[pos + _HDR.size:end]) != crc:
+            if end > len(data) or zlib.crc32(data[pos + _HDR.size : end]) != crc:
                 break
             pos = end
         if pos != len(data):
@@ -93,10 +93,12 @@ class LocalLog:
     def _roll(self) -> None:
         self._fh.close()
         self._bases.append(self.end_offset)
-        self._fh = open(self.dir / self._name(self.end_offset), "ab")  # noqa: SIM115
+        self._fh = open(self.dir / self._name(self.end_offset), "ab")
         self._fsync_dir()
 
-    def read(self, offset: int, *, max_records: int = 1000, max_bytes: int = 16 * 1024 * 1024) -> list[LogRecord]:
+    def read(
+        self, offset: int, *, max_records: int = 1000, max_bytes: int = 16 * 1024 * 1024
+    ) -> list[LogRecord]:
         with self._lock:
             end = self.end_offset
             bases = list(self._bases)

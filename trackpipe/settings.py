@@ -14,8 +14,9 @@ from ingest.config import EdgeConfig
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRACKPIPE_", env_nested_delimiter="__", frozen=True,
-                                      extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKPIPE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
 
     host: str = Field("127.0.0.1", description="address the HTTP edge binds")
     port: int = Field(8080, ge=0, le=65535, description="port the HTTP edge binds")

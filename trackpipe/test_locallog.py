@@ -10,7 +10,9 @@ def test_append_read_and_reopen(tmp_path):
     offs = log.append_many([(0, b"one"), (3, b"two")])
     offs += log.append_many([(1, b"three")])
     recs = log.read(0)
-    assert [(r.offset, r.partition, r.payload) for r in recs] == list(zip(offs, [0, 3, 1], [b"one", b"two", b"three"]))
+    assert [(r.offset, r.partition, r.payload) for r in recs] == list(
+        zip(offs, [0, 3, 1], [b"one", b"two", b"three"])
+    )
     assert log.read(recs[1].next_offset)[0].payload == b"three"
     log.close()
     again = LocalLog(tmp_path)

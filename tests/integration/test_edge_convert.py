@@ -16,13 +16,27 @@ from tests.edge_helpers import local_edge, logged_events
 REF_JSON = {
     "cid": "12345",
     "pid": "12345",
-    "seg": {"browser": "CH", "devices": ["DESK"], "source": "direct", "campaign": "", "new": 1, "ctry": "RO",
-            "cust": ["123", "456"]},
+    "seg": {
+        "browser": "CH",
+        "devices": ["DESK"],
+        "source": "direct",
+        "campaign": "",
+        "new": 1,
+        "ctry": "RO",
+        "cust": ["123", "456"],
+    },
     "vid": "1588166554499-0.2020703998482254",
     "ev": [
         {"evt": "viewExp", "vars": ["12345", "6789"], "exps": ["ABCD", "DEF"]},
         {"evt": "hitGoal", "goals": [12345], "vars": ["12345", "6789"], "exps": ["ABCD", "DEF"]},
-        {"evt": "tr", "goals": [12345], "vars": ["12345", "6789"], "exps": ["ABCD", "DEF"], "r": 123.23, "prc": 2},
+        {
+            "evt": "tr",
+            "goals": [12345],
+            "vars": ["12345", "6789"],
+            "exps": ["ABCD", "DEF"],
+            "r": 123.23,
+            "prc": 2,
+        },
     ],
 }
 REF_QUERY = (
@@ -69,8 +83,9 @@ async def test_reference_get_bracket_query(edge):
 
 async def test_legacy_goals_and_transaction_mixed(edge):
     client, log = edge
-    resp = await client.get("/track/?c=1111&p=2222&e=100-200&g=100,101,102&ga=3&t=5.6|TX-9|49.90|3",
-                            headers=UA)
+    resp = await client.get(
+        "/track/?c=1111&p=2222&e=100-200&g=100,101,102&ga=3&t=5.6|TX-9|49.90|3", headers=UA
+    )
     assert resp.status == 200, await resp.text()
     hit, tr = logged_events(log)
     assert hit.type is EventType.HIT_GOAL and hit.goal_ids == ("100", "101", "102")
@@ -87,17 +102,52 @@ async def test_legacy_goals_and_transaction_mixed(edge):
         ("POST", "/track", orjson.dumps(REF_JSON), {}, 400, "missing_user_agent", "User-Agent"),
         ("POST", "/track", b"{not json", UA, 400, "invalid_json", "not valid JSON"),
         ("POST", "/track", b"[1,2]", UA, 400, "invalid_body", "JSON object"),
-        ("POST", "/track", orjson.dumps({**REF_JSON, "ev": [{"evt": "buy", "goals": [1]}]}), UA, 400,
-         "unknown_event_type", "ev.0.evt"),
-        ("POST", "/track", orjson.dumps({**REF_JSON, "ev": [{"evt": "tr", "goals": [1], "r": "lots"}]}), UA, 400,
-         "invalid_field", "ev.0.r"),
-        ("POST", "/track", orjson.dumps({**REF_JSON, "ev": [{"evt": "hitGoal", "goals": "7"}]}), UA, 400,
-         "invalid_field", "goals"),
-        ("POST", "/track", orjson.dumps({**REF_JSON, "ev": [{"evt": "hitGoal"}]}), UA, 400,
-         "invalid_field", "needs at least one goal"),
+        (
+            "POST",
+            "/track",
+            orjson.dumps({**REF_JSON, "ev": [{"evt": "buy", "goals": [1]}]}),
+            UA,
+            400,
+            "unknown_event_type",
+            "ev.0.evt",
+        ),
+        (
+            "POST",
+            "/track",
+            orjson.dumps({**REF_JSON, "ev": [{"evt": "tr", "goals": [1], "r": "lots"}]}),
+            UA,
+            400,
+            "invalid_field",
+            "ev.0.r",
+        ),
+        (
+            "POST",
+            "/track",
+            orjson.dumps({**REF_JSON, "ev": [{"evt": "hitGoal", "goals": "7"}]}),
+            UA,
+            400,
+            "invalid_field",
+            "goals",
+        ),
+        (
+            "POST",
+            "/track",
+            orjson.dumps({**REF_JSON, "ev": [{"evt": "hitGoal"}]}),
+            UA,
+            400,
+            "invalid_field",
+            "needs at least one goal",
+        ),
         ("POST", "/track", orjson.dumps({**REF_JSON, "vid": ""}), UA, 400, "invalid_field", "vid"),
-        ("POST", "/track", orjson.dumps({**REF_JSON, "ev": [REF_JSON["ev"][0]] * 11}), UA, 413,
-         "payload_too_large", "at most 10"),
+        (
+            "POST",
+            "/track",
+            orjson.dumps({**REF_JSON, "ev": [REF_JSON["ev"][0]] * 11}),
+            UA,
+            413,
+            "payload_too_large",
+            "at most 10",
+        ),
         ("POST", "/track", b"x" * 5000, UA, 413, "payload_too_large", "4096"),
         ("GET", "/track/?c=1&p=2&g=1,2&ga=3", None, UA, 400, "goal_count_mismatch", "ga says 3"),
         ("GET", "/track/?c=1&p=2&g=1,2", None, UA, 400, "invalid_field", "ga"),

@@ -1,0 +1,47 @@
+# trackpipe — developer commands. `make help` lists them.
+PY      ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create the venv and install trackpipe with dev tools
+
+kafka-jars: $(STAMP) ## fetch the Apache Kafka broker jars (Maven) for tests and local runs
+	$(BIN)/python -c "from trackpipe.devservers.kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
+
+run: $(STAMP) ## start the embedded pipeline on http://127.0.0.1:8080 (data in ./var)
+	$(BIN)/trackpipe run
+
+test: $(STAMP) kafka-jars ## run the whole test suite (starts real Kafka and ClickHouse servers)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas ingest processors sinks trackpipe
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) kafka-jars ## full benchmarks -> bench/results/latest.json
+	$(BIN)/python -m bench --full
+
+bench-quick: $(STAMP) kafka-jars ## quick benchmarks (< 3 minutes)
+	$(BIN)/python -m bench
+
+clean: ## remove the venv, caches and local data
+	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help install kafka-jars run test lint fmt bench bench-quick clean

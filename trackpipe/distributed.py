@@ -1,0 +1,121 @@
+"""Distributed wiring: edges -> Kafka -> Faust workers -> ClickHouse server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from sinks.server_backend import ServerBackend
+
+from ingest.app import build_edge_app
+from ingest.kafka_publisher import KafkaPublisher
+from processors.faust_app import build_faust_app
+from schemas.reports import TopEventsQuery, TopEventsReport
+from schemas.rows import ProcessedBatch
+from sinks.clickhouse_sink import ClickHouseSink
+from sinks.reports import top_events
+from trackpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def server_backend(settings: Settings, *, create_database: bool = False) -> ServerBackend:
+    if create_database:
+        admin = ServerBackend(
+            settings.clickhouse_host,
+            settings.clickhouse_port,
+            "default",
+            username=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+            secure=settings.clickhouse_secure,
+        )
+        # identifiers cannot be bound as parameters; the name is validated by the settings pattern
+        admin.command(f"CREATE DATABASE IF NOT EXISTS `{settings.clickhouse_database}`")
+        admin.close()
+    return ServerBackend(
+        settings.clickhouse_host,
+        settings.clickhouse_port,
+        settings.clickhouse_database,
+        username=settings.clickhouse_user,
+        password=settings.clickhouse_password.get_secret_value(),
+        secure=settings.clickhouse_secure,
+    )
+
+
+async def ensure_topics(settings: Settings) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_security())
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(settings.kafka_topic, settings.partitions, settings.kafka_replication),
+                NewTopic(
+                    f"{settings.kafka_topic}.deadletter", settings.partitions, settings.kafka_replication
+                ),
+            ]
+        )
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        await admin.close()
+
+
+def build_distributed_edge(settings: Settings) -> web.Application:
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reports")
+    backend: ServerBackend | None = None
+
+    def publisher() -> KafkaPublisher:
+        return KafkaPublisher(
+            settings.kafka_bootstrap,
+            settings.kafka_topic,
+            partitions=settings.partitions,
+            max_record_bytes=settings.edge.max_record_bytes,
+            security=settings.kafka_security(),
+        )
+
+    async def reports(query: TopEventsQuery) -> TopEventsReport:
+        nonlocal backend
+        loop = asyncio.get_running_loop()
+        if backend is None:
+            backend = await loop.run_in_executor(executor, server_backend, settings)
+        return await loop.run_in_executor(executor, top_events, backend, query)
+
+    async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        if backend is not None:
+            backend.close()
+        executor.shutdown(wait=False)
+
+    return build_edge_app(settings.edge, publisher, reports, extra_cleanup=[reports_ctx])
+
+
+def build_worker_app(settings: Settings):  # type: ignore[no-untyped-def]
+    backend = server_backend(settings)
+    sink = ClickHouseSink(backend)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
+
+    async def writer(batch: ProcessedBatch, token: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(executor, sink.write_batch, batch, token)
+
+    return build_faust_app(
+        app_id=settings.worker_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        topic=settings.kafka_topic,
+        partitions=settings.partitions,
+        writer=writer,
+        batch_max=settings.worker_batch_max,
+        batch_within_s=settings.worker_batch_within_s,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    from faust.worker import Worker
+
+    app = build_worker_app(settings)
+    Worker(app, loglevel=settings.log_level).execute_from_commandline()
