@@ -62,7 +62,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
     metrics: EdgeMetrics = request.app[METRICS]  # type: ignore[assignment]
     try:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     except Rejected as exc:
         metrics.rejected.labels(exc.code).inc()
         headers = {"Retry-After": "1"} if exc.retriable else None

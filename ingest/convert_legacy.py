@@ -88,7 +88,7 @@ def parse_legacy_query(query: Mapping[str, str], ctx: RequestContext) -> list[Ev
             client_ip=ctx.client_ip,
             user_agent=ctx.user_agent,
             source_format="convert_legacy",
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
 
     events: list[Event] = []

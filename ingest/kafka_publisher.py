@@ -33,7 +33,7 @@ class KafkaPublisher:
             linger_ms=0,  # the edge's accumulator already lingers
             max_request_size=max_record_bytes + 64_000,
             request_timeout_ms=30_000,
-            **(security or {}),  # type: ignore[arg-type]
+            **(security or {}),
         )
 
     async def start(self) -> None:

@@ -38,7 +38,7 @@ def test_groups_events_of_concurrent_requests_by_partition():
     acc.append(e2, t2)
     records = acc.drain()
     assert len(records) <= 4 and len({r.partition for r in records}) == len(records)
-    seen = []
+    seen: list[str] = []
     for r in records:
         decoded = decode_envelope(r.payload)
         assert all(partition_for(e.visitor_id, 4) == r.partition for e in decoded)

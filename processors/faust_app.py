@@ -76,18 +76,18 @@ def build_faust_app(
         partitions=partitions,
     )
     core = pipeline or ConversionPipeline()
-    app.conf.trackpipe_stats = {"batches": 0, "events": 0, "conversions": 0}  # type: ignore[attr-defined]
+    app.conf.trackpipe_stats = {"batches": 0, "events": 0, "conversions": 0}
 
     @app.agent(events_topic, name=f"{app_id}.process")
     async def process(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch_max, within=batch_within_s):
+        async for events in stream.take_events(batch_max, within=batch_within_s):  # type: ignore[attr-defined]
             records = [e.value for e in events]
             result = core.process_records(records)
             token = batch_token(topic, [(e.message.partition, e.message.offset) for e in events])
             await _write_until_done(writer, result.batch, token)
             for dead in result.dead_letters:
                 await deadletter_topic.send(value=dead.raw, headers={"reason": dead.reason.encode()})
-            stats = app.conf.trackpipe_stats  # type: ignore[attr-defined]
+            stats = app.conf.trackpipe_stats
             stats["batches"] += 1
             stats["events"] += len(result.batch.events)
             stats["conversions"] += len(result.batch.conversions)

@@ -95,7 +95,7 @@ def build_distributed_edge(settings: Settings) -> web.Application:
     return build_edge_app(settings.edge, publisher, reports, extra_cleanup=[reports_ctx])
 
 
-def build_worker_app(settings: Settings):  # type: ignore[no-untyped-def]
+def build_worker_app(settings: Settings):
     backend = server_backend(settings)
     sink = ClickHouseSink(backend)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
