@@ -38,17 +38,16 @@ class KafkaPublisher:
 
     async def start(self) -> None:
         await self._producer.start()
-        found = self._producer.partitions_for(self.topic)
+        # A full metadata fetch never auto-creates topics (a per-topic request might).
+        cluster = await self._producer.client.fetch_all_metadata()
+        found = cluster.partitions_for_topic(self.topic)
         if not found:
-            await self._producer.client.force_metadata_update()
-            found = self._producer.partitions_for(self.topic)
-        if not found:
+            await self._producer.stop()
             raise PublishError(
                 f"topic {self.topic!r} does not exist; run 'trackpipe topics create'", retriable=False
             )
-        if len(found) != self.partitions:
-            # The broker is the truth: group by the partitions that exist.
-            self.partitions = len(found)
+        # The broker is the truth: group events by the partitions that exist.
+        self.partitions = len(found)
 
     async def publish_many(self, records: list[tuple[int, bytes]]) -> list[BaseException | None]:
         futures = []

@@ -1,0 +1,86 @@
+"""pytest plugin: a real Apache Kafka broker for the test session.
+
+``kafka_bootstrap`` (session) is ``"host:port"`` of either an external broker named by
+``TRACKPIPE_TEST_KAFKA=host:port`` or a single-node KRaft broker started from the jars in
+``.cache/kafka/libs`` (fetched with Maven on first use) and stopped when the session ends.
+If the broker cannot be had the tests that need it fail with the reason; they never skip.
+
+``unique_name`` (function) is a factory of unique topic / group / app names, so tests
+sharing the one broker never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from trackpipe.devservers.kafka import KafkaBroker, KafkaError, ensure_kafka_jars
+
+ENV_EXTERNAL = "TRACKPIPE_TEST_KAFKA"
+
+_timings: dict[str, str] = {}
+
+
+def _check_external(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        pytest.fail(f"{ENV_EXTERNAL}={value!r} is not host:port", pytrace=False)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        pytest.fail(f"{ENV_EXTERNAL}={value}: cannot connect: {exc}", pytrace=False)
+    return value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get(ENV_EXTERNAL, "").strip()
+    if external:
+        _timings["kafka"] = f"external broker {external}"
+        yield _check_external(external)
+        return
+
+    t0 = time.monotonic()
+    try:
+        libs = ensure_kafka_jars()
+    except KafkaError as exc:
+        pytest.fail(f"cannot fetch the Kafka broker jars: {exc}", pytrace=False)
+    jars_s = time.monotonic() - t0
+    broker = KafkaBroker(libs)
+    try:
+        broker.start()
+    except KafkaError as exc:
+        pytest.fail(f"cannot start the Kafka broker: {exc}", pytrace=False)
+    _timings["kafka"] = (
+        f"{broker.bootstrap} (jars {jars_s:.1f}s, broker start {broker.startup_seconds:.1f}s, "
+        f"pid {broker.pid}, log {broker.log_path})"
+    )
+    try:
+        yield broker.bootstrap
+    finally:
+        t1 = time.monotonic()
+        broker.stop()
+        _timings["kafka"] += f", stop {time.monotonic() - t1:.1f}s"
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """``unique_name("orders")`` -> ``"orders-<test name>-<12 hex>"`` (a valid topic/group id)."""
+    test = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:40].strip("-")
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{test}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if "kafka" in _timings:
+        terminalreporter.write_line(f"kafka: {_timings['kafka']}")
