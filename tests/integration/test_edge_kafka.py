@@ -30,7 +30,8 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 async def test_concurrent_requests_become_few_envelope_records(kafka_bootstrap, unique_name):
     topic = unique_name("edge")
     await _create_topic(kafka_bootstrap, topic, 3)
-    app = build_edge_app(EdgeConfig(linger_ms=50), lambda: KafkaPublisher(kafka_bootstrap, topic, partitions=3))
+    config = EdgeConfig(linger_ms=50)
+    app = build_edge_app(config, lambda: KafkaPublisher(kafka_bootstrap, topic, partitions=3))
     visitors = [f"visitor-{i}" for i in range(30)]
     async with TestClient(TestServer(app)) as client:
 
