@@ -76,6 +76,17 @@ class Event(BaseModel):
     client_ip: str | None = None
     user_agent: str | None = None
     source_format: str = "unknown"  # which wire format it arrived in (convert_json, convert_query, ...)
+    # Clicks, postbacks and push platforms (added in schema 1 as optional fields):
+    click_id: str | None = None  # our click id (FunnelFlux "hit id"), set on clicks, carried by postbacks
+    link_id: str | None = None  # tracking link (FunnelFlux page id) the click or postback refers to
+    status: str | None = None  # postback status exactly as sent (pending, rejected, approved, ...)
+    disable_postbacks: bool = False  # do not forward this conversion to the traffic source
+    push_hash: str | None = None  # Pushwoosh msgHash of the push that was opened / led to the event
+    app_id: str | None = None  # Pushwoosh application code
+    device_id: str | None = None  # Pushwoosh hwid
+    user_id: str | None = None  # the integrator's own user id, when sent
+    event_name: str | None = None  # custom event name (Pushwoosh postEvent "event")
+    attributes: dict[str, str] = Field(default_factory=dict)  # UTM parameters and custom attributes
 
 
 def utcnow() -> datetime:

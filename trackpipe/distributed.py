@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from sinks.server_backend import ServerBackend
 
 from ingest.app import build_edge_app
 from ingest.kafka_publisher import KafkaPublisher
@@ -19,6 +18,7 @@ from schemas.reports import TopEventsQuery, TopEventsReport
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.reports import top_events
+from sinks.server_backend import ServerBackend
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,24 @@ def server_backend(settings: Settings, *, create_database: bool = False) -> Serv
 
 
 async def ensure_topics(settings: Settings) -> bool:
+    """Create the events and dead-letter topics when missing. True if anything was created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_security())
     await admin.start()
     try:
-        await admin.create_topics(
-            [
-                NewTopic(settings.kafka_topic, settings.partitions, settings.kafka_replication),
-                NewTopic(
-                    f"{settings.kafka_topic}.deadletter", settings.partitions, settings.kafka_replication
-                ),
-            ]
-        )
+        existing = set(await admin.list_topics())
+        wanted = [settings.kafka_topic, f"{settings.kafka_topic}.deadletter"]
+        missing = [
+            NewTopic(name, settings.partitions, settings.kafka_replication)
+            for name in wanted
+            if name not in existing
+        ]
+        if not missing:
+            return False
+        response = await admin.create_topics(missing)
+        for topic, code, *rest in getattr(response, "topic_errors", []):
+            if code and code != TopicAlreadyExistsError.errno:
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {rest[0] if rest else ''}")
         return True
-    except TopicAlreadyExistsError:
-        return False
     finally:
         await admin.close()
 
