@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -51,4 +50,7 @@ class TopEventsReport(BaseModel):
     rows: list[TopEventRow]
 
 
-TopEventsProvider = Callable[[TopEventsQuery], Awaitable[TopEventsReport]]
+class ReportSource(Protocol):
+    """Answers report queries (the wiring implements it over a ClickHouse backend)."""
+
+    async def top_events(self, query: TopEventsQuery) -> TopEventsReport: ...

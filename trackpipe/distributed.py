@@ -14,11 +14,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 from ingest.app import build_edge_app
 from ingest.kafka_publisher import KafkaPublisher
 from processors.faust_app import build_faust_app
-from schemas.reports import TopEventsQuery, TopEventsReport
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
-from sinks.reports import top_events
 from sinks.server_backend import ServerBackend
+from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ async def ensure_topics(settings: Settings) -> bool:
 
 def build_distributed_edge(settings: Settings) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reports")
-    backend: ServerBackend | None = None
+    backends: list[ServerBackend] = []
 
     def publisher() -> KafkaPublisher:
         return KafkaPublisher(
@@ -83,20 +82,21 @@ def build_distributed_edge(settings: Settings) -> web.Application:
             security=settings.kafka_security(),
         )
 
-    async def reports(query: TopEventsQuery) -> TopEventsReport:
-        nonlocal backend
-        loop = asyncio.get_running_loop()
-        if backend is None:
-            backend = await loop.run_in_executor(executor, server_backend, settings)
-        return await loop.run_in_executor(executor, top_events, backend, query)
+    def backend() -> ServerBackend:
+        # created on first use (in an executor thread): the edge starts even when ClickHouse is down
+        if not backends:
+            backends.append(server_backend(settings))
+        return backends[0]
 
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
-        if backend is not None:
-            backend.close()
+        for b in backends:
+            b.close()
         executor.shutdown(wait=False)
 
-    return build_edge_app(settings.edge, publisher, reports, extra_cleanup=[reports_ctx])
+    return build_edge_app(
+        settings.edge, publisher, BackendReports(backend, executor), extra_cleanup=[reports_ctx]
+    )
 
 
 def build_worker_app(settings: Settings):

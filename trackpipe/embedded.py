@@ -20,17 +20,16 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from sinks.backend import BackendError
-from sinks.chdb_backend import ChdbBackend
 
 from ingest.app import build_edge_app
 from processors.pipeline import ConversionPipeline
-from schemas.reports import TopEventsQuery, TopEventsReport
+from sinks.backend import BackendError
+from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
-from sinks.reports import top_events
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, OffsetStore
+from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,9 +143,11 @@ def build_embedded_app(settings: Settings) -> web.Application:
         assert isinstance(runner, EmbeddedRunner)
         return LocalLogPublisher(runner.log, settings.partitions, on_append=runner.appended)
 
-    async def reports(query: TopEventsQuery) -> TopEventsReport:
-        backend = state["backend"]
-        assert isinstance(backend, ChdbBackend)
-        return await asyncio.get_running_loop().run_in_executor(executor, top_events, backend, query)
+    def backend() -> ChdbBackend:
+        found = state["backend"]
+        assert isinstance(found, ChdbBackend)
+        return found
 
-    return build_edge_app(settings.edge, publisher, reports, extra_cleanup=[embedded_ctx])
+    return build_edge_app(
+        settings.edge, publisher, BackendReports(backend, executor), extra_cleanup=[embedded_ctx]
+    )

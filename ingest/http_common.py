@@ -1,0 +1,43 @@
+"""Shared pieces of the edge's HTTP layer: app keys, metrics and JSON answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from ingest.config import EdgeConfig
+from ingest.sender import EdgeSender
+from schemas.reports import ReportSource
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "trackpipe_edge_events_accepted", "events durably accepted", ["format"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "trackpipe_edge_requests_rejected", "requests answered 4xx/5xx", ["code"], registry=self.registry
+        )
+
+
+CONFIG = web.AppKey("config", EdgeConfig)
+SENDER = web.AppKey("sender", EdgeSender)
+REPORTS = web.AppKey("reports", ReportSource)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+READY = web.AppKey("ready", dict)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

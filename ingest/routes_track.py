@@ -1,0 +1,75 @@
+"""Convert Experiences tracking on ``/track``: JSON POST, bracket-query GET and the legacy push."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+
+from ingest.context import RequestContext
+from ingest.convert_legacy import is_legacy_query, parse_legacy_query
+from ingest.convert_tracking import parse_convert_payload
+from ingest.errors import bad_request
+from ingest.http_common import CONFIG, METRICS, SENDER, json_response
+from ingest.phpquery import parse_bracket_query
+from schemas.events import Event
+
+
+def request_context(request: web.Request) -> RequestContext:
+    ua = request.headers.get("User-Agent", "").strip()
+    if not ua:
+        raise bad_request("missing_user_agent", "a User-Agent header with a value is required")
+    cfg = request.app[CONFIG]
+    ip = request.remote
+    if cfg.trust_forwarded_for and (fwd := request.headers.get("X-Forwarded-For")):
+        ip = fwd.split(",")[0].strip()
+    return RequestContext(received_at=datetime.now(UTC), client_ip=ip, user_agent=ua[:512])
+
+
+async def accept(request: web.Request, events: list[Event], fmt: str) -> None:
+    """Hand events to the sender; returns once they are durable."""
+    await request.app[SENDER].submit(events)
+    request.app[METRICS].accepted.labels(fmt).inc(len(events))
+
+
+async def _answer(request: web.Request, events: list[Event], fmt: str) -> web.Response:
+    await accept(request, events, fmt)
+    return json_response({"status": "ok", "accepted": len(events), "event_ids": [e.event_id for e in events]})
+
+
+async def track_post(request: web.Request) -> web.Response:
+    ctx = request_context(request)
+    cfg = request.app[CONFIG]
+    raw = await request.read()
+    if not raw:
+        raise bad_request("invalid_body", "empty body: a JSON object with cid, pid, vid and ev is expected")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
+    events = parse_convert_payload(
+        data, ctx, source_format="convert_json", max_events=cfg.max_events_per_request
+    )
+    return await _answer(request, events, "convert_json")
+
+
+async def track_get(request: web.Request) -> web.Response:
+    ctx = request_context(request)
+    cfg = request.app[CONFIG]
+    query = request.rel_url.query
+    if is_legacy_query(query):
+        return await _answer(request, parse_legacy_query(query, ctx), "convert_legacy")
+    if len(query) > 20 * cfg.max_events_per_request:
+        raise bad_request("invalid_query", "too many query parameters")
+    data = parse_bracket_query(query.items())
+    events = parse_convert_payload(
+        data, ctx, source_format="convert_query", max_events=cfg.max_events_per_request
+    )
+    return await _answer(request, events, "convert_query")
+
+
+def add_track_routes(app: web.Application) -> None:
+    for path in ("/track", "/track/"):
+        app.router.add_post(path, track_post)
+        app.router.add_get(path, track_get)
