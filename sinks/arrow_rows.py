@@ -49,6 +49,16 @@ def events_table(events: Sequence[Event]) -> pa.Table:
         cols["user_agent"].append(e.user_agent or "")
         cols["source_format"].append(e.source_format)
         cols["schema_version"].append(e.v)
+        cols["click_id"].append(e.click_id or "")
+        cols["link_id"].append(e.link_id or "")
+        cols["status"].append(e.status or "")
+        cols["disable_postbacks"].append(e.disable_postbacks)
+        cols["push_hash"].append(e.push_hash or "")
+        cols["app_id"].append(e.app_id or "")
+        cols["device_id"].append(e.device_id or "")
+        cols["user_id"].append(e.user_id or "")
+        cols["event_name"].append(e.event_name or "")
+        cols["attributes"].append(list(e.attributes.items()))
     return pa.table({n: pa.array(cols[n], type=t) for n, t in EVENT_SCHEMA_FIELDS})
 
 
@@ -91,6 +101,16 @@ EVENT_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
     ("user_agent", pa.string()),
     ("source_format", pa.string()),
     ("schema_version", pa.uint16()),
+    ("click_id", pa.string()),
+    ("link_id", pa.string()),
+    ("status", pa.string()),
+    ("disable_postbacks", pa.bool_()),
+    ("push_hash", pa.string()),
+    ("app_id", pa.string()),
+    ("device_id", pa.string()),
+    ("user_id", pa.string()),
+    ("event_name", pa.string()),
+    ("attributes", pa.map_(pa.string(), pa.string())),
 ]
 
 CONVERSION_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
