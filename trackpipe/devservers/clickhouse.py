@@ -27,7 +27,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,28 +39,14 @@ from types import TracebackType
 from typing import IO
 
 from trackpipe.devservers import clickhouse_proc
+from trackpipe.devservers.ports import LOOPBACK, pick_free_ports
 
-LOOPBACK = "127.0.0.1"
 _LOG_NAME = "server.log"
 _PORT_RETRIES = 3
 
 
 class ClickHouseServerError(RuntimeError):
     """The dev ClickHouse server could not be started (message includes the server's log tail)."""
-
-
-def pick_free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """Return ``count`` distinct ports that were free on ``host`` a moment ago."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def http_request(

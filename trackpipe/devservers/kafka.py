@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from trackpipe.devservers.ports import pick_free_ports
+
 __all__ = [
     "KafkaBroker",
     "KafkaError",
@@ -189,20 +191,6 @@ def ensure_kafka_jars(repo_root: Path | None = None) -> Path:
 # --------------------------------------------------------------------------------------
 # Broker
 # --------------------------------------------------------------------------------------
-
-
-def _free_ports(count: int, host: str) -> list[int]:
-    """``count`` distinct ports that were free on ``host`` a moment ago."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _random_cluster_id() -> str:
@@ -502,9 +490,9 @@ class KafkaBroker:
             self.port, self.controller_port = self._want_port, self._want_controller_port
         elif self._want_port:
             self.port = self._want_port
-            self.controller_port = next(p for p in _free_ports(2, self.host) if p != self._want_port)
+            self.controller_port = next(p for p in pick_free_ports(2, self.host) if p != self._want_port)
         else:
-            self.port, self.controller_port = _free_ports(2, self.host)
+            self.port, self.controller_port = pick_free_ports(2, self.host)
         self.cluster_id = _random_cluster_id()
 
         props_path = self.workdir / "server.properties"
