@@ -11,14 +11,33 @@ from aiohttp import web
 
 from ingest.accumulator import RecordAccumulator
 from ingest.config import EdgeConfig
-from ingest.http_common import CONFIG, METRICS, READY, REPORTS, SENDER, EdgeMetrics
+from ingest.http_common import (
+    ADMIN_KEY,
+    CONFIG,
+    CONFIG_STORE,
+    LIMITER,
+    METRICS,
+    READY,
+    REPORTS,
+    SENDER,
+    EdgeMetrics,
+)
 from ingest.middleware import error_middleware
+from ingest.openapi import add_openapi_routes
 from ingest.partitioner import partition_for
 from ingest.publisher import Publisher
+from ingest.ratelimit import RateLimiter
+from ingest.routes_admin import add_admin_routes
+from ingest.routes_clicks import add_click_routes
+from ingest.routes_dashboard import add_dashboard_routes
 from ingest.routes_ops import add_ops_routes
+from ingest.routes_postbacks import add_postback_routes
+from ingest.routes_pushwoosh import add_pushwoosh_routes
+from ingest.routes_pvtlnk import add_pvtlnk_routes
 from ingest.routes_reports import add_report_routes
 from ingest.routes_track import add_track_routes
 from ingest.sender import EdgeSender
+from schemas.config import ConfigStore
 from schemas.reports import ReportSource
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -29,18 +48,38 @@ def build_edge_app(
     publisher_factory: Callable[[], Publisher],
     reports: ReportSource | None = None,
     extra_cleanup: list[CleanupCtx] | None = None,
+    *,
+    config_store: ConfigStore | None = None,
+    admin_key: str | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
-    ``extra_cleanup`` contexts have started (and they stop after it)."""
+    ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
+    is started after ``extra_cleanup`` and before the publisher; without it the click, postback and
+    conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     if reports is not None:
         app[REPORTS] = reports
     app[METRICS] = EdgeMetrics()
     app[READY] = {"ready": False}
+    app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
+    if admin_key:
+        app[ADMIN_KEY] = admin_key
 
     for ctx in extra_cleanup or []:
         app.cleanup_ctx.append(ctx)
+
+    if config_store is not None:
+        store = app[CONFIG_STORE] = config_store
+
+        async def config_ctx(app: web.Application) -> AsyncIterator[None]:
+            await store.start()
+            try:
+                yield
+            finally:
+                await store.stop()
+
+        app.cleanup_ctx.append(config_ctx)
 
     async def sender_ctx(app: web.Application) -> AsyncIterator[None]:
         publisher = publisher_factory()
@@ -68,4 +107,11 @@ def build_edge_app(
     add_track_routes(app)
     add_report_routes(app)
     add_ops_routes(app)
+    add_click_routes(app)
+    add_postback_routes(app)
+    add_pvtlnk_routes(app)
+    add_pushwoosh_routes(app)
+    add_admin_routes(app)
+    add_openapi_routes(app)
+    add_dashboard_routes(app)
     return app

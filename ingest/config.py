@@ -19,3 +19,20 @@ class EdgeConfig(BaseModel):
     max_record_bytes: int = Field(default=900_000, ge=10_000, description="bytes of one envelope record")
     max_buffered_events: int = Field(default=200_000, ge=1000, description="events waiting before 503")
     trust_forwarded_for: bool = Field(default=False, description="take the client IP from X-Forwarded-For")
+    # Clicks, postbacks and conversion APIs (issue 3):
+    rate_limit_per_minute: int = Field(
+        default=1000, ge=0, description="requests per minute per token / app code, per edge (0 = off)"
+    )
+    visitor_cookie: str = Field(
+        default="tp_vid", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="visitor id cookie name"
+    )
+    click_id_param: str = Field(
+        default="click_id",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="query parameter carrying the click id on the redirect",
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="base URL of tracking links (default: scheme and host of the request)",
+    )

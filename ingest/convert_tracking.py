@@ -77,6 +77,14 @@ def _str(v: int | str) -> str:
     return str(v)
 
 
+# Canonical models are built by calling their validators on a dict: the same validation ``Model(**fields)``
+# runs (pydantic's __init__ calls this validator), without its slower self-instance path (~35% less time per
+# model, ~20% less per parsed request; see docs/performance.md).
+_new_event = Event.__pydantic_validator__.validate_python
+_new_segment = Segment.__pydantic_validator__.validate_python
+_new_exp_var = ExperimentVariation.__pydantic_validator__.validate_python
+
+
 def parse_convert_payload(
     data: Any, ctx: RequestContext, *, source_format: str, max_events: int
 ) -> list[Event]:
@@ -91,38 +99,49 @@ def parse_convert_payload(
     except ValidationError as exc:
         raise _validation_rejection(exc) from None
     seg = wire.seg or WireSegment()
-    segment = Segment(
-        browser=seg.browser,
-        devices=tuple(seg.devices),
-        source=seg.source,
-        campaign=seg.campaign or None,
-        returning=None if seg.new is None else bool(seg.new),
-        country=seg.ctry.upper() if seg.ctry else None,
-        custom=tuple(_str(c) for c in seg.cust),
+    segment = _new_segment(
+        {
+            "browser": seg.browser,
+            "devices": tuple(seg.devices),
+            "source": seg.source,
+            "campaign": seg.campaign or None,
+            "returning": None if seg.new is None else bool(seg.new),
+            "country": seg.ctry.upper() if seg.ctry else None,
+            "custom": tuple(_str(c) for c in seg.cust),
+        }
     )
-    events = []
+    account_id, project_id = _str(wire.cid), _str(wire.pid)
+    pairs: dict[tuple[str, str], ExperimentVariation] = {}  # events of one request share experiments
+
+    def exp_var(e: int | str, v: int | str) -> ExperimentVariation:
+        key = (_str(e), _str(v))
+        found = pairs.get(key)
+        if found is None:
+            found = pairs[key] = _new_exp_var({"experiment_id": key[0], "variation_id": key[1]})
+        return found
+
+    events: list[Event] = []
     for w in wire.ev:
         events.append(
-            Event(
-                event_id=new_event_id(),
-                type=_EVT_TYPES[w.evt],
-                received_at=ctx.received_at,
-                occurred_at=ctx.received_at,
-                account_id=_str(wire.cid),
-                project_id=_str(wire.pid),
-                visitor_id=wire.vid,
-                experiments=tuple(
-                    ExperimentVariation(experiment_id=_str(e), variation_id=_str(v))
-                    for e, v in zip(w.exps, w.vars, strict=True)
-                ),
-                goal_ids=tuple(_str(g) for g in w.goals),
-                revenue=w.r,
-                products_count=w.prc,
-                transaction_id=w.tid,
-                segment=segment,
-                client_ip=ctx.client_ip,
-                user_agent=ctx.user_agent,
-                source_format=source_format,
+            _new_event(
+                {
+                    "event_id": new_event_id(),
+                    "type": _EVT_TYPES[w.evt],
+                    "received_at": ctx.received_at,
+                    "occurred_at": ctx.received_at,
+                    "account_id": account_id,
+                    "project_id": project_id,
+                    "visitor_id": wire.vid,
+                    "experiments": tuple(exp_var(e, v) for e, v in zip(w.exps, w.vars, strict=True)),
+                    "goal_ids": tuple(_str(g) for g in w.goals),
+                    "revenue": w.r,
+                    "products_count": w.prc,
+                    "transaction_id": w.tid,
+                    "segment": segment,
+                    "client_ip": ctx.client_ip,
+                    "user_agent": ctx.user_agent,
+                    "source_format": source_format,
+                }
             )
         )
     return events

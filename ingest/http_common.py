@@ -9,7 +9,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from ingest.config import EdgeConfig
+from ingest.ratelimit import RateLimiter
 from ingest.sender import EdgeSender
+from schemas.config import ConfigStore
 from schemas.reports import ReportSource
 
 
@@ -22,6 +24,12 @@ class EdgeMetrics:
         self.rejected = Counter(
             "trackpipe_edge_requests_rejected", "requests answered 4xx/5xx", ["code"], registry=self.registry
         )
+        self.pixel_rejected = Counter(
+            "trackpipe_edge_pixel_rejected",
+            "conversion pixels answered with the GIF but not recorded",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 CONFIG = web.AppKey("config", EdgeConfig)
@@ -29,6 +37,9 @@ SENDER = web.AppKey("sender", EdgeSender)
 REPORTS = web.AppKey("reports", ReportSource)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 READY = web.AppKey("ready", dict)
+CONFIG_STORE = web.AppKey("config_store", ConfigStore)
+ADMIN_KEY = web.AppKey("admin_key", str)  # absent: the admin API is disabled
+LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -40,7 +40,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         metrics.rejected.labels(code).inc()
         return error_response(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
-    except Exception:
+    except Exception as exc:
+        if getattr(exc, "retriable", False) is True:
+            # A dependency (ClickHouse, Kafka) is unavailable: the client should retry, not give up.
+            log.warning("dependency unavailable on %s %s: %s", request.method, request.path, exc)
+            metrics.rejected.labels("unavailable").inc()
+            return error_response(
+                503, "unavailable", f"a backing service is unavailable, retry: {exc}", {"Retry-After": "5"}
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         metrics.rejected.labels("internal").inc()
         return error_response(500, "internal", "internal error; nothing was accepted from this request")

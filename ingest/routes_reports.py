@@ -1,13 +1,26 @@
-"""Report endpoints: validate the parameters, ask the ReportSource, answer JSON."""
+"""Report endpoints: validate the parameters, ask the ReportSource, answer JSON (or CSV: ``?format=csv``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from ingest.csv_export import report_response, requested_format
 from ingest.errors import Rejected, bad_request
 from ingest.http_common import REPORTS
-from schemas.reports import TopEventsQuery
+from schemas.reports import (
+    ConversionAnalyticsQuery,
+    ExperimentReportQuery,
+    GoalConversionsRow,
+    ProjectRow,
+    ProjectsQuery,
+    ReportSource,
+    TopEventRow,
+    TopEventsQuery,
+    VariationRow,
+)
+
+TOP_EVENTS_PARAMS = {"project", "from", "to", "limit", "campaign", "link", "push", "experiment", "variation"}
 
 
 def first_problem(exc: Exception) -> str:
@@ -18,22 +31,72 @@ def first_problem(exc: Exception) -> str:
     return str(exc)
 
 
-async def top_events(request: web.Request) -> web.Response:
+def report_source(request: web.Request) -> ReportSource:
     source = request.app.get(REPORTS)
     if source is None:
         raise Rejected(501, "reports_disabled", "this edge has no ClickHouse configured for reports")
+    return source
+
+
+def report_params(request: web.Request, allowed: set[str]) -> tuple[dict[str, str], str]:
+    """The query parameters without ``format``, and the requested format; unknown names are a 400."""
     params = dict(request.rel_url.query)
-    unknown = set(params) - {"project", "from", "to", "limit"}
+    fmt = requested_format(params.pop("format", None))
+    unknown = set(params) - allowed
     if unknown:
         raise bad_request("invalid_query", f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return params, fmt
+
+
+async def top_events(request: web.Request) -> web.Response:
+    source = report_source(request)
+    params, fmt = report_params(request, TOP_EVENTS_PARAMS)
     try:
         query = TopEventsQuery.model_validate(params)
         query.period()
     except (ValidationError, ValueError) as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
     report = await source.top_events(query)
-    return web.Response(body=report.model_dump_json(by_alias=True), content_type="application/json")
+    return report_response(fmt, report, report.rows, TopEventRow, f"top-events-{query.project}")
+
+
+async def projects(request: web.Request) -> web.Response:
+    source = report_source(request)
+    params, fmt = report_params(request, {"limit"})
+    try:
+        query = ProjectsQuery.model_validate(params)
+    except ValidationError as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    report = await source.projects(query)
+    return report_response(fmt, report, report.rows, ProjectRow, "projects")
+
+
+async def conversion_analytics(request: web.Request) -> web.Response:
+    """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
+    source = report_source(request)
+    params, fmt = report_params(request, {"link_id", "days", "project"})
+    try:
+        query = ConversionAnalyticsQuery.model_validate(params)
+    except ValidationError as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    report = await source.conversion_analytics(query)
+    return report_response(fmt, report, report.rows, GoalConversionsRow, f"conversions-{query.link_id}")
+
+
+async def experiment_report(request: web.Request) -> web.Response:
+    source = report_source(request)
+    params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline"})
+    try:
+        query = ExperimentReportQuery.model_validate({**params, "experiment": request.match_info["id"]})
+        query.period()
+    except (ValidationError, ValueError) as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    report = await source.experiment_report(query)
+    return report_response(fmt, report, report.rows, VariationRow, f"experiment-{query.experiment}")
 
 
 def add_report_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reports/top-events", top_events)
+    app.router.add_get("/api/v1/projects", projects)
+    app.router.add_get("/api/v1/analytics/conversions", conversion_analytics)
+    app.router.add_get("/api/v1/experiments/{id}/report", experiment_report)

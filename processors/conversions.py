@@ -1,53 +1,180 @@
-"""Turn an accepted event into conversion rows, one per goal it names.
+"""The conversion stage, keyed by (project, conversion key): one conversion row per goal, exact.
 
-Keys (README, "What counts"): a transaction with an id -> ``tx:<id>`` (counts once however often it
-arrives); a transaction without an id -> ``ev:<event id>``; a goal hit -> ``visitor:<visitor id>``
-(a goal converts once per visitor, as Convert counts goal conversions).
+Every ``Attributed`` event of a key is merged into its :class:`~processors.dedup.Ledger` (idempotent,
+order-free). The row of each goal the events name is a pure function of the ledger:
+
+- conversion time, event id, transaction id: the earliest event (by occurred_at, then event id);
+- status, revenue, currency, disable_postbacks: the latest event decides (processors.statuses);
+- attribution: the earliest event whose anchor touch lies inside the goal's window; the models split
+  the conversion and its revenue over that event's path (processors.attribution_models);
+- variations: every variation any of its events was credited to (processors.experiments).
+
+``version`` grows with every merge that changed the ledger, so the sink keeps the newest row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
-from schemas.events import Event, EventType
-from schemas.ids import event_id_millis
-from schemas.rows import Conversion
-
-_ZERO = Decimal(0)
-
-
-def conversion_key(event: Event) -> str:
-    if event.type is EventType.TRANSACTION:
-        return f"tx:{event.transaction_id}" if event.transaction_id else f"ev:{event.event_id}"
-    return f"visitor:{event.visitor_id}"
+from processors.attribution import GoalAttribution, for_goal
+from processors.attribution_models import BACKWARD, MODELS, REVENUE_QUANTUM, credits, split, weights
+from processors.config import ProcessingConfig
+from processors.dedup import Ledger
+from processors.messages import Attributed, conversion_route_key
+from processors.stage import StageOutput, load, save
+from processors.statuses import resolve
+from processors.store import KeyValueStore
+from schemas.rows import Conversion, Credit
 
 
-def conversions_from_event(event: Event) -> list[Conversion]:
-    if event.type not in (EventType.HIT_GOAL, EventType.TRANSACTION) or not event.goal_ids:
-        return []
-    key = conversion_key(event)
-    revenue = event.revenue if event.type is EventType.TRANSACTION and event.revenue is not None else _ZERO
-    exps = tuple(x.experiment_id for x in event.experiments)
-    vars_ = tuple(x.variation_id for x in event.experiments)
-    version = event_id_millis(event.event_id)
-    return [
-        Conversion(
-            project_id=event.project_id,
-            goal_id=goal,
-            conversion_key=key,
-            account_id=event.account_id,
-            visitor_id=event.visitor_id,
-            event_id=event.event_id,
-            event_type=event.type.value,
-            occurred_at=event.occurred_at,
-            received_at=event.received_at,
-            revenue=revenue,
-            currency=event.currency or "",
-            products_count=event.products_count or 0,
-            transaction_id=event.transaction_id or "",
-            experiment_ids=exps,
-            variation_ids=vars_,
-            version=version,
+def _credit_rows(
+    ga: GoalAttribution | None, t: datetime, revenue: Decimal, half_life_s: float
+) -> list[Credit]:
+    if ga is None or ga.anchor is None:
+        return [
+            Credit(
+                model=m,
+                touch_id="",
+                kind="",
+                link_id="",
+                campaign="",
+                push_hash="",
+                credit=Decimal(1),
+                revenue=revenue,
+            )
+            for m in (*MODELS, BACKWARD)
+        ]
+    path = ga.path
+    ages = [(t - x.at).total_seconds() for x in path]
+    rows: list[Credit] = []
+    for model in MODELS:
+        shares = credits(model, ages, half_life_s)
+        revs = split(revenue, weights(model, ages, half_life_s), REVENUE_QUANTUM)
+        for x, share, rev in zip(path, shares, revs, strict=True):
+            rows.append(
+                Credit(
+                    model=model,
+                    touch_id=x.touch_id,
+                    kind=x.kind,
+                    link_id=x.link_id,
+                    campaign=x.campaign,
+                    push_hash=x.push_hash,
+                    credit=share,
+                    revenue=rev,
+                )
+            )
+    for x in path:
+        rows.append(
+            Credit(
+                model=BACKWARD,
+                touch_id=x.touch_id,
+                kind=x.kind,
+                link_id=x.link_id,
+                campaign=x.campaign,
+                push_hash=x.push_hash,
+                credit=Decimal(1),
+                revenue=revenue,
+            )
         )
-        for goal in dict.fromkeys(event.goal_ids)
-    ]
+    return rows
+
+
+def conversion_rows(ledger: Ledger, config: ProcessingConfig) -> list[Conversion]:
+    if not ledger.events:
+        return []
+    msgs_all = sorted(ledger.events.values(), key=lambda m: (m.conv.occurred_at, m.conv.event_id))
+    project = msgs_all[0].conv.project_id
+    goals = sorted({g for m in msgs_all for g in m.conv.goal_ids})
+    rows = []
+    for goal in goals:
+        msgs = [m for m in msgs_all if goal in m.conv.goal_ids]
+        rows.append(_goal_row(project, goal, msgs, ledger.version, config))
+    return rows
+
+
+def _goal_row(
+    project: str, goal: str, msgs: Sequence[Attributed], version: int, config: ProcessingConfig
+) -> Conversion:
+    first = msgs[0]
+    st = resolve(m.conv for m in msgs)
+    deciding = next(m for m in msgs if m.conv.event_id == st.deciding_event_id)
+    window = config.goal_window(project, goal, deciding.conv.window_days)
+    attributing: Attributed | None = None
+    ga: GoalAttribution | None = None
+    for m in msgs:
+        cand = for_goal(m, window)
+        if cand.anchor is not None:
+            attributing, ga = m, cand
+            break
+    visitor = attributing.res.visitor_id if attributing else ""
+    if not visitor:
+        visitor = next(
+            (m.res.visitor_id or m.conv.visitor_id for m in msgs if m.res.visitor_id or m.conv.visitor_id), ""
+        )
+    variations = sorted({v for m in msgs for v in m.variations})
+    anchor = ga.anchor if ga else None
+    push_hash = (anchor.push_hash if anchor and anchor.kind == "push" else "") or next(
+        (m.conv.push_hash for m in msgs if m.conv.push_hash), ""
+    )
+    t_attr = attributing.conv.occurred_at if attributing else first.conv.occurred_at
+    return Conversion(
+        project_id=project,
+        goal_id=goal,
+        conversion_key=first.conv.key,
+        account_id=first.conv.account_id,
+        visitor_id=visitor,
+        event_id=first.conv.event_id,
+        event_type=first.conv.type,
+        occurred_at=first.conv.occurred_at,
+        received_at=first.conv.received_at,
+        revenue=st.revenue,
+        currency=st.currency,
+        products_count=deciding.conv.products_count,
+        transaction_id=first.conv.transaction_id,
+        experiment_ids=tuple(e for e, _ in variations),
+        variation_ids=tuple(v for _, v in variations),
+        version=version,
+        status=st.status,
+        status_class=st.status_class.value,
+        is_deleted=st.is_deleted,
+        disable_postbacks=st.disable_postbacks,
+        events_merged=len(msgs),
+        attribution_method=attributing.res.method if attributing else "none",
+        attribution_model=config.model_for(project),
+        attributed_touch_id=anchor.touch_id if anchor else "",
+        attributed_click_id=anchor.touch_id if anchor and anchor.kind == "click" else "",
+        attributed_link_id=anchor.link_id if anchor else "",
+        attributed_campaign=(anchor.campaign if anchor else "") or first.conv.campaign,
+        attributed_push_hash=push_hash,
+        attributed_at=anchor.at if anchor else None,
+        time_to_convert_ms=ga.time_to_convert_ms if ga else None,
+        attribution_window_s=int(window.total_seconds()),
+        credits=tuple(_credit_rows(ga, t_attr, st.revenue, config.half_life.total_seconds())),
+    )
+
+
+class ConversionStage:
+    name = "conversion"
+
+    def __init__(self, config: ProcessingConfig):
+        self.config = config
+
+    def process(self, store: KeyValueStore, msgs: Sequence[Attributed]) -> StageOutput:
+        out = StageOutput()
+        by_key: dict[str, list[Attributed]] = {}
+        for m in msgs:
+            by_key.setdefault(conversion_route_key(m.conv.project_id, m.conv.key), []).append(m)
+        for key, items in by_key.items():
+            ledger = load(store, key, Ledger) or Ledger()
+            before = ledger.version
+            for m in items:
+                out.count(ledger.merge(m))
+            if ledger.version == before:
+                continue
+            out.conversions.extend(conversion_rows(ledger, self.config))
+            expires = ledger.expires_at(self.config.dedup_window + self.config.lateness)
+            assert expires is not None
+            save(store, key, ledger, expires)
+        return out

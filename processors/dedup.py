@@ -1,60 +1,83 @@
-"""Transaction dedup: a transaction id counts once per project, within a bounded window.
+"""What counts as the same conversion, and the bounded per-conversion state that makes counting exact.
 
-State is a mapping key -> first-seen time; keys older than the window leave (bounded memory). The
-sink is idempotent on the same key too, so a restart that loses this state never double-counts.
+Conversion key within a project (README, "What counts"):
+
+- an event with a transaction / order id (``transaction``, ``postback``) -> ``tx:<id>``: one conversion
+  per id, through whichever endpoint it arrives; its status updates change that one conversion;
+- a postback without one -> ``click:<click id>`` (one per click), ``vp:<visitor>:<link>`` (vid + page),
+  else ``ev:<event id>`` (each counts);
+- a goal hit -> ``visitor:<visitor id>`` (once per visitor and goal);
+- a transaction without id, a custom event -> ``ev:<event id>``.
+
+``Ledger`` is the state of one (project, conversion key): every distinct event that carried it, each
+with the best attribution seen. Merging is idempotent and order-free (a replayed or duplicated event
+changes nothing; a better-informed copy replaces a worse one), so any interleaving and duplication of
+the same events gives the same ledger. A ledger expires ``dedup_window`` after its newest event.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel, ConfigDict
+
+from processors.messages import Attributed
 from processors.outcome import Drop, Ok, Outcome
-from schemas.events import Event
+from schemas.events import Event, EventType
 
-DEFAULT_WINDOW = timedelta(days=31)  # at least the longest attribution window (30 days)
-
-
-def dedup_key(event: Event) -> str | None:
-    if event.transaction_id:
-        return f"{event.project_id}\x1f{event.transaction_id}"
-    return None
+#: Event types that can make conversions.
+CONVERSION_EVENT_TYPES = frozenset(
+    {EventType.HIT_GOAL, EventType.TRANSACTION, EventType.POSTBACK, EventType.CUSTOM_EVENT}
+)
 
 
-class TransactionDedup:
-    def __init__(self, window: timedelta = DEFAULT_WINDOW, max_keys: int = 5_000_000):
-        self.window = window
-        self.max_keys = max_keys
-        self._seen: OrderedDict[str, datetime] = OrderedDict()  # insertion order == first-seen order
-        self.evicted = 0
+def conversion_key(event: Event) -> str | None:
+    """The key identifying the conversion ``event`` makes within its project; None if it makes none."""
+    if event.type not in CONVERSION_EVENT_TYPES or not event.goal_ids:
+        return None
+    if event.type in (EventType.TRANSACTION, EventType.POSTBACK) and event.transaction_id:
+        return f"tx:{event.transaction_id}"
+    if event.type is EventType.POSTBACK:
+        if event.click_id:
+            return f"click:{event.click_id}"
+        if event.visitor_id and event.link_id:
+            return f"vp:{event.visitor_id}:{event.link_id}"
+        return f"ev:{event.event_id}"
+    if event.type is EventType.HIT_GOAL:
+        return f"visitor:{event.visitor_id}"
+    return f"ev:{event.event_id}"
 
-    def __len__(self) -> int:
-        return len(self._seen)
 
-    def check(self, event: Event) -> Outcome[Event]:
-        key = dedup_key(event)
-        if key is None:
-            return Ok(event)
-        self._expire(event.received_at)
-        first = self._seen.get(key)
-        if first is not None and event.received_at - first <= self.window:
-            return Drop(f"duplicate transaction {event.transaction_id!r} (first seen {first.isoformat()})")
-        self._seen[key] = event.received_at
-        self._seen.move_to_end(key)
-        return Ok(event)
+class Ledger(BaseModel):
+    """All events of one conversion key, by event id."""
 
-    def _expire(self, now: datetime) -> None:
-        horizon = now - self.window
-        while self._seen:
-            seen = next(iter(self._seen.values()))
-            if seen >= horizon and len(self._seen) < self.max_keys:
-                break
-            self._seen.popitem(last=False)
-            self.evicted += 1
+    model_config = ConfigDict(extra="forbid")
 
-    def snapshot(self) -> dict[str, str]:
-        return {k: v.isoformat() for k, v in self._seen.items()}
+    events: dict[str, Attributed] = {}
 
-    def restore(self, state: dict[str, str]) -> None:
-        for k, v in sorted(state.items(), key=lambda kv: kv[1]):
-            self._seen[k] = datetime.fromisoformat(v)
+    def merge(self, msg: Attributed) -> Outcome[Attributed]:
+        """Add or improve one event. Drop = it changed nothing (replay, or no better information)."""
+        eid = msg.conv.event_id
+        held = self.events.get(eid)
+        if held is None:
+            duplicate = bool(self.events)
+            self.events[eid] = msg
+            if duplicate:
+                return Drop("duplicate: joins an existing conversion")  # counted, and still merged
+            return Ok(msg)
+        if msg.info > held.info:
+            self.events[eid] = msg
+            return Ok(msg)
+        return Drop("replay: event already merged")
+
+    @property
+    def version(self) -> int:
+        """Grows with every merge that changed something: the sink keeps the highest."""
+        return (1 << 62) + sum(1 + m.info for m in self.events.values())
+
+    def newest(self) -> datetime | None:
+        return max((m.conv.occurred_at for m in self.events.values()), default=None)
+
+    def expires_at(self, window: timedelta) -> datetime | None:
+        newest = self.newest()
+        return None if newest is None else newest + window

@@ -1,21 +1,53 @@
-"""The processing core both runners drive: a batch of envelope records in, a ProcessedBatch out.
+"""All stages in one process: what the embedded runner (and the tests) drive.
 
-Framework-free: the Faust agent and the embedded runner only feed it records and hand its result to a
-sink. Every record and event ends in an explicit outcome; drops and dead letters are returned, not hidden.
+``process_records`` decodes a batch of envelope records from the events log, runs the visitor stage on
+its events and then passes the stage messages around (click, fingerprint, visitor, conversion) until
+none is left, exactly as the Faust topology does through its repartition topics. State writes are staged:
+the runner calls ``commit(offset)`` once the batch's rows are stored (state and input offset are then
+committed together, atomically when the state backend is SQLite), or ``discard()`` to retry the batch.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from processors.conversions import conversions_from_event
-from processors.dedup import TransactionDedup
-from processors.outcome import DeadLetter, Drop, Ok
+from processors.clicks import ClickStage
+from processors.config import ProcessingConfig
+from processors.conversions import ConversionStage
+from processors.fingerprints import FingerprintStage
+from processors.messages import (
+    STAGES,
+    Attributed,
+    ClickLookup,
+    ClickReg,
+    FpLookup,
+    FpReg,
+    Message,
+    Resolved,
+    Stage,
+)
+from processors.outcome import DeadLetter
+from processors.stage import StageOutput
+from processors.store import DictStore, KeyValueStore, StagedStore, expired_keys
+from processors.visitors import SourceEvent, VisitorStage
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.events import Event
-from schemas.rows import Conversion, ProcessedBatch
+from schemas.rows import ProcessedBatch
+
+SWEEP_EVERY_MS = 3_600_000  # expired state is swept when stream time moved on by an hour
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One envelope record of the events log / topic and where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes
 
 
 @dataclass
@@ -25,34 +57,130 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-class ConversionPipeline:
-    def __init__(self, dedup: TransactionDedup | None = None):
-        self.dedup = dedup or TransactionDedup()
+class StateBackend(Protocol):
+    """Durable home of the stage states plus the input offset they describe."""
 
-    def process_records(self, records: Iterable[bytes]) -> BatchResult:
-        events: list[Event] = []
-        dead: list[DeadLetter] = []
-        for raw in records:
-            try:
-                events.extend(decode_envelope(raw))
-            except EnvelopeError as exc:
-                dead.append(DeadLetter(str(exc), raw))
-        result = self.process_events(events)
+    def store(self, stage: Stage) -> KeyValueStore: ...
+
+    def offset(self) -> int | None: ...
+
+    def commit(self, offset: int) -> None: ...
+
+
+class Stages:
+    """One instance of every stage (shared by the in-process pipeline and the Faust agents)."""
+
+    def __init__(self, config: ProcessingConfig):
+        self.config = config
+        self.visitor = VisitorStage(config)
+        self.click = ClickStage(config)
+        self.fingerprint = FingerprintStage(config)
+        self.conversion = ConversionStage(config)
+
+    def now_ms(self) -> int:
+        return max(self.visitor.now_ms, self.click.now_ms, self.fingerprint.now_ms)
+
+    def advance(self) -> None:
+        """A batch is done: stream time (for expiry) moves to the newest time seen."""
+        for stage in (self.visitor, self.click, self.fingerprint):
+            stage.advance()
+
+    def run(self, stage: Stage, store: KeyValueStore, msgs: Sequence[Message]) -> StageOutput:
+        """Run one stage on the stage messages addressed to it."""
+        if stage == "click":
+            return self.click.process(store, [m for m in msgs if isinstance(m, ClickReg | ClickLookup)])
+        if stage == "fingerprint":
+            return self.fingerprint.process(store, [m for m in msgs if isinstance(m, FpReg | FpLookup)])
+        if stage == "visitor":
+            return self.visitor.process(store, [], [m for m in msgs if isinstance(m, Resolved)])
+        return self.conversion.process(store, [m for m in msgs if isinstance(m, Attributed)])
+
+
+def group_by_stage(msgs: Iterable[Message]) -> dict[Stage, list[Message]]:
+    from processors.messages import route
+
+    groups: dict[Stage, list[Message]] = {}
+    for m in msgs:
+        groups.setdefault(route(m)[0], []).append(m)
+    return groups
+
+
+def decode_source(records: Iterable[bytes | SourceRecord]) -> tuple[list[SourceEvent], list[DeadLetter]]:
+    sources: list[SourceEvent] = []
+    dead: list[DeadLetter] = []
+    for rec in records:
+        raw = rec.payload if isinstance(rec, SourceRecord) else rec
+        try:
+            events = decode_envelope(raw)
+        except EnvelopeError as exc:
+            dead.append(DeadLetter(str(exc), raw))
+            continue
+        if isinstance(rec, SourceRecord):
+            sources.extend(SourceEvent(e, rec.topic, rec.offset) for e in events)
+        else:
+            sources.extend(SourceEvent(e) for e in events)
+    return sources, dead
+
+
+class ConversionPipeline:
+    def __init__(self, config: ProcessingConfig | None = None, state: StateBackend | None = None):
+        self.config = config or ProcessingConfig()
+        self.stages = Stages(self.config)
+        self.state = state
+        backing: Mapping[Stage, KeyValueStore] = (
+            {s: state.store(s) for s in STAGES} if state else {s: DictStore() for s in STAGES}
+        )
+        self.stores: dict[Stage, StagedStore] = {s: StagedStore(backing[s]) for s in STAGES}
+        self._swept_ms = 0
+
+    def committed_offset(self) -> int | None:
+        return self.state.offset() if self.state else None
+
+    def process_records(self, records: Iterable[bytes | SourceRecord]) -> BatchResult:
+        sources, dead = decode_source(records)
+        result = self._run(sources)
         result.dead_letters.extend(dead)
         return result
 
     def process_events(self, events: Iterable[Event]) -> BatchResult:
-        kept: list[Event] = []
-        conversions: list[Conversion] = []
-        dropped: Counter[str] = Counter()
-        for event in events:
-            outcome = self.dedup.check(event)
-            if isinstance(outcome, Drop):
-                dropped["duplicate_transaction"] += 1
-                # The raw event is still stored (analysts see every hit); it just makes no conversion.
-                kept.append(event)
-                continue
-            assert isinstance(outcome, Ok)
-            kept.append(event)
-            conversions.extend(conversions_from_event(event))
-        return BatchResult(ProcessedBatch(events=tuple(kept), conversions=tuple(conversions)), dropped)
+        """Process events as one batch and commit the state (tests, benchmarks)."""
+        result = self._run([SourceEvent(e) for e in events])
+        self.commit()
+        return result
+
+    def _run(self, sources: list[SourceEvent]) -> BatchResult:
+        out = self.stages.visitor.process(self.stores["visitor"], sources, [])
+        pending, out.messages = out.messages, []
+        while pending:
+            groups = group_by_stage(pending)
+            pending = []
+            for stage in ("click", "fingerprint", "visitor", "conversion"):
+                if stage in groups:
+                    step = self.stages.run(stage, self.stores[stage], groups[stage])
+                    pending.extend(step.messages)
+                    step.messages = []
+                    out.extend(step)
+        self.stages.advance()
+        self._maybe_sweep()
+        return BatchResult(out.batch(), out.dropped, out.dead_letters)
+
+    def _maybe_sweep(self) -> None:
+        now = self.stages.now_ms()
+        if now - self._swept_ms < SWEEP_EVERY_MS:
+            return
+        self._swept_ms = now
+        for store in self.stores.values():
+            for key in expired_keys(store, now):
+                store.delete(key)
+
+    def commit(self, offset: int | None = None) -> None:
+        """The batch's rows are stored: make its state changes (and ``offset``) durable."""
+        for store in self.stores.values():
+            store.commit()
+        if self.state is not None and offset is not None:
+            self.state.commit(offset)
+
+    def discard(self) -> None:
+        """Forget the state changes of the batch (it will be processed again)."""
+        for store in self.stores.values():
+            store.discard()

@@ -87,6 +87,9 @@ class Event(BaseModel):
     user_id: str | None = None  # the integrator's own user id, when sent
     event_name: str | None = None  # custom event name (Pushwoosh postEvent "event")
     attributes: dict[str, str] = Field(default_factory=dict)  # UTM parameters and custom attributes
+    # The goal's attribution window, carried by conversions of configured goals (postbacks, PVTLNK) so
+    # the processors need no configuration lookup; None = the processors' default.
+    attribution_window_days: int | None = None
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,10 @@
-"""Rows the processors emit for the sinks."""
+"""Rows the processors emit for the sinks (and for the output topics).
+
+Every row kind is idempotent in ClickHouse: it has a key and a ``version``; the table keeps the row with
+the highest version per key (ReplacingMergeTree, read with FINAL), so replays, duplicates and status
+updates never count twice. ``is_deleted`` marks a row whose key no longer counts (a reversed
+conversion, a session merged into another).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,21 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import Event
+
+
+class Credit(BaseModel):
+    """One touch's share of a conversion under one attribution model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str  # last_click, first_click, linear, time_decay, position_based, backward
+    touch_id: str  # click id or push:<event id>; "" = unattributed (direct)
+    kind: str  # click, push, "" (unattributed)
+    link_id: str
+    campaign: str
+    push_hash: str
+    credit: Decimal  # share of the conversion (10^-9 units; a model's shares sum to 1)
+    revenue: Decimal  # share of the revenue (10^-4 units; a model's shares sum to the revenue)
 
 
 class Conversion(BaseModel):
@@ -21,9 +42,9 @@ class Conversion(BaseModel):
     conversion_key: str
     account_id: str
     visitor_id: str
-    event_id: str
+    event_id: str  # the earliest event of the conversion
     event_type: str
-    occurred_at: datetime
+    occurred_at: datetime  # conversion time: the earliest event's occurrence
     received_at: datetime
     revenue: Decimal
     currency: str
@@ -32,6 +53,52 @@ class Conversion(BaseModel):
     experiment_ids: tuple[str, ...]
     variation_ids: tuple[str, ...]
     version: int
+    # statuses
+    status: str = ""  # as sent by the deciding (latest) event
+    status_class: str = "normal"  # normal, provisional, reversed
+    is_deleted: bool = False  # reversed: not counted anywhere
+    disable_postbacks: bool = False
+    events_merged: int = 1  # distinct events that carried this conversion
+    # attribution
+    attribution_method: str = ""  # click, visitor_link, visitor, push, fingerprint, none
+    attribution_model: str = "last_click"  # the project's reporting model
+    attributed_touch_id: str = ""
+    attributed_click_id: str = ""
+    attributed_link_id: str = ""
+    attributed_campaign: str = ""
+    attributed_push_hash: str = ""
+    attributed_at: datetime | None = None
+    time_to_convert_ms: int | None = None
+    attribution_window_s: int = 30 * 86400
+    credits: tuple[Credit, ...] = ()
+
+
+class SessionRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    project_id: str
+    account_id: str
+    visitor_id: str
+    session_id: str
+    started_at: datetime
+    ended_at: datetime
+    events: int
+    is_deleted: bool
+    version: int
+
+
+class ExposureRow(BaseModel):
+    """A visitor saw a variation (first time ``first_seen_at``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project_id: str
+    account_id: str
+    experiment_id: str
+    variation_id: str
+    visitor_id: str
+    first_seen_at: datetime
+    version: int
 
 
 class ProcessedBatch(BaseModel):
@@ -39,5 +106,12 @@ class ProcessedBatch(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    events: tuple[Event, ...]
-    conversions: tuple[Conversion, ...]
+    events: tuple[Event, ...] = ()
+    conversions: tuple[Conversion, ...] = ()
+    session_ids: tuple[str, ...] = ()  # parallel to ``events`` when set: each event's session
+    sessions: tuple[SessionRow, ...] = ()
+    exposures: tuple[ExposureRow, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.events or self.conversions or self.sessions or self.exposures)

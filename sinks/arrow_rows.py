@@ -8,20 +8,27 @@ from decimal import Decimal
 import pyarrow as pa
 
 from schemas.events import Event
-from schemas.rows import Conversion
+from schemas.rows import Conversion, ExposureRow, SessionRow
 
 _TS = pa.timestamp("ms", tz="UTC")
 _DEC = pa.decimal128(18, 4)
 _STRS = pa.list_(pa.string())
 _Q = Decimal("0.0001")
+_CREDIT_Q = Decimal("0.000000001")
+_CREDIT = pa.decimal128(18, 9)
+_LSTR = pa.list_(pa.string())
 
 
 def _dec(v: Decimal | None) -> Decimal | None:
     return None if v is None else v.quantize(_Q)
 
 
-def events_table(events: Sequence[Event]) -> pa.Table:
+def events_table(events: Sequence[Event], session_ids: Sequence[str] = ()) -> pa.Table:
+    """Raw events; ``session_ids`` (parallel to ``events``) fills ``session_id`` when given."""
     cols: dict[str, list[object]] = {name: [] for name, _ in EVENT_SCHEMA_FIELDS}
+    if session_ids and len(session_ids) != len(events):
+        raise ValueError(f"{len(session_ids)} session ids for {len(events)} events")
+    cols["session_id"] = list(session_ids) if session_ids else [""] * len(events)
     for e in events:
         s = e.segment
         cols["event_id"].append(e.event_id)
@@ -66,13 +73,45 @@ def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
     cols: dict[str, list[object]] = {name: [] for name, _ in CONVERSION_SCHEMA_FIELDS}
     for c in rows:
         for name, _ in CONVERSION_SCHEMA_FIELDS:
+            if name.startswith("credit"):
+                continue
             value = getattr(c, name)
             if name == "revenue":
                 value = _dec(value)
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, bool):
+                value = int(value) if name == "is_deleted" else value
             cols[name].append(value)
+        cr = c.credits
+        cols["credit_model"].append([x.model for x in cr])
+        cols["credit_touch_id"].append([x.touch_id for x in cr])
+        cols["credit_kind"].append([x.kind for x in cr])
+        cols["credit_link_id"].append([x.link_id for x in cr])
+        cols["credit_campaign"].append([x.campaign for x in cr])
+        cols["credit_push_hash"].append([x.push_hash for x in cr])
+        cols["credit"].append([x.credit.quantize(_CREDIT_Q) for x in cr])
+        cols["credit_revenue"].append([_dec(x.revenue) for x in cr])
     return pa.table({n: pa.array(cols[n], type=t) for n, t in CONVERSION_SCHEMA_FIELDS})
+
+
+def sessions_table(rows: Sequence[SessionRow]) -> pa.Table:
+    return _rows_table(rows, SESSION_SCHEMA_FIELDS)
+
+
+def exposures_table(rows: Sequence[ExposureRow]) -> pa.Table:
+    return _rows_table(rows, EXPOSURE_SCHEMA_FIELDS)
+
+
+def _rows_table(
+    rows: Sequence[SessionRow] | Sequence[ExposureRow], fields: list[tuple[str, pa.DataType]]
+) -> pa.Table:
+    cols: dict[str, list[object]] = {name: [] for name, _ in fields}
+    for r in rows:
+        for name, _ in fields:
+            value = getattr(r, name)
+            cols[name].append(int(value) if isinstance(value, bool) else value)
+    return pa.table({n: pa.array(cols[n], type=t) for n, t in fields})
 
 
 EVENT_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -111,6 +150,7 @@ EVENT_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
     ("user_id", pa.string()),
     ("event_name", pa.string()),
     ("attributes", pa.map_(pa.string(), pa.string())),
+    ("session_id", pa.string()),
 ]
 
 CONVERSION_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -129,5 +169,50 @@ CONVERSION_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
     ("transaction_id", pa.string()),
     ("experiment_ids", _STRS),
     ("variation_ids", _STRS),
+    ("version", pa.uint64()),
+    ("status", pa.string()),
+    ("status_class", pa.string()),
+    ("is_deleted", pa.uint8()),
+    ("disable_postbacks", pa.bool_()),
+    ("events_merged", pa.uint32()),
+    ("attribution_method", pa.string()),
+    ("attribution_model", pa.string()),
+    ("attributed_touch_id", pa.string()),
+    ("attributed_click_id", pa.string()),
+    ("attributed_link_id", pa.string()),
+    ("attributed_campaign", pa.string()),
+    ("attributed_push_hash", pa.string()),
+    ("attributed_at", _TS),
+    ("time_to_convert_ms", pa.int64()),
+    ("attribution_window_s", pa.uint32()),
+    ("credit_model", _LSTR),
+    ("credit_touch_id", _LSTR),
+    ("credit_kind", _LSTR),
+    ("credit_link_id", _LSTR),
+    ("credit_campaign", _LSTR),
+    ("credit_push_hash", _LSTR),
+    ("credit", pa.list_(_CREDIT)),
+    ("credit_revenue", pa.list_(_DEC)),
+]
+
+SESSION_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("project_id", pa.string()),
+    ("account_id", pa.string()),
+    ("visitor_id", pa.string()),
+    ("session_id", pa.string()),
+    ("started_at", _TS),
+    ("ended_at", _TS),
+    ("events", pa.uint32()),
+    ("is_deleted", pa.uint8()),
+    ("version", pa.uint64()),
+]
+
+EXPOSURE_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("project_id", pa.string()),
+    ("account_id", pa.string()),
+    ("experiment_id", pa.string()),
+    ("variation_id", pa.string()),
+    ("visitor_id", pa.string()),
+    ("first_seen_at", _TS),
     ("version", pa.uint64()),
 ]

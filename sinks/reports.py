@@ -1,30 +1,183 @@
-"""Report queries. Parameters are bound server-side ({name:Type}); no value is ever formatted into SQL."""
+"""Report queries. Parameters are bound server-side ({name:Type}); no value is ever formatted into SQL.
+
+Conversions are read with FINAL (the latest version of each) and counted only when ``is_deleted = 0``
+(a reversed conversion counts nowhere). The only SQL that varies is picked from fixed texts by the kind
+of filter, never built from a request's values. Sums are taken as Decimal text and rounded here, so the
+embedded chdb store and a ClickHouse server answer the very same numbers.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, time, timedelta
+from decimal import Decimal
 
-from schemas.reports import TopEventRow, TopEventsQuery, TopEventsReport
+from schemas.reports import (
+    ConversionAnalytics,
+    ConversionAnalyticsQuery,
+    ExperimentReport,
+    ExperimentReportQuery,
+    GoalConversionsRow,
+    ProjectRow,
+    ProjectsQuery,
+    ProjectsReport,
+    RateBase,
+    TopEventRow,
+    TopEventsQuery,
+    TopEventsReport,
+    VariationRow,
+)
 from sinks.backend import ClickHouseBackend
 
-TOP_GOALS_SQL = """
+_PERIOD = "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
+_SEEN_IN_PERIOD = (
+    "first_seen_at >= {start:DateTime64(3, 'UTC')} AND first_seen_at < {end:DateTime64(3, 'UTC')}"
+)
+
+#: Conversions filter per rate base (the attributed touch under the project's reporting model).
+_CONVERSION_FILTERS: dict[RateBase, str] = {
+    "visitors": "",
+    "campaign_visitors": "AND attributed_campaign = {campaign:String}",
+    "clicks": "AND attributed_link_id = {link:String}",
+    "push_opens": "AND attributed_push_hash = {push:String}",
+}
+
+_TOP_GOALS = """
 SELECT goal_id,
        count() AS conversions,
        uniqExact(visitor_id) AS converters,
-       toFloat64(sum(revenue)) AS revenue
+       toString(sum(revenue) AS revenue_total) AS revenue_text
 FROM conversions FINAL
-WHERE project_id = {project:String}
-  AND occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}
+WHERE project_id = {{project:String}} AND {period} AND is_deleted = 0 {filter}
 GROUP BY goal_id
-ORDER BY conversions DESC, revenue DESC, goal_id ASC
-LIMIT {limit:UInt32}
+ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
+LIMIT {{limit:UInt32}}
 """
 
-VISITORS_SQL = """
-SELECT uniqExact(visitor_id)
+#: Experiment variation: conversions of the visitors who saw it (in the period), made after they saw it.
+_EXPOSED = f"""
+SELECT visitor_id, min(first_seen_at) AS seen_at
+FROM variation_exposures FINAL
+WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}}
+  AND variation_id = {{variation:String}} AND {_SEEN_IN_PERIOD}
+GROUP BY visitor_id
+"""
+TOP_GOALS_EXPERIMENT_SQL = f"""
+SELECT c.goal_id AS goal_id,
+       count() AS conversions,
+       uniqExact(c.visitor_id) AS converters,
+       toString(sum(c.revenue) AS revenue_total) AS revenue_text
+FROM (
+    SELECT goal_id, visitor_id, revenue, occurred_at
+    FROM conversions FINAL
+    WHERE project_id = {{project:String}} AND {_PERIOD} AND is_deleted = 0
+) AS c
+INNER JOIN ({_EXPOSED}) AS x ON c.visitor_id = x.visitor_id
+WHERE c.occurred_at >= x.seen_at
+GROUP BY goal_id
+ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
+LIMIT {{limit:UInt32}}
+"""
+
+TOP_GOALS_BY_BASE: dict[RateBase, str] = {
+    **{base: _TOP_GOALS.format(period=_PERIOD, filter=f) for base, f in _CONVERSION_FILTERS.items()},
+    "exposed_visitors": TOP_GOALS_EXPERIMENT_SQL,
+}
+TOP_GOALS_SQL = TOP_GOALS_BY_BASE["visitors"]  # the unfiltered Top-5
+VISITORS_SQL = f"""
+SELECT uniqExact(visitor_id), uniqExact(visitor_id)
 FROM events_raw
-WHERE project_id = {project:String}
-  AND occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}
+WHERE project_id = {{project:String}} AND {_PERIOD}
+"""
+
+#: (visitors, rate base count) per rate base, from the raw events (exact, slow on big periods).
+BASE_SQL: dict[RateBase, str] = {
+    "visitors": VISITORS_SQL,
+    "campaign_visitors": f"""
+SELECT uniqExact(visitor_id), uniqExact(visitor_id)
+FROM events_raw
+WHERE project_id = {{project:String}} AND {_PERIOD}
+  AND (seg_campaign = {{campaign:String}}
+       OR (seg_campaign = '' AND attributes['utm_campaign'] = {{campaign:String}}))
+""",
+    "clicks": f"""
+SELECT uniqExact(visitor_id), uniqExact(event_id)
+FROM events_raw
+WHERE project_id = {{project:String}} AND {_PERIOD} AND type = 'click' AND link_id = {{link:String}}
+""",
+    "push_opens": f"""
+SELECT uniqExact(visitor_id), uniqExact(event_id)
+FROM events_raw
+WHERE project_id = {{project:String}} AND {_PERIOD} AND type = 'push_open' AND push_hash = {{push:String}}
+""",
+    "exposed_visitors": f"SELECT count(), count() FROM ({_EXPOSED})",
+}
+
+#: The same from the daily aggregates (0020_report_reach.sql) for the whole days of the period, merged
+#: with states of the raw events of its partial first and last days: exact, and fast.
+_REACH: dict[RateBase, tuple[str, str]] = {
+    "visitors": ("all", "1"),
+    "campaign_visitors": (
+        "campaign",
+        "(seg_campaign = {key:String} OR (seg_campaign = '' AND attributes['utm_campaign'] = {key:String}))",
+    ),
+    "clicks": ("link", "type = 'click' AND link_id = {key:String}"),
+    "push_opens": ("push", "type = 'push_open' AND push_hash = {key:String}"),
+}
+_REACH_SQL = """
+SELECT uniqExactMerge(v), {count}
+FROM (
+    SELECT visitors AS v, events AS e
+    FROM report_reach_daily
+    WHERE project_id = {{project:String}} AND kind = {{kind:String}} AND key = {{key:String}}
+      AND day >= {{full_start:Date}} AND day < {{full_end:Date}}
+    UNION ALL
+    SELECT uniqExactState(visitor_id) AS v,
+           uniqExactStateIf(event_id, {{kind:String}} IN ('link', 'push')) AS e
+    FROM events_raw
+    WHERE project_id = {{project:String}} AND {where}
+      AND ((occurred_at >= {{start:DateTime64(3, 'UTC')}} AND occurred_at < {{edge1:DateTime64(3, 'UTC')}})
+        OR (occurred_at >= {{edge2:DateTime64(3, 'UTC')}} AND occurred_at < {{end:DateTime64(3, 'UTC')}}))
+)
+"""
+REACH_SQL: dict[RateBase, str] = {
+    base: _REACH_SQL.format(
+        count="uniqExactMerge(e)" if kind in ("link", "push") else "uniqExactMerge(v)", where=where
+    )
+    for base, (kind, where) in _REACH.items()
+}
+
+
+def reach_params(base: RateBase, query: TopEventsQuery, start: datetime, end: datetime) -> dict[str, object]:
+    """Parameters of REACH_SQL: the whole days [full_start, full_end) come from the aggregates, the
+    rest of [start, end) from the raw events."""
+    first = datetime.combine(start.date(), time(), start.tzinfo)
+    full_start = first if first == start else first + timedelta(days=1)
+    full_end = datetime.combine(end.date(), time(), end.tzinfo)
+    if full_start >= full_end:  # no whole day: all raw
+        full_start = full_end = end
+    key = {
+        "visitors": "*",
+        "campaign_visitors": query.campaign,
+        "clicks": query.link,
+        "push_opens": query.push,
+    }
+    return {
+        "kind": _REACH[base][0],
+        "key": key[base] or "",
+        "full_start": full_start.date().isoformat(),
+        "full_end": full_end.date().isoformat(),
+        "edge1": _ts(full_start),
+        "edge2": _ts(full_end),
+    }
+
+
+PROJECTS_SQL = """
+SELECT project_id, max(occurred_at) AS last_event_at
+FROM events_raw
+GROUP BY project_id
+ORDER BY last_event_at DESC, project_id ASC
+LIMIT {limit:UInt32}
 """
 
 
@@ -32,22 +185,224 @@ def _ts(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
 
+def _money(value: object) -> float:
+    return round(float(Decimal(str(value or 0))), 4)
+
+
+def _rate(numerator: int, denominator: int) -> float:
+    return round(numerator / denominator, 6) if denominator else 0.0
+
+
 def top_events(
     backend: ClickHouseBackend, query: TopEventsQuery, now: datetime | None = None
 ) -> TopEventsReport:
     start, end = query.period(now)
-    params = {"project": query.project, "start": _ts(start), "end": _ts(end), "limit": query.limit}
-    visitors = int(backend.query(VISITORS_SQL, params)[0][0])
+    base = query.rate_base
+    filters = {
+        name: value
+        for name in ("campaign", "link", "push", "experiment", "variation")
+        if (value := getattr(query, name)) is not None
+    }
+    params: dict[str, object] = {
+        "project": query.project,
+        "start": _ts(start),
+        "end": _ts(end),
+        "limit": query.limit,
+        **filters,
+    }
+    if base in REACH_SQL:
+        reach = {**params, **reach_params(base, query, start, end)}
+        visitors_n, base_n = (int(v) for v in backend.query(REACH_SQL[base], reach)[0])
+    else:
+        visitors_n, base_n = (int(v) for v in backend.query(BASE_SQL[base], params)[0])
+    per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
     rows = []
-    for goal_id, conversions, converters, revenue in backend.query(TOP_GOALS_SQL, params):
-        rate = round(int(converters) / visitors, 6) if visitors else 0.0
+    for goal_id, conversions, converters, revenue in backend.query(TOP_GOALS_BY_BASE[base], params):
         rows.append(
             TopEventRow(
                 goal_id=str(goal_id),
                 conversions=int(conversions),
                 converters=int(converters),
-                conversion_rate=rate,
-                revenue=round(float(revenue), 4),
+                conversion_rate=_rate(int(conversions) if per_conversion else int(converters), base_n),
+                revenue=_money(revenue),
             )
         )
-    return TopEventsReport(project=query.project, from_=start, to=end, visitors=visitors, rows=rows)
+    return TopEventsReport(
+        project=query.project,
+        from_=start,
+        to=end,
+        filter=filters,
+        visitors=visitors_n,
+        rate_base=base,
+        rate_base_count=base_n,
+        rows=rows,
+    )
+
+
+_ANALYTICS_SCOPE = (
+    "({project:String} = '' OR project_id = {project:String}) AND "
+    "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
+)
+LINK_CLICKS_SQL = f"""
+SELECT uniqExact(event_id)
+FROM events_raw
+WHERE {_ANALYTICS_SCOPE} AND type = 'click' AND link_id = {{link:String}}
+"""
+LINK_CONVERSIONS_SQL = f"""
+SELECT count(),
+       toString(sum(revenue)),
+       avgIf(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
+       quantileExactInclusiveIf(0.5)(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
+       countIf(time_to_convert_ms IS NOT NULL)
+FROM conversions FINAL
+WHERE {_ANALYTICS_SCOPE} AND is_deleted = 0 AND attributed_link_id = {{link:String}}
+"""
+LINK_GOALS_SQL = f"""
+SELECT goal_id, count() AS conversions, toString(sum(revenue) AS revenue_total)
+FROM conversions FINAL
+WHERE {_ANALYTICS_SCOPE} AND is_deleted = 0 AND attributed_link_id = {{link:String}}
+GROUP BY goal_id
+ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
+"""
+
+
+def _seconds(ms: object) -> float | None:
+    if ms is None:
+        return None
+    value = float(ms)  # type: ignore[arg-type]
+    return None if math.isnan(value) else round(value / 1000, 3)
+
+
+def conversion_analytics(
+    backend: ClickHouseBackend, query: ConversionAnalyticsQuery, now: datetime | None = None
+) -> ConversionAnalytics:
+    start, end = query.period(now)
+    params = {"project": query.project or "", "link": query.link_id, "start": _ts(start), "end": _ts(end)}
+    clicks = int(backend.query(LINK_CLICKS_SQL, params)[0][0])
+    n, total, mean_ms, median_ms, timed = backend.query(LINK_CONVERSIONS_SQL, params)[0]
+    conversions, total_value = int(n), _money(total)
+    rows = [
+        GoalConversionsRow(
+            goal_id=str(g),
+            conversions=int(c),
+            total_value=_money(v),
+            average_value=round(_money(v) / int(c), 4) if int(c) else 0.0,
+        )
+        for g, c, v in backend.query(LINK_GOALS_SQL, params)
+    ]
+    return ConversionAnalytics(
+        link_id=query.link_id,
+        project=query.project,
+        days=query.days,
+        from_=start,
+        to=end,
+        clicks=clicks,
+        conversions=conversions,
+        conversion_rate=_rate(conversions, clicks),
+        total_value=total_value,
+        average_value=round(total_value / conversions, 4) if conversions else 0.0,
+        time_to_convert_mean_s=_seconds(mean_ms) if int(timed) else None,
+        time_to_convert_median_s=_seconds(median_ms) if int(timed) else None,
+        rows=rows,
+    )
+
+
+EXPOSURES_SQL = f"""
+SELECT variation_id, uniqExact(visitor_id)
+FROM variation_exposures FINAL
+WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
+GROUP BY variation_id
+ORDER BY variation_id
+"""
+VARIATION_CONVERSIONS_SQL = f"""
+SELECT x.variation_id AS variation_id,
+       count() AS conversions,
+       uniqExact(c.visitor_id) AS converters,
+       toString(sum(c.revenue)) AS revenue_text
+FROM (
+    SELECT visitor_id, revenue, occurred_at
+    FROM conversions FINAL
+    WHERE project_id = {{project:String}} AND {_PERIOD} AND is_deleted = 0
+      AND ({{goal:String}} = '' OR goal_id = {{goal:String}})
+) AS c
+INNER JOIN (
+    SELECT variation_id, visitor_id, min(first_seen_at) AS seen_at
+    FROM variation_exposures FINAL
+    WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
+    GROUP BY variation_id, visitor_id
+) AS x ON c.visitor_id = x.visitor_id
+WHERE c.occurred_at >= x.seen_at
+GROUP BY variation_id
+ORDER BY variation_id
+"""
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def rate_difference_ci(
+    converters: int, exposures: int, base_converters: int, base_exposures: int
+) -> tuple[float, float, float] | None:
+    """Difference of two proportions (variation minus baseline) with its 95% confidence interval, by the
+    normal approximation with the unpooled standard error. None when either side has no exposures."""
+    if exposures <= 0 or base_exposures <= 0:
+        return None
+    p1, p0 = converters / exposures, base_converters / base_exposures
+    se = math.sqrt(p1 * (1 - p1) / exposures + p0 * (1 - p0) / base_exposures)
+    diff = p1 - p0
+    return round(diff, 6), round(diff - Z95 * se, 6), round(diff + Z95 * se, 6)
+
+
+def experiment_report(
+    backend: ClickHouseBackend, query: ExperimentReportQuery, now: datetime | None = None
+) -> ExperimentReport:
+    start, end = query.period(now)
+    params = {
+        "project": query.project,
+        "experiment": query.experiment,
+        "goal": query.goal or "",
+        "start": _ts(start),
+        "end": _ts(end),
+    }
+    exposures = {str(v): int(n) for v, n in backend.query(EXPOSURES_SQL, params)}
+    converted = {
+        str(v): (int(c), int(u), _money(r)) for v, c, u, r in backend.query(VARIATION_CONVERSIONS_SQL, params)
+    }
+    variations = sorted(set(exposures) | set(converted))
+    baseline = query.baseline if query.baseline is not None else (variations[0] if variations else None)
+    if baseline is not None and baseline not in variations:
+        variations = sorted([*variations, baseline])
+    b_exp = exposures.get(baseline or "", 0)
+    b_conv = converted.get(baseline or "", (0, 0, 0.0))[1]
+    rows = []
+    for v in variations:
+        n_exp = exposures.get(v, 0)
+        conversions, converters, revenue = converted.get(v, (0, 0, 0.0))
+        ci = None if v == baseline else rate_difference_ci(converters, n_exp, b_conv, b_exp)
+        rows.append(
+            VariationRow(
+                variation_id=v,
+                exposures=n_exp,
+                conversions=conversions,
+                converters=converters,
+                conversion_rate=_rate(converters, n_exp),
+                revenue=revenue,
+                is_baseline=v == baseline,
+                difference=ci[0] if ci else None,
+                ci95_low=ci[1] if ci else None,
+                ci95_high=ci[2] if ci else None,
+            )
+        )
+    return ExperimentReport(
+        project=query.project,
+        experiment=query.experiment,
+        goal=query.goal,
+        from_=start,
+        to=end,
+        baseline=baseline,
+        rows=rows,
+    )
+
+
+def projects(backend: ClickHouseBackend, query: ProjectsQuery) -> ProjectsReport:
+    rows = backend.query(PROJECTS_SQL, {"limit": query.limit})
+    return ProjectsReport(rows=[ProjectRow(project=str(p), last_event_at=last) for p, last in rows])

@@ -84,6 +84,7 @@ def worker() -> None:
 def migrate_cmd() -> None:
     """Create or upgrade the ClickHouse schema (safe to re-run)."""
     from sinks.migrate import migrate
+    from sinks.report_retention import apply_retention
     from trackpipe.distributed import server_backend
 
     settings = _settings()
@@ -91,6 +92,9 @@ def migrate_cmd() -> None:
     applied = migrate(backend)
     names = ", ".join(m.name for m in applied) or "nothing (up to date)"
     print(f"database {settings.clickhouse_database}: applied {names}")
+    retention = apply_retention(backend, settings.retention_days)
+    if retention:
+        print(f"retention {settings.retention_days or 'none'} days: set on {', '.join(retention)}")
 
 
 @topics_app.command("create")
@@ -143,6 +147,47 @@ def report_top_events(
             f"{r['goal_id']:<16}{r['conversions']:>12}{r['converters']:>12}"
             f"{r['conversion_rate']:>10.2%}{r['revenue']:>14.2f}"
         )
+
+
+@report_app.command("processing")
+def report_processing(
+    project: Annotated[str, typer.Option(help="project id")],
+    from_: Annotated[datetime, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")],
+    to: Annotated[datetime, typer.Option(help="period end, ISO 8601, exclusive")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="read the embedded data dir (stop `trackpipe run` first); default: the server"),
+    ] = None,
+    dimension: Annotated[str, typer.Option(help="credit by link_id, campaign, touch_id or push_hash")] = (
+        "link_id"
+    ),
+) -> None:
+    """Per goal, per attribution model and per variation (JSON), straight from ClickHouse."""
+    from sinks import processing_reports
+
+    if dimension not in ("link_id", "campaign", "touch_id", "push_hash"):
+        raise typer.BadParameter("--dimension must be link_id, campaign, touch_id or push_hash")
+    start, end = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (from_, to))
+    if data_dir is not None:
+        from sinks.chdb_backend import ChdbBackend
+        from trackpipe.embedded import EMBEDDED_DATABASE
+
+        backend: Any = ChdbBackend(str(data_dir / "chdb"), EMBEDDED_DATABASE)
+    else:
+        from trackpipe.distributed import server_backend
+
+        backend = server_backend(_settings())
+    try:
+        report = processing_reports.processing_report(
+            backend,
+            project,
+            start,
+            end,
+            dimension,  # type: ignore[arg-type]
+        )
+    finally:
+        backend.close()
+    typer.echo(report.model_dump_json(indent=2))
 
 
 def main() -> None:

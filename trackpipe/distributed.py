@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ingest.app import build_edge_app
+from ingest.config_kafka_store import KafkaConfigStore
 from ingest.kafka_publisher import KafkaPublisher
-from processors.faust_app import build_faust_app
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
@@ -52,12 +52,24 @@ async def ensure_topics(settings: Settings) -> bool:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.kafka_topic, f"{settings.kafka_topic}.deadletter"]
+        from processors.faust_app import topology_topics  # events, dead letters, stage and output topics
+
+        wanted = topology_topics(settings.kafka_topic, settings.worker_app_id)
         missing = [
             NewTopic(name, settings.partitions, settings.kafka_replication)
             for name in wanted
             if name not in existing
         ]
+        if settings.kafka_config_topic() not in existing:
+            # goals and links: one partition (one order for every edge to replay), latest record per key
+            missing.append(
+                NewTopic(
+                    settings.kafka_config_topic(),
+                    1,
+                    settings.kafka_replication,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            )
         if not missing:
             return False
         response = await admin.create_topics(missing)
@@ -94,18 +106,30 @@ def build_distributed_edge(settings: Settings) -> web.Application:
             b.close()
         executor.shutdown(wait=False)
 
+    config_store = KafkaConfigStore(
+        settings.kafka_bootstrap, settings.kafka_config_topic(), security=settings.kafka_security()
+    )
     return build_edge_app(
-        settings.edge, publisher, BackendReports(backend, executor), extra_cleanup=[reports_ctx]
+        settings.edge,
+        publisher,
+        BackendReports(backend, executor),
+        extra_cleanup=[reports_ctx],
+        config_store=config_store,
+        admin_key=settings.admin_key_value(),
     )
 
 
 def build_worker_app(settings: Settings):
+    from processors.faust_app import build_faust_app  # the edge never loads Faust
+
     backend = server_backend(settings)
     sink = ClickHouseSink(backend)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
 
     async def writer(batch: ProcessedBatch, token: str) -> None:
         await asyncio.get_running_loop().run_in_executor(executor, sink.write_batch, batch, token)
+
+    from processors.pipeline import Stages
 
     return build_faust_app(
         app_id=settings.worker_app_id,
@@ -115,11 +139,22 @@ def build_worker_app(settings: Settings):
         writer=writer,
         batch_max=settings.worker_batch_max,
         batch_within_s=settings.worker_batch_within_s,
+        store=settings.worker_store,
+        stages=Stages(settings.processing_config()),
+        broker_options={
+            "broker_session_timeout": settings.worker_session_timeout_s,
+            "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
+        },
     )
 
 
 def run_worker(settings: Settings) -> None:
+    import faulthandler
+    import signal
+
     from faust.worker import Worker
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
+    asyncio.run(ensure_topics(settings))  # the stage topics must exist before Faust subscribes
     app = build_worker_app(settings)
     Worker(app, loglevel=settings.log_level).execute_from_commandline()

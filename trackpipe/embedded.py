@@ -2,6 +2,8 @@
 
     <data_dir>/log/         durable envelope log (LocalLog): the edge answers 2xx after its fsync
     <data_dir>/consumer.offset   how far the processors have written into ClickHouse
+    <data_dir>/state.sqlite the processors' state (sessions, clicks, conversions), committed in one
+                            transaction with the log offset it describes (authoritative offset)
     <data_dir>/chdb/        embedded ClickHouse data
     <data_dir>/deadletter/  records that could not be decoded, with the reason
 
@@ -22,7 +24,9 @@ import orjson
 from aiohttp import web
 
 from ingest.app import build_edge_app
-from processors.pipeline import ConversionPipeline
+from ingest.config_file_store import FileConfigStore
+from processors.pipeline import ConversionPipeline, SourceRecord
+from processors.state_sqlite import SqliteState
 from sinks.backend import BackendError
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
@@ -59,7 +63,8 @@ class EmbeddedRunner:
         self.max_records = max_records
         self.flush_wait_s = flush_wait_s
         self.appended = asyncio.Event()
-        self.position = offsets.load()
+        committed = pipeline.committed_offset()  # state and offset are committed together
+        self.position = offsets.load() if committed is None else committed
         self.last_error: str | None = None
         self._stopping = False
 
@@ -79,11 +84,14 @@ class EmbeddedRunner:
                 # Let a few more linger cycles arrive: fewer, larger inserts (fewer ClickHouse parts).
                 await asyncio.sleep(self.flush_wait_s)
                 records = self.log.read(self.position, max_records=self.max_records)
-            result = self.pipeline.process_records(r.payload for r in records)
+            result = self.pipeline.process_records(
+                SourceRecord("local", r.partition, r.offset, r.payload) for r in records
+            )
             token = f"local:{records[0].offset}-{records[-1].next_offset}"
             try:
                 await loop.run_in_executor(self.executor, self.sink.write_batch, result.batch, token)
             except BackendError as exc:
+                self.pipeline.discard()  # the batch is processed again from the committed state
                 # Backpressure: keep the offset, retry the same range. Nothing is dropped.
                 self.last_error = f"{exc} (retriable={exc.retriable})"
                 log.error("ClickHouse write failed, retrying in %.1fs: %s", backoff, self.last_error)
@@ -100,6 +108,8 @@ class EmbeddedRunner:
                     ]
                 )
             self.position = records[-1].next_offset
+            # stage state + offset, one SQLite transaction (fsync: off the event loop)
+            await loop.run_in_executor(self.executor, self.pipeline.commit, self.position)
             self.offsets.commit(self.position)
             self.log.delete_before(self.position)
 
@@ -121,7 +131,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
-            ConversionPipeline(),
+            ConversionPipeline(settings.processing_config(), SqliteState(data / "state.sqlite")),
             ClickHouseSink(backend),
             LocalLog(data / "deadletter"),
             executor,
@@ -149,5 +159,10 @@ def build_embedded_app(settings: Settings) -> web.Application:
         return found
 
     return build_edge_app(
-        settings.edge, publisher, BackendReports(backend, executor), extra_cleanup=[embedded_ctx]
+        settings.edge,
+        publisher,
+        BackendReports(backend, executor),
+        extra_cleanup=[embedded_ctx],
+        config_store=FileConfigStore(data / "config.log"),
+        admin_key=settings.admin_key_value(),
     )

@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any, TypeVar
 
-from schemas.reports import TopEventsQuery, TopEventsReport
+from schemas.reports import (
+    ConversionAnalytics,
+    ConversionAnalyticsQuery,
+    ExperimentReport,
+    ExperimentReportQuery,
+    ProjectsQuery,
+    ProjectsReport,
+    TopEventsQuery,
+    TopEventsReport,
+)
 from sinks import reports
 from sinks.backend import ClickHouseBackend
+
+R = TypeVar("R")
 
 
 class BackendReports:
@@ -16,6 +28,18 @@ class BackendReports:
         self._backend = backend  # resolved per call: the backend may be created after the app
         self._executor = executor
 
-    async def top_events(self, query: TopEventsQuery) -> TopEventsReport:
+    async def _run(self, report: Callable[[ClickHouseBackend, Any], R], query: Any) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, reports.top_events, self._backend(), query)
+        return await loop.run_in_executor(self._executor, report, self._backend(), query)
+
+    async def top_events(self, query: TopEventsQuery) -> TopEventsReport:
+        return await self._run(reports.top_events, query)
+
+    async def projects(self, query: ProjectsQuery) -> ProjectsReport:
+        return await self._run(reports.projects, query)
+
+    async def conversion_analytics(self, query: ConversionAnalyticsQuery) -> ConversionAnalytics:
+        return await self._run(reports.conversion_analytics, query)
+
+    async def experiment_report(self, query: ExperimentReportQuery) -> ExperimentReport:
+        return await self._run(reports.experiment_report, query)

@@ -6,11 +6,15 @@ Nested edge limits use ``__``: ``TRACKPIPE_EDGE__MAX_BODY_BYTES=65536``. CLI fla
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.config import EdgeConfig
+
+if TYPE_CHECKING:
+    from processors.config import ProcessingConfig
 
 
 class Settings(BaseSettings):
@@ -38,12 +42,68 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_secure: bool = False
+    retention_days: int = Field(0, ge=0, le=36500, description="TTL of stored rows in days (0 = keep)")
 
     worker_app_id: str = Field("trackpipe-worker", description="Faust app id (= consumer group)")
     worker_batch_max: int = Field(2000, ge=1, description="records per processing batch")
     worker_batch_within_s: float = Field(0.5, gt=0, description="longest wait to fill a batch")
+    worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
+    worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")
+
+    # stream processing (issue 4): see README "Processing rules"
+    attribution_model: str = Field("last_click", description="default attribution model of a project")
+    attribution_models: str = Field("", description="per project: 'project=model,project2=model'")
+    attribution_max_window_days: float = Field(30, gt=0, description="longest goal attribution window")
+    attribution_goal_windows: str = Field("", description="per goal: 'project/goal=days,...'")
+    attribution_half_life_hours: float = Field(168, gt=0, description="half-life of the time-decay model")
+    dedup_window_days: float = Field(31, gt=0, description="how long transaction ids are remembered")
+    session_gap_minutes: float = Field(30, gt=0, description="inactivity that ends a session")
+    visitor_ttl_days: float = Field(4, gt=0, description="vid postbacks resolve this long after activity")
+    processing_lateness_hours: float = Field(48, ge=0, description="how late an event may arrive")
 
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    admin_key: SecretStr | None = Field(
+        None, description="bearer key of the admin API (goals, links); unset = admin API disabled"
+    )
+
+    def kafka_config_topic(self) -> str:
+        """Compacted topic holding goals and links (distributed mode)."""
+        return f"{self.kafka_topic}.config"
+
+    def admin_key_value(self) -> str | None:
+        return self.admin_key.get_secret_value() if self.admin_key else None
+
+    def processing_config(self) -> ProcessingConfig:
+        """The processors' parameters (windows, models, gaps) from these settings."""
+        from datetime import timedelta
+
+        from processors.attribution_models import MODELS
+        from processors.config import DEFAULT_WINDOW, ProcessingConfig
+
+        models: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in self.attribution_models.split(","))):
+            project, _, model = item.partition("=")
+            models[project.strip()] = model.strip()
+        windows: dict[tuple[str, str], timedelta] = {}
+        for item in filter(None, (x.strip() for x in self.attribution_goal_windows.split(","))):
+            name, _, days = item.partition("=")
+            project, _, goal = name.partition("/")
+            windows[(project.strip(), goal.strip())] = timedelta(days=float(days))
+        for model in [self.attribution_model, *models.values()]:
+            if model not in MODELS:
+                raise ValueError(f"unknown attribution model {model!r}; one of {', '.join(MODELS)}")
+        default_model = self.attribution_model
+        return ProcessingConfig(
+            window=lambda p, g: windows.get((p, g), DEFAULT_WINDOW),
+            model=lambda p: models.get(p, default_model),  # type: ignore[arg-type,return-value]
+            max_window=timedelta(days=self.attribution_max_window_days),
+            dedup_window=timedelta(days=self.dedup_window_days),
+            session_gap=timedelta(minutes=self.session_gap_minutes),
+            visitor_ttl=timedelta(days=self.visitor_ttl_days),
+            half_life=timedelta(hours=self.attribution_half_life_hours),
+            lateness=timedelta(hours=self.processing_lateness_hours),
+        )
 
     def kafka_security(self) -> dict[str, object]:
         opts: dict[str, object] = {"security_protocol": self.kafka_security_protocol}

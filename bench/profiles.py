@@ -1,0 +1,94 @@
+"""How big each stage's run is: ``quick`` (default, < 3 minutes), ``full`` and ``smoke`` (seconds, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # edge: closed-loop load, per run (4 runs: edge/bare x single/batch)
+    edge_warmup_s: float
+    edge_duration_s: float
+    edge_max_requests: int
+    edge_concurrency: int
+    edge_batch_concurrency: int
+    # processors
+    cores_events: int
+    worker_events: int
+    events_per_record: int
+    # sink
+    sink_events: int
+    sink_batch_events: int
+    # end to end
+    e2e_duration_s: float
+    e2e_requests_per_s: float  # background stream (1-5 events per request)
+    e2e_probes_per_s: float
+    e2e_distributed: bool
+    # reports
+    report_sizes: tuple[int, ...]
+    report_repeats: int
+
+
+QUICK = Profile(
+    name="quick",
+    edge_warmup_s=1.0,
+    edge_duration_s=3.0,
+    edge_max_requests=500_000,
+    edge_concurrency=64,
+    edge_batch_concurrency=16,
+    cores_events=20_000,
+    worker_events=60_000,
+    events_per_record=100,
+    sink_events=20_000,
+    sink_batch_events=10_000,
+    e2e_duration_s=8.0,
+    e2e_requests_per_s=200.0,
+    e2e_probes_per_s=10.0,
+    e2e_distributed=True,
+    report_sizes=(1_000_000,),
+    report_repeats=11,
+)
+
+FULL = Profile(
+    name="full",
+    edge_warmup_s=2.0,
+    edge_duration_s=10.0,
+    edge_max_requests=2_000_000,
+    edge_concurrency=64,
+    edge_batch_concurrency=16,
+    cores_events=100_000,
+    worker_events=200_000,
+    events_per_record=100,
+    sink_events=100_000,
+    sink_batch_events=10_000,
+    e2e_duration_s=30.0,
+    e2e_requests_per_s=200.0,
+    e2e_probes_per_s=10.0,
+    e2e_distributed=True,
+    report_sizes=(1_000_000, 10_000_000),
+    report_repeats=25,
+)
+
+SMOKE = Profile(
+    name="smoke",
+    edge_warmup_s=0.2,
+    edge_duration_s=0.5,
+    edge_max_requests=300,
+    edge_concurrency=8,
+    edge_batch_concurrency=4,
+    cores_events=300,
+    worker_events=300,
+    events_per_record=50,
+    sink_events=300,
+    sink_batch_events=150,
+    e2e_duration_s=2.0,
+    e2e_requests_per_s=20.0,
+    e2e_probes_per_s=5.0,
+    e2e_distributed=False,
+    report_sizes=(10_000,),
+    report_repeats=3,
+)
+
+PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

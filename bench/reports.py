@@ -1,0 +1,127 @@
+"""Stage 5, reports: Top-5 latency (``sinks.reports.top_events`` on ``ServerBackend``) over 1M / 10M events.
+
+The rows are made by ClickHouse itself (``INSERT ... SELECT FROM numbers()``) in a dedicated database
+``bench_report_<N>``: one project holding all N raw events of the last 29 days (the report's default
+period), 60% experiment views, 30% goal hits, 10% transactions, N/20 distinct visitors, 20 goals; the
+conversions table gets one row per goal hit or transaction (40% of N), as the processors write them. A
+database that already holds the right count is reused (handy against a long-lived server).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from bench.profiles import Profile
+from bench.servers import Servers
+from schemas.reports import TopEventsQuery
+from sinks import reports
+from sinks.migrate import migrate
+from sinks.server_backend import ServerBackend
+
+PROJECT = "bench-report"
+
+EVENTS_SQL = """
+INSERT INTO events_raw (event_id, type, received_at, occurred_at, account_id, project_id, visitor_id,
+    experiment_ids, variation_ids, goal_ids, revenue, currency, products_count, transaction_id,
+    seg_browser, seg_devices, seg_source, seg_campaign, seg_returning, seg_country, seg_custom,
+    client_ip, user_agent, source_format, schema_version)
+SELECT
+    concat('e-', toString(number)),
+    multiIf(number % 10 < 6, 'view_exp', number % 10 < 9, 'hit_goal', 'transaction'),
+    ts, ts, '77', {project:String},
+    concat('v-', toString(intHash64(number) % {visitors:UInt64})),
+    [toString(100000 + number % 10)], [toString(1000000 + number % 30)],
+    if(number % 10 < 6, [], [toString(1 + intHash32(number) % 20)]),
+    if(number % 10 = 9, toDecimal64((intHash32(number) % 30000) / 100, 4), NULL),
+    '', NULL, if(number % 10 = 9, concat('order-', toString(number)), ''),
+    'CH', ['DESK'], 'direct', '', 0, 'US', [], '10.0.0.1', 'trackpipe-bench', 'convert_json', 1
+FROM (
+    SELECT number, now64(3, 'UTC') - toIntervalMillisecond(intHash64(number) % (29 * 86400000)) AS ts
+    FROM numbers({n:UInt64})
+)
+"""
+
+CONVERSIONS_SQL = """
+INSERT INTO conversions (project_id, goal_id, conversion_key, account_id, visitor_id, event_id, event_type,
+    occurred_at, received_at, revenue, currency, products_count, transaction_id, experiment_ids,
+    variation_ids, version)
+SELECT project_id, goal_ids[1],
+    if(type = 'transaction', concat('tx:', transaction_id), concat('visitor:', visitor_id)),
+    account_id, visitor_id, event_id, type, occurred_at, received_at,
+    ifNull(revenue, toDecimal64(0, 4)), '', 0, transaction_id, experiment_ids, variation_ids,
+    toUInt64(toUnixTimestamp64Milli(received_at))
+FROM events_raw
+WHERE type != 'view_exp'
+"""
+
+
+def _ensure_data(host: str, port: int, n: int) -> tuple[ServerBackend, float]:
+    backend = ServerBackend(host, port, f"bench_report_{n}", send_receive_timeout=600)
+    migrate(backend)
+    have = backend.query("SELECT count() FROM events_raw")[0][0]
+    if have == n:
+        return backend, 0.0
+    t0 = time.perf_counter()
+    for table in ("events_raw", "conversions"):
+        backend.command(f"TRUNCATE TABLE {table}")
+    backend.command(EVENTS_SQL, {"project": PROJECT, "visitors": max(1, n // 20), "n": n})
+    backend.command(CONVERSIONS_SQL)
+    return backend, time.perf_counter() - t0
+
+
+def _median_ms(fn: Any, repeats: int) -> tuple[float, float]:
+    for _ in range(2):
+        fn()  # warm-up: connection, caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+
+
+def bench_report(servers: Servers, profile: Profile) -> dict[str, Any]:
+    by_events: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    for n in profile.report_sizes:
+        backend, generate_s = _ensure_data(servers.clickhouse_host, servers.clickhouse_port, n)
+        try:
+            query = TopEventsQuery(project=PROJECT)
+            answer = reports.top_events(backend, query)
+            if not answer.rows:
+                raise RuntimeError(f"the Top-5 report over {n} events is empty")
+            start, end = query.period()
+            params = {"project": PROJECT, "start": reports._ts(start), "end": reports._ts(end), "limit": 5}
+            median, p95 = _median_ms(
+                lambda b=backend, q=query: reports.top_events(b, q), profile.report_repeats
+            )
+            visitors_ms, _ = _median_ms(
+                lambda b=backend, p=params: b.query(reports.VISITORS_SQL, p), profile.report_repeats
+            )
+            goals_ms, _ = _median_ms(
+                lambda b=backend, p=params: b.query(reports.TOP_GOALS_SQL, p), profile.report_repeats
+            )
+            conversions = backend.query("SELECT count() FROM conversions")[0][0]
+        finally:
+            backend.close()
+        by_events[str(n)] = median
+        details[str(n)] = {
+            "median_ms": median,
+            "p95_ms": p95,
+            "visitors_query_ms": visitors_ms,
+            "top_goals_query_ms": goals_ms,
+            "conversion_rows": conversions,
+            "visitors": answer.visitors,
+            "generate_s": generate_s,
+        }
+    largest = max(profile.report_sizes)
+    return {
+        "top5_ms": by_events[str(largest)],
+        "top5_p95_ms": details[str(largest)]["p95_ms"],
+        "events": largest,
+        "by_events": by_events,
+        "details": details,
+    }

@@ -1,0 +1,156 @@
+"""The Markdown summary printed at the end of a run: each stage next to its baseline and its target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.keys import lookup
+
+_get = lookup
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    if unit == "s":
+        return f"{value:,.3f} s"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    if unit == "x":
+        return f"{value:.0%}"
+    return f"{value:,}"
+
+
+# (label, ours, unit, baseline, target description, check(results) -> bool | None)
+ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
+    (
+        "edge, 1-event POSTs (accepted events)",
+        "edge.events_per_s",
+        "/s",
+        "edge.baseline_events_per_s",
+        ">= 70% of bare aiohttp",
+        lambda r: _ratio_at_least(r, "edge.events_per_s", "edge.baseline_events_per_s", 0.7),
+    ),
+    ("edge, 1-event POSTs p50", "edge.p50_ms", "ms", "edge.baseline_p50_ms", "", None),
+    ("edge, 1-event POSTs p99", "edge.p99_ms", "ms", "edge.baseline_p99_ms", "", None),
+    (
+        "edge, 50-event POSTs (accepted events)",
+        "edge.batch_events_per_s",
+        "/s",
+        "edge.batch_baseline_events_per_s",
+        ">= 100,000/s per edge process",
+        lambda r: _at_least(r, "edge.batch_events_per_s", 100_000),
+    ),
+    ("edge, 50-event POSTs p99", "edge.batch_p99_ms", "ms", "edge.batch_baseline_p99_ms", "", None),
+    ("edge peak RSS", "edge.peak_rss_mb", "MB", "edge.baseline_peak_rss_mb", "", None),
+    (
+        "pure cores, events per core-second",
+        "cores.events_per_s",
+        "/s",
+        "cores.baseline_events_per_s",
+        "(baseline: orjson decode only)",
+        None,
+    ),
+    (
+        "Faust worker (trackpipe worker), Kafka to ClickHouse",
+        "worker.events_per_s",
+        "/s",
+        "worker.baseline_events_per_s",
+        ">= 20,000/s per worker",
+        lambda r: _at_least(r, "worker.events_per_s", 20_000),
+    ),
+    (
+        "sink rows into ClickHouse server",
+        "sink.rows_per_s",
+        "/s",
+        "sink.baseline_rows_per_s",
+        ">= 80% of raw Arrow insert",
+        lambda r: _ratio_at_least(r, "sink.rows_per_s", "sink.baseline_rows_per_s", 0.8),
+    ),
+    ("sink rows into embedded chdb", "sink.chdb_rows_per_s", "/s", "sink.chdb_arrow_rows_per_s", "", None),
+    (
+        "end to end p50, embedded",
+        "e2e.p50_s",
+        "s",
+        None,
+        "",
+        None,
+    ),
+    (
+        "end to end p95, embedded",
+        "e2e.p95_s",
+        "s",
+        None,
+        "<= 2 s",
+        lambda r: _at_most(r, "e2e.p95_s", 2.0),
+    ),
+    ("end to end p99, embedded", "e2e.p99_s", "s", None, "", None),
+    (
+        "end to end p95, distributed",
+        "e2e.distributed.p95_s",
+        "s",
+        None,
+        "<= 2 s",
+        lambda r: _at_most(r, "e2e.distributed.p95_s", 2.0),
+    ),
+    (
+        "Top-5 report (median)",
+        "report.top5_ms",
+        "ms",
+        None,
+        "<= 50 ms over 10M events",
+        lambda r: _at_most(r, "report.top5_ms", 50.0) if (_get(r, "report.events") or 0) >= 10**7 else None,
+    ),
+]
+
+
+def _at_least(r: dict[str, Any], path: str, target: float) -> bool | None:
+    v = _get(r, path)
+    return None if v is None else v >= target
+
+
+def _at_most(r: dict[str, Any], path: str, target: float) -> bool | None:
+    v = _get(r, path)
+    return None if v is None else v <= target
+
+
+def _ratio_at_least(r: dict[str, Any], a: str, b: str, target: float) -> bool | None:
+    va, vb = _get(r, a), _get(r, b)
+    if va is None or not vb:
+        return None
+    return bool(va / vb >= target)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results.get("machine", {})
+    lines = [
+        f"## trackpipe benchmarks ({results.get('profile')}, {results.get('date')})",
+        "",
+        f"{m.get('cores')} cores, Python {m.get('python')}, Kafka {m.get('kafka')}, "
+        f"ClickHouse {m.get('clickhouse')}, chdb {m.get('chdb')}; load generator: "
+        f"{_get(results, 'edge.generator') or '-'}",
+        "",
+        "| stage | trackpipe | raw baseline | ratio | target | met |",
+        "|---|---:|---:|---:|---|:-:|",
+    ]
+    for label, ours, unit, base, target, check in ROWS:
+        v = _get(results, ours)
+        if v is None and check is None and base is None:
+            continue
+        b = _get(results, base) if base else None
+        ratio = f"{v / b:.0%}" if isinstance(v, int | float) and isinstance(b, int | float) and b else ""
+        met = check(results) if check else None
+        mark = {True: "yes", False: "**no**", None: ""}[met]
+        lines.append(
+            f"| {label} | {_fmt(v, unit)} | {_fmt(b, unit) if base else ''} | {ratio} | {target} | {mark} |"
+        )
+    for size, ms in sorted((_get(results, "report.by_events") or {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| Top-5 report over {int(size):,} events (median) | {ms:,.1f} ms | | | | |")
+    errors = results.get("errors") or {}
+    for stage, err in errors.items():
+        lines.append(f"\n**{stage} failed**: {str(err).splitlines()[0][:300]}")
+    return "\n".join(lines)

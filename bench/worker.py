@@ -1,0 +1,136 @@
+"""Stage 2b, one Faust worker from Kafka to ClickHouse, next to a plain aiokafka consumer of the same topic.
+
+The worker is ``trackpipe worker`` itself (the real wiring: ``build_faust_app`` with the ClickHouse
+writer, on the real broker and server), in its own process, so the measure follows the processors as
+they grow. It is started on an empty topic and warmed up with one record (its consumer group has joined
+and its first write went through); then the recorded stream is produced as envelope records made by the
+edge's accumulator (~100 events per record, 4 partitions) and the clock runs from the first record
+produced to the moment ClickHouse holds every event (``events_raw``, polled every 50 ms).
+
+The raw baseline reads the same records with a bare aiokafka consumer in another process
+(:mod:`bench.raw_consumer`); its events/s is records/s times events per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from bench import stream
+from bench.kafka_topics import create_topics
+from bench.procs import Proc, run_module
+from bench.profiles import Profile
+from bench.servers import Servers
+from sinks.server_backend import ServerBackend
+
+PARTITIONS = 4
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        linger_ms=5,
+        max_request_size=2_000_000,
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=payload, partition=p) for p, payload in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _raw_consumer(servers: Servers, topic: str, expect: int, work: Path) -> dict[str, Any]:
+    out = work / "raw_consumer.json"
+    group = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    args = ["--bootstrap", servers.kafka, "--topic", topic, "--group", group, "--expect", str(expect)]
+    run_module("bench.raw_consumer", [*args, "--out", str(out)], timeout=180)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _wait_rows(backend: ServerBackend, want: int, proc: Proc, within_s: float) -> tuple[float, int]:
+    """Poll ``events_raw`` until it holds ``want`` rows; (time it did, rows seen at the first poll)."""
+    deadline = time.monotonic() + within_s
+    first: int | None = None
+    while True:
+        if proc.p.poll() is not None:
+            raise RuntimeError(f"trackpipe worker exited {proc.p.returncode}:\n{proc.tail()}")
+        have = int(backend.query("SELECT count() FROM events_raw")[0][0])
+        if first is None:
+            first = have
+        if have >= want:
+            return time.perf_counter(), first
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ClickHouse holds {have} of {want} events after {within_s}s:\n{proc.tail()}")
+        time.sleep(0.05)
+
+
+def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, Any]:
+    events = stream.recorded_events(profile.worker_events, seed=31)
+    records = stream.envelope_records(
+        events, partitions=PARTITIONS, events_per_record=profile.events_per_record
+    )
+    warm = stream.envelope_records(stream.recorded_events(1, seed=32), partitions=PARTITIONS)
+    suffix = uuid.uuid4().hex[:10]
+    topic, database = f"bench-worker-{suffix}", f"bench_worker_{suffix}"
+    env = {
+        "TRACKPIPE_KAFKA_BOOTSTRAP": servers.kafka,
+        "TRACKPIPE_KAFKA_TOPIC": topic,
+        "TRACKPIPE_PARTITIONS": str(PARTITIONS),
+        "TRACKPIPE_CLICKHOUSE_HOST": servers.clickhouse_host,
+        "TRACKPIPE_CLICKHOUSE_PORT": str(servers.clickhouse_port),
+        "TRACKPIPE_CLICKHOUSE_DATABASE": database,
+        "TRACKPIPE_WORKER_APP_ID": f"bench-worker-{suffix}",
+    }
+    create_topics(servers.kafka, topic, PARTITIONS, env)
+    run_module("trackpipe.cli", ["migrate"], timeout=120, env=env)
+
+    backend = ServerBackend(servers.clickhouse_host, servers.clickhouse_port, database)
+    proc = Proc("trackpipe.cli", ["worker"], work / "worker.log", env)
+    try:
+        t_start = time.perf_counter()
+        asyncio.run(_produce(servers.kafka, topic, warm))
+        warm_s = _wait_rows(backend, 1, proc, 120)[0] - t_start
+        cpu0 = proc.cpu_seconds()
+        t0 = time.perf_counter()
+        asyncio.run(_produce(servers.kafka, topic, records))
+        produced_s = time.perf_counter() - t0
+        t1, _ = _wait_rows(backend, 1 + len(events), proc, 240)
+        seconds = t1 - t0
+        cpu_share = (proc.cpu_seconds() - cpu0) / seconds
+        peak_rss = proc.peak_rss_mb()
+    finally:
+        proc.stop()
+        backend.close()
+        with ServerBackend(servers.clickhouse_host, servers.clickhouse_port, "default") as admin:
+            admin.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+    base = _raw_consumer(servers, topic, len(warm) + len(records), work)
+    events_per_record = len(events) / len(records)
+    baseline_events_per_s = base["records_per_s"] * events_per_record
+    events_per_s = len(events) / seconds
+    return {
+        "events": len(events),
+        "records": len(records),
+        "events_per_record": events_per_record,
+        "events_per_s": events_per_s,
+        "seconds": seconds,
+        "produce_s": produced_s,
+        "startup_s": warm_s,
+        "cpu_share": cpu_share,
+        "peak_rss_mb": peak_rss,
+        "baseline_events_per_s": baseline_events_per_s,
+        "baseline_records_per_s": base["records_per_s"],
+        "baseline_cpu_share": base["cpu_share"],
+        "ratio": events_per_s / baseline_events_per_s if baseline_events_per_s else 0.0,
+    }

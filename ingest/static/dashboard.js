@@ -1,0 +1,262 @@
+// trackpipe dashboard: the Top-5 goals of a project over a period, read from the report API.
+// Everything that comes from the API is rendered with textContent / setAttribute, never as HTML.
+// Page parameters (kept in the address bar): project, period (1|7|30|90|365|custom), from, to
+// (YYYY-MM-DD, custom period, both days included), refresh (seconds between auto-refreshes).
+"use strict";
+
+(function () {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const DAY_MS = 86400000;
+  const PERIODS = ["1", "7", "30", "90", "365", "custom"];
+  const $ = (id) => document.getElementById(id);
+
+  const pageParams = new URL(window.location.href).searchParams;
+  const refreshSeconds = Math.max(1, Number.parseInt(pageParams.get("refresh") || "30", 10) || 30);
+  const state = {
+    project: pageParams.get("project") || "",
+    period: PERIODS.includes(pageParams.get("period")) ? pageParams.get("period") : "30",
+    from: pageParams.get("from") || "",
+    to: pageParams.get("to") || "",
+  };
+  let timer = null;
+  let inflight = null;
+  let renders = 0;
+  let shownProjects = null;
+
+  const intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const moneyFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const formatRate = (rate) => (rate * 100).toFixed(2) + " %";
+  const formatTime = (iso) => String(iso).slice(0, 16).replace("T", " ");
+
+  function html(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  async function getJSON(path, signal) {
+    const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store", signal });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) {
+      const error = body && body.error;
+      throw new Error(error ? `${error.code}: ${error.message}` : `HTTP ${response.status} from ${path}`);
+    }
+    return body;
+  }
+
+  function periodParams() {
+    if (state.period === "custom") {
+      const params = {};
+      if (state.from) params.from = `${state.from}T00:00:00Z`;
+      const to = Date.parse(`${state.to}T00:00:00Z`);
+      if (state.to && !Number.isNaN(to)) params.to = new Date(to + DAY_MS).toISOString();
+      return params;
+    }
+    return { from: new Date(Date.now() - Number(state.period) * DAY_MS).toISOString() };
+  }
+
+  function setStatus(text, isError) {
+    const status = $("status");
+    status.textContent = text;
+    status.classList.toggle("error", Boolean(isError));
+  }
+
+  function syncAddress() {
+    const address = new URL(window.location.href);
+    const params = address.searchParams;
+    if (state.project) params.set("project", state.project);
+    params.set("period", state.period);
+    for (const name of ["from", "to"]) {
+      if (state.period === "custom" && state[name]) params.set(name, state[name]);
+      else params.delete(name);
+    }
+    window.history.replaceState(null, "", address);
+  }
+
+  function showProjects(rows) {
+    const ids = rows.map((row) => row.project);
+    if (!state.project && ids.length) state.project = ids[0];
+    if (state.project && !ids.includes(state.project)) ids.unshift(state.project);
+    const key = JSON.stringify(ids);
+    if (key === shownProjects) return; // unchanged: leave an open picker alone
+    shownProjects = key;
+    const select = $("project");
+    select.replaceChildren();
+    if (!ids.length) select.append(html("option", { value: "", disabled: "" }, "(no events yet)"));
+    for (const id of ids) {
+      const option = html("option", {}, id);
+      option.value = id;
+      option.selected = id === state.project;
+      select.append(option);
+    }
+  }
+
+  function renderChart(rows) {
+    const chart = $("chart");
+    chart.replaceChildren();
+    const width = 800;
+    const labelWidth = 150;
+    const barX = labelWidth + 10;
+    const barMax = 520;
+    const rowHeight = 56;
+    if (!rows.length) {
+      chart.setAttribute("viewBox", `0 0 ${width} 60`);
+      chart.append(svg("text", { class: "empty", x: width / 2, y: 36, "text-anchor": "middle" },
+        "No conversions in this period"));
+      return;
+    }
+    chart.setAttribute("viewBox", `0 0 ${width} ${rows.length * rowHeight + 4}`);
+    const most = Math.max(...rows.map((row) => row.conversions), 1);
+    rows.forEach((row, i) => {
+      const y = i * rowHeight + 6;
+      const group = svg("g", { class: "bar-row", "data-goal": row.goal_id });
+      const name = String(row.goal_id);
+      const goalLabel = svg("text", { class: "label-goal", x: 0, y: y + 16 },
+        name.length > 18 ? `${name.slice(0, 17)}…` : name);
+      goalLabel.append(svg("title", {}, name));
+      const convWidth = row.conversions > 0 ? Math.max(2, (row.conversions / most) * barMax) : 0;
+      const rateWidth = Math.min(1, Math.max(0, row.conversion_rate)) * barMax;
+      group.append(
+        goalLabel,
+        svg("rect", { class: "bar-conv", x: barX, y, width: convWidth.toFixed(2), height: 22, rx: 2 }),
+        svg("text", { class: "label-conv", x: barX + convWidth + 8, y: y + 16 }, intFormat.format(row.conversions)),
+        svg("rect", { class: "track", x: barX, y: y + 28, width: barMax, height: 8, rx: 2 }),
+        svg("rect", { class: "bar-rate", x: barX, y: y + 28, width: rateWidth.toFixed(2), height: 8, rx: 2 }),
+        svg("text", { class: "label-rate", x: barX + barMax + 8, y: y + 36 }, formatRate(row.conversion_rate)),
+      );
+      chart.append(group);
+    });
+  }
+
+  function renderTable(rows) {
+    const body = $("top").tBodies[0];
+    body.replaceChildren();
+    if (!rows.length) {
+      body.append(html("tr", {}));
+      body.rows[0].append(html("td", { class: "empty", colspan: 6 }, "No conversions in this period"));
+      return;
+    }
+    rows.forEach((row, i) => {
+      const tr = html("tr", { "data-goal": row.goal_id });
+      tr.append(
+        html("td", { class: "num" }, i + 1),
+        html("td", { class: "goal" }, row.goal_id),
+        html("td", { class: "num conversions" }, intFormat.format(row.conversions)),
+        html("td", { class: "num converters" }, intFormat.format(row.converters)),
+        html("td", { class: "num rate" }, formatRate(row.conversion_rate)),
+        html("td", { class: "num revenue" }, moneyFormat.format(row.revenue)),
+      );
+      body.append(tr);
+    });
+  }
+
+  function render(report) {
+    $("visitors").textContent = intFormat.format(report.visitors);
+    $("period-text").textContent = `${formatTime(report.from)} – ${formatTime(report.to)}`;
+    renderChart(report.rows);
+    renderTable(report.rows);
+    document.body.dataset.project = report.project;
+  }
+
+  function renderNothing() {
+    $("visitors").textContent = "–";
+    $("period-text").textContent = "–";
+    renderChart([]);
+    renderTable([]);
+    delete document.body.dataset.project;
+  }
+
+  async function refresh() {
+    if (inflight) inflight.abort();
+    const mine = new AbortController();
+    inflight = mine;
+    document.body.dataset.state = "loading";
+    try {
+      showProjects((await getJSON("/api/v1/projects", mine.signal)).rows);
+      syncAddress();
+      if (!state.project) {
+        renderNothing();
+        setStatus("No events yet: send some to /track.");
+      } else {
+        const params = new URLSearchParams({ project: state.project, ...periodParams() });
+        const report = await getJSON(`/api/v1/reports/top-events?${params}`, mine.signal);
+        if (mine !== inflight) return;
+        render(report);
+        params.set("format", "csv");
+        $("csv").setAttribute("href", `/api/v1/reports/top-events?${params}`);
+        setStatus("");
+      }
+      $("updated").textContent = `${new Date().toISOString().slice(11, 19)} UTC`;
+      document.body.dataset.renders = String(++renders);
+      document.body.dataset.state = "ready";
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      setStatus(`Could not load the report: ${error.message}`, true);
+      document.body.dataset.state = "error";
+    } finally {
+      if (inflight === mine) inflight = null;
+    }
+  }
+
+  function schedule() {
+    if (timer !== null) window.clearInterval(timer);
+    timer = null;
+    const on = $("auto").checked;
+    if (on) {
+      timer = window.setInterval(() => {
+        if (!document.hidden) refresh();
+      }, refreshSeconds * 1000);
+    }
+    $("refresh-note").textContent = on ? `auto-refresh every ${refreshSeconds} s` : "auto-refresh off";
+  }
+
+  function showCustomRange() {
+    const custom = state.period === "custom";
+    $("custom-range").hidden = !custom;
+    if (custom && !state.to) state.to = new Date().toISOString().slice(0, 10);
+    if (custom && !state.from) state.from = new Date(Date.now() - 29 * DAY_MS).toISOString().slice(0, 10);
+    $("from").value = state.from;
+    $("to").value = state.to;
+  }
+
+  function changed() {
+    syncAddress();
+    refresh();
+  }
+
+  $("period").value = state.period;
+  showCustomRange();
+  $("project").addEventListener("change", (event) => {
+    state.project = event.target.value;
+    changed();
+  });
+  $("period").addEventListener("change", (event) => {
+    state.period = event.target.value;
+    showCustomRange();
+    changed();
+  });
+  for (const name of ["from", "to"]) {
+    $(name).addEventListener("change", (event) => {
+      state[name] = event.target.value;
+      changed();
+    });
+  }
+  $("auto").addEventListener("change", schedule);
+  $("refresh").addEventListener("click", refresh);
+  $("controls").addEventListener("submit", (event) => event.preventDefault());
+  schedule();
+  refresh();
+})();

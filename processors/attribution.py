@@ -1,0 +1,89 @@
+"""Attribution of one conversion event: which touch it belongs to, and the visitor's path up to it.
+
+Resolution (how the converting visitor and touch are found):
+
+- ``click``: the postback names a click (FunnelFlux hit id, PVTLNK click_id) -> that click;
+- ``visitor_link``: FunnelFlux ``vid`` + ``p`` -> the visitor's most recent click on that link, if the
+  visitor was active in the 4 days before (visitor storage lives 4 days, extended by activity);
+- ``visitor``: the visitor's own events, or a ``vid`` postback without page -> the most recent touch;
+- ``push``: an event naming a push message -> the visitor's latest open of that push (else as visitor);
+- ``fingerprint``: no ids -> the most recent click from the same client IP + user agent (PVTLNK).
+
+The goal's window applies: the anchor touch must be at most ``window`` older than the conversion
+(click day 1 -> conversion day 5 attributed, day 35 not). The path is every touch of the visitor inside
+the window up to the anchor, oldest first; the models split the conversion over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from processors.messages import Attributed, ConvEvent, Resolution, Touch
+from processors.sessions import Span, active_within
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _before(touches: Sequence[Touch], t: datetime) -> list[Touch]:
+    return [x for x in touches if x.at <= t]
+
+
+def find_anchor(
+    conv: ConvEvent,
+    res: Resolution,
+    touches: Sequence[Touch],
+    spans: Sequence[Span],
+    *,
+    visitor_ttl: timedelta,
+    own_event: bool,
+) -> Touch | None:
+    """The touch ``conv`` converts, among the visitor's ``touches`` (sorted oldest first)."""
+    t = conv.occurred_at
+    if res.method in ("click", "fingerprint"):
+        return next((x for x in touches if x.touch_id == res.anchor_id), None)
+    if res.method in ("visitor_link", "visitor") and not own_event:
+        if not active_within(list(spans), ms(t), int(visitor_ttl.total_seconds() * 1000)):
+            return None
+    earlier = _before(touches, t)
+    if res.method == "visitor_link":
+        on_link = [x for x in earlier if x.kind == "click" and x.link_id == res.link_id]
+        return on_link[-1] if on_link else None
+    if res.method == "push":
+        opens = [x for x in earlier if x.kind == "push" and x.push_hash == conv.push_hash]
+        if opens:
+            return opens[-1]
+    if res.method in ("visitor", "push"):
+        return earlier[-1] if earlier else None
+    return None
+
+
+def path_to(anchor: Touch | None, touches: Sequence[Touch], t: datetime, window: timedelta) -> list[Touch]:
+    """Touches inside ``window`` before ``t`` up to and including ``anchor`` (empty without anchor)."""
+    if anchor is None or anchor.at < t - window:
+        return []
+    start = t - window
+    before = [x for x in touches if start <= x.at <= anchor.at and x.touch_id != anchor.touch_id]
+    return [*before, anchor]
+
+
+@dataclass(frozen=True)
+class GoalAttribution:
+    anchor: Touch | None
+    path: tuple[Touch, ...]
+    time_to_convert_ms: int | None
+
+
+def for_goal(msg: Attributed, window: timedelta) -> GoalAttribution:
+    """Narrow an event's attribution (computed for its longest goal window) to one goal's window."""
+    t = msg.conv.occurred_at
+    if not msg.path:
+        return GoalAttribution(None, (), None)
+    anchor = msg.path[-1]
+    if anchor.at < t - window:
+        return GoalAttribution(None, (), None)
+    path = tuple(x for x in msg.path if x.at >= t - window)
+    return GoalAttribution(anchor, path, max(0, ms(t) - ms(anchor.at)))

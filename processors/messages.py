@@ -1,0 +1,200 @@
+"""What flows between the processing stages, and the envelope records that carry it.
+
+Stages and their keys (each stage's state is keyed the same way as its input topic):
+
+- ``visitor`` (visitor id): sessions, touches, experiment exposures, attribution paths. Reads the
+  events topic itself (the edge already partitions it by visitor id) plus ``Resolved`` messages.
+- ``click`` (project + click id): which visitor made a click; resolves postbacks that name a click (hit id).
+- ``fingerprint`` (project + client IP + user agent): PVTLNK auto-attribution.
+- ``conversion`` (project + conversion key): dedup, statuses, the final attributed conversion.
+
+Every stage topic carries envelope records (many messages per record), like the events topic::
+
+    {"envelope": 1, "kind": "stage", "schema": 1, "items": [<message>, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from schemas.envelope import ENVELOPE_VERSION, EnvelopeError
+
+STAGE_SCHEMA = 1
+
+Stage = Literal["visitor", "click", "fingerprint", "conversion"]
+STAGES: tuple[Stage, ...] = ("visitor", "click", "fingerprint", "conversion")
+
+Method = Literal["click", "visitor_link", "visitor", "push", "fingerprint", "none"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Touch(_Frozen):
+    """A marketing touch in a visitor's path: a click on a link or a push open."""
+
+    touch_id: str  # the click id, or "push:<event id>"
+    kind: Literal["click", "push"]
+    at: datetime
+    link_id: str = ""
+    campaign: str = ""
+    push_hash: str = ""
+
+
+class ClickInfo(_Frozen):
+    click_id: str
+    project_id: str
+    visitor_id: str
+    link_id: str = ""
+    campaign: str = ""
+    at: datetime
+    received_at: datetime
+    client_ip: str = ""
+    user_agent: str = ""
+
+
+class ConvEvent(_Frozen):
+    """The fields of a conversion-bearing event the stages need (compact, no segment)."""
+
+    event_id: str
+    type: str
+    key: str  # conversion key within the project (see processors.dedup)
+    project_id: str
+    account_id: str
+    visitor_id: str  # as sent ("" when a postback names no visitor)
+    occurred_at: datetime
+    received_at: datetime
+    goal_ids: tuple[str, ...]
+    revenue: Decimal | None = None
+    currency: str = ""
+    products_count: int = 0
+    transaction_id: str = ""
+    status: str = ""
+    disable_postbacks: bool = False
+    click_id: str = ""
+    link_id: str = ""
+    push_hash: str = ""
+    client_ip: str = ""
+    user_agent: str = ""
+    experiments: tuple[tuple[str, str], ...] = ()
+    campaign: str = ""
+    window_days: int | None = None
+
+
+class Resolution(_Frozen):
+    """Who converted and which touch the conversion names. ``rank`` grows as better information
+    arrives (a later resolution of the same event replaces an earlier one only if its rank is higher)."""
+
+    method: Method
+    visitor_id: str = ""
+    anchor_id: str = ""  # the touch the conversion names (click id), "" = the most recent one
+    link_id: str = ""  # visitor_link: the page (link) whose latest click converted
+    rank: int = 0
+
+
+class ClickReg(_Frozen):
+    t: Literal["click_reg"] = "click_reg"
+    click: ClickInfo
+
+
+class ClickLookup(_Frozen):
+    t: Literal["click_lookup"] = "click_lookup"
+    conv: ConvEvent
+
+
+class FpReg(_Frozen):
+    t: Literal["fp_reg"] = "fp_reg"
+    click: ClickInfo
+
+
+class FpLookup(_Frozen):
+    t: Literal["fp_lookup"] = "fp_lookup"
+    conv: ConvEvent
+
+
+class Resolved(_Frozen):
+    t: Literal["resolved"] = "resolved"
+    conv: ConvEvent
+    res: Resolution
+
+
+class Attributed(_Frozen):
+    """A conversion event with its resolution and the visitor's path at the time of the event."""
+
+    t: Literal["attributed"] = "attributed"
+    conv: ConvEvent
+    res: Resolution
+    path: tuple[Touch, ...] = ()  # touches inside the longest window of the event's goals, oldest first
+    variations: tuple[tuple[str, str], ...] = ()  # (experiment, variation) the visitor had seen
+    path_version: int = 0  # grows with the visitor state the path was computed from
+
+    @property
+    def info(self) -> int:
+        """Monotone measure of how much this message knows (for max-merge and row versions)."""
+        return min(self.res.rank, 1 << 20) * (1 << 24) + min(self.path_version, (1 << 24) - 1)
+
+
+Message = Annotated[
+    ClickReg | ClickLookup | FpReg | FpLookup | Resolved | Attributed, Field(discriminator="t")
+]
+_messages = TypeAdapter(list[Message])
+
+
+def fingerprint_key(project: str, ip: str, ua: str) -> str:
+    digest = hashlib.sha256(f"{ip}\x1f{ua}".encode()).hexdigest()[:32]
+    return f"{project}\x1f{digest}"
+
+
+def click_key(project: str, click_id: str) -> str:
+    """Click ids are unique per project (PVTLNK ``click_id`` may be the integrator's own number)."""
+    return f"{project}\x1f{click_id}"
+
+
+def conversion_route_key(project: str, key: str) -> str:
+    return f"{project}\x1f{key}"
+
+
+def route(msg: Message) -> tuple[Stage, str]:
+    """The stage a message goes to and the key (= partitioning key) it is processed under."""
+    if isinstance(msg, ClickReg):
+        return "click", click_key(msg.click.project_id, msg.click.click_id)
+    if isinstance(msg, ClickLookup):
+        return "click", click_key(msg.conv.project_id, msg.conv.click_id)
+    if isinstance(msg, FpReg):
+        c = msg.click
+        return "fingerprint", fingerprint_key(c.project_id, c.client_ip, c.user_agent)
+    if isinstance(msg, FpLookup):
+        v = msg.conv
+        return "fingerprint", fingerprint_key(v.project_id, v.client_ip, v.user_agent)
+    if isinstance(msg, Resolved):
+        return "visitor", msg.res.visitor_id
+    return "conversion", conversion_route_key(msg.conv.project_id, msg.conv.key)
+
+
+def encode_messages(msgs: Iterable[Message]) -> bytes:
+    body = b",".join(m.__pydantic_serializer__.to_json(m) for m in msgs)
+    head = b'{"envelope":%d,"kind":"stage","schema":%d,"items":[' % (ENVELOPE_VERSION, STAGE_SCHEMA)
+    return head + body + b"]}"
+
+
+def decode_messages(data: bytes) -> Sequence[Message]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"record is not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("envelope") != ENVELOPE_VERSION or obj.get("kind") != "stage":
+        raise EnvelopeError("not a stage envelope (envelope 1, kind 'stage')")
+    if obj.get("schema") != STAGE_SCHEMA:
+        raise EnvelopeError(f"unsupported stage schema {obj.get('schema')!r}, expected {STAGE_SCHEMA}")
+    try:
+        return _messages.validate_python(obj.get("items"))
+    except ValidationError as exc:
+        raise EnvelopeError(f"stage items do not match the message schema: {exc}") from exc

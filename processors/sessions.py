@@ -1,0 +1,67 @@
+"""Sessions: a visitor's activity split wherever it pauses longer than the inactivity gap.
+
+A session is a maximal run of the visitor's activity events (clicks, experiment views, goal hits,
+transactions, push opens, custom events) whose consecutive occurrence times are at most ``gap`` apart
+(default 30 minutes). Its id is derived from (project, visitor, start time), so the same events give
+the same sessions in any arrival order: an out-of-order event that extends a session backwards or
+bridges two sessions re-keys it, and the replaced ids are reported as removed.
+Postbacks are not visitor activity: they get the id of the session they fall into, if any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Span(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: int  # unix ms
+    end: int
+    n: int  # activity events in the session
+
+
+def session_id(project: str, visitor: str, start_ms: int) -> str:
+    return hashlib.sha256(f"{project}\x1f{visitor}\x1f{start_ms}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class SessionChange:
+    span: Span
+    removed: list[Span] = field(default_factory=list)  # sessions merged into ``span`` (ids gone)
+
+
+def add_activity(spans: list[Span], t_ms: int, gap_ms: int) -> SessionChange:
+    """Record one activity event at ``t_ms`` in ``spans`` (kept sorted by start); return what changed."""
+    touching = [s for s in spans if s.start - gap_ms <= t_ms <= s.end + gap_ms]
+    merged = Span(
+        start=min([t_ms, *(s.start for s in touching)]),
+        end=max([t_ms, *(s.end for s in touching)]),
+        n=1 + sum(s.n for s in touching),
+    )
+    for s in touching:
+        spans.remove(s)
+    spans.append(merged)
+    spans.sort(key=lambda s: s.start)
+    return SessionChange(merged, [s for s in touching if s.start != merged.start])
+
+
+def find(spans: list[Span], t_ms: int, gap_ms: int) -> Span | None:
+    """The session ``t_ms`` belongs to (within the gap of it), if any."""
+    for s in spans:
+        if s.start - gap_ms <= t_ms <= s.end + gap_ms:
+            return s
+    return None
+
+
+def active_within(spans: list[Span], t_ms: int, ttl_ms: int) -> bool:
+    """Whether the visitor had a session overlapping [t - ttl, t] (FunnelFlux's 4-day visitor storage)."""
+    return any(s.start <= t_ms and s.end >= t_ms - ttl_ms for s in spans)
+
+
+def prune(spans: list[Span], horizon_ms: int) -> list[Span]:
+    """Drop sessions that ended before ``horizon_ms``."""
+    return [s for s in spans if s.end >= horizon_ms]

@@ -1,0 +1,83 @@
+"""What every stage returns, and typed state access on top of the key -> bytes store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from processors.messages import Message
+from processors.outcome import DeadLetter, Drop, Outcome
+from processors.store import KeyValueStore, pack, unpack
+from schemas.events import Event
+from schemas.rows import Conversion, ExposureRow, ProcessedBatch, SessionRow
+
+S = TypeVar("S", bound=BaseModel)
+
+
+@dataclass
+class StageOutput:
+    messages: list[Message] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)
+    sessions: list[SessionRow] = field(default_factory=list)
+    exposures: list[ExposureRow] = field(default_factory=list)
+    conversions: list[Conversion] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def count(self, outcome: Outcome[Any]) -> None:
+        """Record a Drop / DeadLetter outcome (Ok needs nothing)."""
+        if isinstance(outcome, Drop):
+            self.dropped[outcome.reason.split(":", 1)[0]] += 1
+        elif isinstance(outcome, DeadLetter):
+            self.dead_letters.append(outcome)
+
+    def batch(self) -> ProcessedBatch:
+        """The rows, last version per key (a batch may update the same key several times)."""
+        conv: dict[tuple[str, str, str], Conversion] = {}
+        for c in self.conversions:
+            k = (c.project_id, c.goal_id, c.conversion_key)
+            if k not in conv or c.version >= conv[k].version:
+                conv[k] = c
+        sess: dict[tuple[str, str, str], SessionRow] = {}
+        for s in self.sessions:
+            sk = (s.project_id, s.visitor_id, s.session_id)
+            if sk not in sess or s.version >= sess[sk].version:
+                sess[sk] = s
+        expo: dict[tuple[str, str, str, str], ExposureRow] = {}
+        for x in self.exposures:
+            xk = (x.project_id, x.experiment_id, x.variation_id, x.visitor_id)
+            if xk not in expo or x.version >= expo[xk].version:
+                expo[xk] = x
+        return ProcessedBatch(
+            events=tuple(self.events),
+            session_ids=tuple(self.session_ids),
+            conversions=tuple(conv.values()),
+            sessions=tuple(sess.values()),
+            exposures=tuple(expo.values()),
+        )
+
+    def extend(self, other: StageOutput) -> None:
+        self.messages.extend(other.messages)
+        self.events.extend(other.events)
+        self.session_ids.extend(other.session_ids)
+        self.sessions.extend(other.sessions)
+        self.exposures.extend(other.exposures)
+        self.conversions.extend(other.conversions)
+        self.dropped.update(other.dropped)
+        self.dead_letters.extend(other.dead_letters)
+
+
+def load(store: KeyValueStore, key: str, model: type[S]) -> S | None:
+    raw = store.get(key)
+    if raw is None:
+        return None
+    return model.model_validate_json(unpack(raw)[1])
+
+
+def save(store: KeyValueStore, key: str, state: BaseModel, expires_at: datetime) -> None:
+    store.put(key, pack(int(expires_at.timestamp() * 1000), state.model_dump_json().encode()))

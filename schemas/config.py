@@ -1,0 +1,226 @@
+"""Configuration the edge needs to accept clicks and conversions: goals (with postback tokens) and links.
+
+Stored as keyed records, the same on every store: key ``goal/<id>`` or ``link/<id>``, value the model as
+orjson JSON inside ``{"kind", "v", "data"}``, or ``None`` (a tombstone) when deleted. The latest record
+of a key wins, so a compacted Kafka topic and an append-only local file hold the configuration alike.
+:class:`ConfigState` is the pure read model both stores build by applying records in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+
+
+class GoalType(StrEnum):
+    PURCHASE = "purchase"
+    SIGNUP = "signup"
+    DOWNLOAD = "download"
+    CUSTOM = "custom"
+
+
+class Goal(BaseModel):
+    """A conversion goal (PVTLNK reference). ``token`` authenticates conversions sent for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    project: str
+    name: str
+    goal_type: GoalType = GoalType.CUSTOM
+    value: Decimal | None = None  # default conversion value when a conversion carries none
+    currency: str | None = None
+    attribution_window_days: int = Field(default=30, ge=1, le=3650)
+    postback_url: str | None = None  # where conversions of this goal are announced (outgoing stage)
+    default: bool = False  # the project's default goal (postbacks that name no goal and no link goal)
+    token: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Link(BaseModel):
+    """A tracking link: ``GET /c/<id>`` records a click and redirects to ``url`` (and only there)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    project: str
+    url: str
+    campaign: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    goal: str | None = None  # the goal conversions of this link's clicks count for
+    created_at: datetime
+
+    def utm(self) -> dict[str, str]:
+        pairs = {
+            "utm_source": self.utm_source,
+            "utm_medium": self.utm_medium,
+            "utm_campaign": self.utm_campaign,
+            "utm_term": self.utm_term,
+            "utm_content": self.utm_content,
+        }
+        return {k: v for k, v in pairs.items() if v}
+
+
+class ConfigRecord(NamedTuple):
+    key: str
+    value: bytes | None  # None = tombstone (deleted)
+
+
+def goal_key(goal_id: str) -> str:
+    return f"goal/{goal_id}"
+
+
+def link_key(link_id: str) -> str:
+    return f"link/{link_id}"
+
+
+def goal_record(goal: Goal) -> ConfigRecord:
+    return ConfigRecord(goal_key(goal.id), _encode("goal", goal))
+
+
+def link_record(link: Link) -> ConfigRecord:
+    return ConfigRecord(link_key(link.id), _encode("link", link))
+
+
+def _encode(kind: str, model: BaseModel) -> bytes:
+    return orjson.dumps({"kind": kind, "v": RECORD_VERSION, "data": model.model_dump(mode="json")})
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class ConfigRecordError(ValueError):
+    """A record that is not a readable configuration record."""
+
+
+class ConfigStoreError(Exception):
+    """The store could not make a write durable (or could not start). Retriable unless stated."""
+
+    def __init__(self, message: str, *, retriable: bool = True):
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class ConfigState:
+    """Goals and links by id, built by applying records in order. Pure: no I/O, no clock."""
+
+    def __init__(self) -> None:
+        self._goals: dict[str, Goal] = {}
+        self._links: dict[str, Link] = {}
+        self._by_token: dict[bytes, str] = {}
+        self.records_applied = 0
+        self.bad_records = 0
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """Apply one record. A record that cannot be read raises ConfigRecordError (state unchanged)."""
+        kind, _, ident = key.partition("/")
+        if kind not in ("goal", "link") or not ident:
+            raise ConfigRecordError(f"unknown configuration key {key!r}")
+        if value is None:
+            if kind == "goal":
+                old = self._goals.pop(ident, None)
+                if old is not None:
+                    self._by_token.pop(_token_digest(old.token), None)
+            else:
+                self._links.pop(ident, None)
+            self.records_applied += 1
+            return
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigRecordError(f"record {key!r} is not JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("kind") != kind or obj.get("v") != RECORD_VERSION:
+            raise ConfigRecordError(f"record {key!r} has an unknown kind or version")
+        try:
+            if kind == "goal":
+                goal = Goal.model_validate(obj.get("data"))
+                if goal.id != ident:
+                    raise ConfigRecordError(f"record {key!r} carries goal {goal.id!r}")
+                old = self._goals.get(ident)
+                if old is not None:
+                    self._by_token.pop(_token_digest(old.token), None)
+                self._goals[ident] = goal
+                self._by_token[_token_digest(goal.token)] = ident
+            else:
+                link = Link.model_validate(obj.get("data"))
+                if link.id != ident:
+                    raise ConfigRecordError(f"record {key!r} carries link {link.id!r}")
+                self._links[ident] = link
+        except ValidationError as exc:
+            raise ConfigRecordError(f"record {key!r} does not match its model: {exc}") from None
+        self.records_applied += 1
+
+    def apply_logged(self, key: str, value: bytes | None, where: str) -> None:
+        """Apply, logging and counting (never hiding) a record that cannot be read; used by readers
+        that must go on past a bad record written by someone else."""
+        try:
+            self.apply(key, value)
+        except ConfigRecordError as exc:
+            self.bad_records += 1
+            log.error("configuration record at %s skipped: %s", where, exc)
+
+    def goal(self, goal_id: str) -> Goal | None:
+        return self._goals.get(goal_id)
+
+    def link(self, link_id: str) -> Link | None:
+        return self._links.get(link_id)
+
+    def goal_by_token(self, token: str) -> Goal | None:
+        """The goal whose token is ``token``. The lookup is by a digest of the token and the final
+        comparison is constant-time, so response timing tells nothing about how close a guess was."""
+        goal_id = self._by_token.get(_token_digest(token))
+        goal = self._goals.get(goal_id) if goal_id is not None else None
+        if goal is None or not hmac.compare_digest(goal.token.encode(), token.encode()):
+            return None
+        return goal
+
+    def goals(self, project: str | None = None) -> list[Goal]:
+        found = [g for g in self._goals.values() if project is None or g.project == project]
+        return sorted(found, key=lambda g: (g.project, g.created_at, g.id))
+
+    def links(self, project: str | None = None) -> list[Link]:
+        found = [ln for ln in self._links.values() if project is None or ln.project == project]
+        return sorted(found, key=lambda ln: (ln.project, ln.created_at, ln.id))
+
+    def default_goal(self, project: str) -> Goal | None:
+        """The project's default goal; if several are flagged (concurrent edits), the latest updated."""
+        flagged = [g for g in self._goals.values() if g.project == project and g.default]
+        return max(flagged, key=lambda g: (g.updated_at, g.id), default=None)
+
+    def __len__(self) -> int:
+        return len(self._goals) + len(self._links)
+
+
+class ConfigStore(Protocol):
+    """Where goals and links live. Reads are served from :attr:`state` (in memory); :meth:`write`
+    returns once the records are durable AND applied to this instance's state, so a read after a write
+    sees it. Every edge instance sharing the store converges on the same state."""
+
+    @property
+    def state(self) -> ConfigState: ...
+
+    async def start(self) -> None: ...
+
+    async def write(self, records: Sequence[ConfigRecord]) -> None:
+        """Make records durable and apply them; raises ConfigStoreError when it cannot."""
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,46 @@
+"""The benchmark harness end to end in its smoke profile (a few hundred events): every stage runs against
+the real servers and the results file holds every required key as a number. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.keys import REQUIRED, REQUIRED_TEXT, lookup, missing
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_smoke_writes_every_key(tmp_path, kafka_bootstrap, clickhouse_server):
+    out = tmp_path / "latest.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--kafka",
+            kafka_bootstrap,
+            "--clickhouse",
+            f"http://{clickhouse_server.host}:{clickhouse_server.http_port}",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, f"bench failed:\n{run.stdout}\n{run.stderr[-6000:]}"
+    results = json.loads(out.read_text())
+    assert missing(results) == [], results.get("errors")
+    for key in REQUIRED:
+        assert lookup(results, key) >= 0, key
+    assert all(lookup(results, key) for key in REQUIRED_TEXT)
+    assert results["profile"] == "smoke" and "errors" not in results
+    # every stage really ran: events went through the edge, the worker and into the report's data
+    assert lookup(results, "edge.events_per_s") > 0 and lookup(results, "worker.events_per_s") > 0
+    assert lookup(results, "report.events") == 10_000
+    assert "| stage | trackpipe | raw baseline |" in run.stdout

@@ -1,0 +1,146 @@
+"""The Faust topology in-process against the real broker: stages, repartition topics, tables, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from processors.faust_app import TopologyNames, build_faust_app, partition_for
+from processors.pipeline import ConversionPipeline
+from schemas.envelope import encode_envelope
+from schemas.events import Event, EventType
+from schemas.ids import new_event_id
+from schemas.rows import Conversion, ProcessedBatch
+
+PARTITIONS = 2
+T0 = datetime(2026, 2, 1, 8, tzinfo=UTC)
+
+
+def ev(type_: EventType, at: datetime, visitor: str, **kw) -> Event:
+    return Event(
+        event_id=new_event_id(),
+        type=type_,
+        received_at=at,
+        occurred_at=at,
+        account_id="p",
+        project_id="p",
+        visitor_id=visitor,
+        **kw,
+    )
+
+
+def scenario() -> list[Event]:
+    out = []
+    for i in range(6):
+        v = f"v{i}"
+        cid = f"L{i % 2}.{v}"
+        out.append(ev(EventType.CLICK, T0 + timedelta(minutes=i), v, click_id=cid, link_id=f"L{i % 2}"))
+        # hit postback: lands on the partition of "" and must be repartitioned by click id
+        pb = dict(click_id=cid, transaction_id=f"TX{i}", goal_ids=("sale",), revenue=Decimal(10 + i))
+        out.append(ev(EventType.POSTBACK, T0 + timedelta(hours=1, minutes=i), "", status="pending", **pb))
+        out.append(ev(EventType.POSTBACK, T0 + timedelta(hours=2, minutes=i), "", status="approved", **pb))
+        out.append(ev(EventType.HIT_GOAL, T0 + timedelta(minutes=i + 1), v, goal_ids=("signup",)))
+    out.append(ev(EventType.POSTBACK, T0 + timedelta(hours=3), "", status="trash", **pb))  # TX5 reversed
+    return out
+
+
+def final(rows: list[Conversion]) -> dict[tuple[str, str], tuple]:
+    kept: dict[tuple[str, str], Conversion] = {}
+    for r in rows:
+        k = (r.goal_id, r.conversion_key)
+        if k not in kept or r.version >= kept[k].version:
+            kept[k] = r
+    return {k: (c.revenue, c.is_deleted, c.attributed_touch_id, c.visitor_id) for k, c in kept.items()}
+
+
+async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, unique_name, tmp_path):
+    app_id = unique_name("app")
+    names = TopologyNames(unique_name("events"), app_id)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names.all()])
+    finally:
+        await admin.close()
+
+    events = scenario()
+    expected = final(list(ConversionPipeline().process_events(events).batch.conversions))
+    assert len(expected) == 12 and expected[("sale", "tx:TX5")][1] is True
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        by_part: dict[int, list[Event]] = {}
+        for e in events:
+            by_part.setdefault(partition_for(e.visitor_id, PARTITIONS), []).append(e)
+        for part, evs in by_part.items():
+            for i in range(0, len(evs), 5):  # several events per record, several records
+                await producer.send_and_wait(names.events, encode_envelope(evs[i : i + 5]), partition=part)
+        await producer.send_and_wait(names.events, b"not an envelope", partition=0)
+    finally:
+        await producer.stop()
+
+    rows: list[Conversion] = []
+    raw_events: list[str] = []
+
+    async def writer(batch: ProcessedBatch, token: str) -> None:
+        rows.extend(batch.conversions)
+        raw_events.extend(e.event_id for e in batch.events)
+
+    app = build_faust_app(
+        app_id=app_id,
+        broker=f"kafka://{kafka_bootstrap}",
+        topic=names.events,
+        partitions=PARTITIONS,
+        writer=writer,
+        batch_max=50,
+        batch_within_s=0.2,
+        broker_options={
+            "topic_replication_factor": 1,
+            "broker_session_timeout": 10,
+            "broker_heartbeat_interval": 1,
+            "datadir": str(tmp_path),
+            "autodiscover": False,
+        },
+    )
+    await asyncio.wait_for(app.start(), 60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and final(rows) != expected:  # noqa: ASYNC110 - polling
+            await asyncio.sleep(0.5)
+        assert final(rows) == expected
+        assert sorted(set(raw_events)) == sorted(e.event_id for e in events)
+        stats = app.conf.trackpipe_stats
+        assert stats["conversions"] >= 12 and stats["messages"] > 0
+    finally:
+        await app.stop()
+
+    # the outputs: attributed conversions and sessions as envelopes, the bad record with its reason
+    consumer = AIOKafkaConsumer(
+        names.conversions_out,
+        names.sessions_out,
+        names.deadletter,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    seen: dict[str, list] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 3:
+            for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
+                seen.setdefault(tp.topic, []).extend(msgs)
+    finally:
+        await consumer.stop()
+    dead = seen[names.deadletter][0]
+    assert dead.value == b"not an envelope" and b"not JSON" in dict(dead.headers)["reason"]
+    body = orjson.loads(seen[names.conversions_out][0].value)
+    assert body["kind"] == "conversions" and body["items"][0]["project_id"] == "p"
+    assert orjson.loads(seen[names.sessions_out][0].value)["kind"] == "sessions"
