@@ -31,6 +31,7 @@ from sinks.backend import BackendError
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
+from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, OffsetStore
 from trackpipe.report_source import BackendReports
@@ -128,6 +129,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         loop = asyncio.get_running_loop()
         backend = await loop.run_in_executor(executor, ChdbBackend, str(data / "chdb"), EMBEDDED_DATABASE)
         await loop.run_in_executor(executor, migrate, backend)
+        await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
