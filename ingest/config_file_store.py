@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.config import ConfigRecord, ConfigRecordError, ConfigState, ConfigStoreError
+from schemas.config import ConfigRecord, ConfigRecordError, ConfigState, ConfigStoreError, check_readable
 
 
 def _line(rec: ConfigRecord) -> bytes:
@@ -93,15 +93,7 @@ class FileConfigStore:
             os.fsync(fh.fileno())
 
     async def write(self, records: Sequence[ConfigRecord]) -> None:
-        # Validate against a scratch state first: a record we cannot read back is never written.
-        scratch = ConfigState()
-        for rec in records:
-            try:
-                scratch.apply(rec.key, rec.value)
-            except ConfigRecordError as exc:
-                raise ConfigStoreError(
-                    f"refusing to store an unreadable record: {exc}", retriable=False
-                ) from None
+        check_readable(records)
         blob = b"".join(_line(r) for r in records)
         async with self._lock:
             try:

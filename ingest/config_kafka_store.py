@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas.config import ConfigRecord, ConfigRecordError, ConfigState, ConfigStoreError
+from schemas.config import ConfigRecord, ConfigState, ConfigStoreError, check_readable
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,7 @@ class KafkaConfigStore:
     async def write(self, records: Sequence[ConfigRecord]) -> None:
         if self._producer is None:
             raise ConfigStoreError("configuration store is not started")
-        scratch = ConfigState()
-        for rec in records:
-            try:
-                scratch.apply(rec.key, rec.value)
-            except ConfigRecordError as exc:
-                raise ConfigStoreError(
-                    f"refusing to store an unreadable record: {exc}", retriable=False
-                ) from None
+        check_readable(records)
         try:
             futures = [
                 await self._producer.send(self.topic, key=rec.key.encode(), value=rec.value)

@@ -224,3 +224,15 @@ class ConfigStore(Protocol):
         """Make records durable and apply them; raises ConfigStoreError when it cannot."""
 
     async def stop(self) -> None: ...
+
+
+def check_readable(records: Sequence[ConfigRecord]) -> None:
+    """Apply records to a scratch state: a record we could not read back is never written."""
+    scratch = ConfigState()
+    for rec in records:
+        try:
+            scratch.apply(rec.key, rec.value)
+        except ConfigRecordError as exc:
+            raise ConfigStoreError(
+                f"refusing to store an unreadable record: {exc}", retriable=False
+            ) from None
