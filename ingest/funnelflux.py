@@ -20,9 +20,9 @@ from ingest import fields
 from ingest.clicks import LINK_ID_RE, link_of_click
 from ingest.context import RequestContext
 from ingest.errors import bad_request
+from ingest.goal_events import goal_postback
 from schemas.config import ConfigState, Goal, Link
-from schemas.events import Event, EventType
-from schemas.ids import new_event_id
+from schemas.events import Event
 
 PARAMS = ("hit", "vid", "p", "tx", "rev", "status", "currency", "disable_postbacks", "goal")
 
@@ -73,28 +73,16 @@ def parse_postback(params: Mapping[str, str], ctx: RequestContext, state: Config
                 f"link {link.id!r} has no goal and project {link.project!r} no default goal: pass goal=",
             )
 
-    revenue = fields.amount(params.get("rev"), "rev")
-    if revenue is None:
-        revenue = goal.value
-    currency = fields.currency(params.get("currency")) or goal.currency
-    return Event(
-        event_id=new_event_id(),
-        type=EventType.POSTBACK,
-        received_at=ctx.received_at,
-        occurred_at=ctx.received_at,
-        account_id=goal.project,
-        project_id=goal.project,
-        visitor_id=vid or "",
-        goal_ids=(goal.id,),
-        revenue=revenue,
-        currency=currency,
+    return goal_postback(
+        goal,
+        ctx,
+        visitor_id=vid,
+        revenue=fields.amount(params.get("rev"), "rev"),
+        currency=fields.currency(params.get("currency")),
         transaction_id=fields.text(params.get("tx"), "tx"),
-        client_ip=ctx.client_ip,
-        user_agent=ctx.user_agent or None,
         source_format="funnelflux",
         click_id=hit,
         link_id=link.id if link is not None else None,
         status=fields.text(params.get("status"), "status", max_len=50),
         disable_postbacks=fields.flag(params.get("disable_postbacks"), "disable_postbacks"),
-        attribution_window_days=goal.attribution_window_days,
     )

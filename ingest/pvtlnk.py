@@ -16,9 +16,9 @@ from typing import Any
 from ingest import fields
 from ingest.clicks import link_of_click
 from ingest.context import RequestContext
+from ingest.goal_events import goal_postback
 from schemas.config import ConfigState, Goal
-from schemas.events import Event, EventType
-from schemas.ids import new_event_id
+from schemas.events import Event
 
 FIELDS = ("value", "currency", "order_id", "click_id")
 
@@ -42,22 +42,14 @@ def parse_conversion(
         link = state.link(candidate) if candidate else None
         if link is not None and link.project == goal.project:
             link_id = link.id
-    return Event(
-        event_id=new_event_id(),
-        type=EventType.POSTBACK,
-        received_at=ctx.received_at,
-        occurred_at=ctx.received_at,
-        account_id=goal.project,
-        project_id=goal.project,
-        visitor_id=visitor_id or "",
-        goal_ids=(goal.id,),
-        revenue=value if value is not None else goal.value,
-        currency=currency or goal.currency,
+    return goal_postback(
+        goal,
+        ctx,
+        visitor_id=visitor_id,
+        revenue=value,
+        currency=currency,
         transaction_id=order_id,
-        client_ip=ctx.client_ip,
-        user_agent=ctx.user_agent or None,
         source_format=source_format,
         click_id=click_id,
         link_id=link_id,
-        attribution_window_days=goal.attribution_window_days,
     )
