@@ -64,7 +64,8 @@ def _ensure_data(host: str, port: int, n: int) -> tuple[ServerBackend, float]:
     if have == n:
         return backend, 0.0
     t0 = time.perf_counter()
-    for table in ("events_raw", "conversions"):
+    # report_reach_daily too: the view adds the new events' sets to whatever the old ones left there
+    for table in ("events_raw", "conversions", "report_reach_daily"):
         backend.command(f"TRUNCATE TABLE {table}")
     backend.command(EVENTS_SQL, {"project": PROJECT, "visitors": max(1, n // 20), "n": n})
     backend.command(CONVERSIONS_SQL)

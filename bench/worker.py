@@ -30,6 +30,20 @@ from bench.servers import Servers
 from sinks.server_backend import ServerBackend
 
 PARTITIONS = 4
+#: Records per worker batch when the worker cannot run a backlog of this stream with its default (2,000):
+#: a worker that sends each stage's output for a partition as one Kafka record, unbounded in size, makes
+#: records over the producer's 1 MB ``max_request_size`` from a full batch and fail-stops (status 70; see
+#: docs/performance.md). Such a worker is run with batches small enough that its largest output record
+#: (conversion rows: up to ~2.5 * N^2 rows of ~1.6 kB per partition) stays under 1 MB.
+SMALL_BATCH_MAX = 10
+
+
+def _worker_bounds_records() -> bool:
+    """Whether ``trackpipe worker`` splits its output records by size (processors.messages'
+    ``encode_message_records``), so it can run with its default batch size."""
+    from processors import faust_app
+
+    return hasattr(faust_app, "encode_message_records")
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> None:
@@ -81,6 +95,7 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         events, partitions=PARTITIONS, events_per_record=profile.events_per_record
     )
     warm = stream.envelope_records(stream.recorded_events(1, seed=32), partitions=PARTITIONS)
+    batch_max = None if _worker_bounds_records() else SMALL_BATCH_MAX
     suffix = uuid.uuid4().hex[:10]
     topic, database = f"bench-worker-{suffix}", f"bench_worker_{suffix}"
     env = {
@@ -92,6 +107,8 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         "TRACKPIPE_CLICKHOUSE_DATABASE": database,
         "TRACKPIPE_WORKER_APP_ID": f"bench-worker-{suffix}",
     }
+    if batch_max is not None:
+        env["TRACKPIPE_WORKER_BATCH_MAX"] = str(batch_max)
     create_topics(servers.kafka, topic, PARTITIONS, env)
     run_module("trackpipe.cli", ["migrate"], timeout=120, env=env)
 
@@ -107,7 +124,8 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         produced_s = time.perf_counter() - t0
         t1, _ = _wait_rows(backend, 1 + len(events), proc, 240)
         seconds = t1 - t0
-        cpu_share = (proc.cpu_seconds() - cpu0) / seconds
+        cpu_s = proc.cpu_seconds() - cpu0
+        cpu_share = cpu_s / seconds
         peak_rss = proc.peak_rss_mb()
     finally:
         proc.stop()
@@ -128,9 +146,14 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         "produce_s": produced_s,
         "startup_s": warm_s,
         "cpu_share": cpu_share,
+        # per CPU second of the worker: what it would do with a core of its own (the wall-clock figure
+        # drops with the share of the 2 cores the worker gets on a busy machine)
+        "events_per_cpu_s": len(events) / cpu_s if cpu_s else 0.0,
         "peak_rss_mb": peak_rss,
         "baseline_events_per_s": baseline_events_per_s,
         "baseline_records_per_s": base["records_per_s"],
         "baseline_cpu_share": base["cpu_share"],
+        "baseline_events_per_cpu_s": baseline_events_per_s / base["cpu_share"] if base["cpu_share"] else 0.0,
         "ratio": events_per_s / baseline_events_per_s if baseline_events_per_s else 0.0,
+        "batch_max_records": batch_max or 0,  # 0: the worker's default
     }

@@ -110,6 +110,44 @@ class RecordAccumulator:
             ticket.pending += 1
             ticket._part_done(None)
 
+    def append_serialized(self, key: str, blobs: Sequence[bytes], ticket: Ticket) -> None:
+        """Add one request's events, already serialized (canonical Event JSON), all of the partition of
+        ``key`` (the visitor id). Same records as :meth:`append` would make of the same events."""
+        n = len(blobs)
+        if not n:
+            ticket.pending += 1
+            ticket._part_done(None)
+            return
+        overhead = len(_HEAD) + len(_TAIL)
+        largest = max(map(len, blobs))
+        if largest + overhead > self.max_bytes:
+            raise ValueError(f"one event serializes to {largest} bytes, above the record limit")
+        p = self._partition_of(key, self.partitions)
+        self.buffered_events += n
+        rec = self._open.get(p)
+        if rec is None:
+            rec = self._open[p] = _Open(size=overhead)
+        total = sum(map(len, blobs)) + n
+        if len(rec.parts) + n <= self.max_events and rec.size + total <= self.max_bytes:
+            rec.parts.extend(blobs)  # the common case: the whole request fits the open record
+            rec.size += total
+            rec.tickets.append(ticket)
+            ticket.pending += 1
+            return
+        mine = False  # whether ``rec`` carries this ticket yet
+        for blob in blobs:
+            size = len(blob) + 1
+            if rec.parts and (len(rec.parts) >= self.max_events or rec.size + size > self.max_bytes):
+                self._seal(p, rec)
+                rec = self._open[p] = _Open(size=overhead)
+                mine = False
+            if not mine:
+                rec.tickets.append(ticket)
+                ticket.pending += 1
+                mine = True
+            rec.parts.append(blob)
+            rec.size += size
+
     def _seal(self, partition: int, rec: _Open) -> None:
         payload = _HEAD + b",".join(rec.parts) + _TAIL
         self._full.append(ReadyRecord(partition, payload, len(rec.parts), rec.tickets))

@@ -19,6 +19,9 @@ class EdgeConfig(BaseModel):
     max_record_bytes: int = Field(default=900_000, ge=10_000, description="bytes of one envelope record")
     max_buffered_events: int = Field(default=200_000, ge=1000, description="events waiting before 503")
     trust_forwarded_for: bool = Field(default=False, description="take the client IP from X-Forwarded-For")
+    access_log: bool = Field(
+        default=False, description="log every request at INFO (aiohttp.access); off: a line less per request"
+    )
     # Clicks, postbacks and conversion APIs (issue 3):
     rate_limit_per_minute: int = Field(
         default=1000, ge=0, description="requests per minute per token / app code, per edge (0 = off)"

@@ -3,22 +3,47 @@
 Wire shape (reference 003): ``{cid, pid, seg{browser, devices, source, campaign, new, ctry, cust}, vid,
 ev: [{evt: viewExp|hitGoal|tr, exps, vars, goals, r, prc}]}``. ``tid`` on a ``tr`` event (transaction id)
 is our documented extension so transactions can be deduplicated; the reference sends none.
+
+Two ways in, one result (docs/performance.md, "Edge after the hot-path fixes"):
+
+* the fast path checks a decoded payload of plain JSON types (str, int, list, dict) field by field in
+  Python, with checks at least as strict as the pydantic wire models below; anything it is unsure of
+  (a coercion, a bad value, an unusual type) goes to
+* the reference path, :class:`WireTrack` (pydantic), which gives every 4xx its message.
+
+Both produce the same normalized request, from which :func:`convert_payload_records` writes each event's
+canonical JSON (byte for byte what ``Event.__pydantic_serializer__.to_json`` gives, checked at import and
+in the tests) without building an ``Event`` per event, and :func:`parse_convert_payload` builds the
+``Event`` models.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import to_json
 
 from ingest.context import RequestContext
 from ingest.errors import Rejected, bad_request, too_large
 from schemas.events import Event, EventType, ExperimentVariation, Segment
-from schemas.ids import new_event_id
+from schemas.ids import new_event_ids
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 IdLike = Annotated[int, Field(ge=0)] | Id
+Revenue = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)]
 
 _EVT_TYPES = {"viewExp": EventType.VIEW_EXP, "hitGoal": EventType.HIT_GOAL, "tr": EventType.TRANSACTION}
 
@@ -44,9 +69,7 @@ class WireEvent(BaseModel):
     exps: list[IdLike] = Field(default_factory=list, max_length=100)
     vars: list[IdLike] = Field(default_factory=list, max_length=100)
     goals: list[IdLike] = Field(default_factory=list, max_length=100)
-    r: Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)] | None = (
-        None
-    )
+    r: Revenue | None = None
     prc: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     tid: Id | None = None
 
@@ -78,17 +101,205 @@ def _str(v: int | str) -> str:
 
 
 # Canonical models are built by calling their validators on a dict: the same validation ``Model(**fields)``
-# runs (pydantic's __init__ calls this validator), without its slower self-instance path (~35% less time per
-# model, ~20% less per parsed request; see docs/performance.md).
+# runs (pydantic's __init__ calls this validator), without its slower self-instance path.
 _new_event = Event.__pydantic_validator__.validate_python
 _new_segment = Segment.__pydantic_validator__.validate_python
 _new_exp_var = ExperimentVariation.__pydantic_validator__.validate_python
+_revenue = TypeAdapter(Revenue).validator.validate_python  # the very type of WireEvent.r
 
 
-def parse_convert_payload(
-    data: Any, ctx: RequestContext, *, source_format: str, max_events: int
-) -> list[Event]:
-    """Validate a decoded JSON/bracket payload and turn it into canonical events."""
+# --- the normalized request ---------------------------------------------------------------------------
+
+# One event: (wire evt, experiment ids, variation ids, goal ids, revenue, products count, transaction id)
+NormEvent = tuple[
+    str, tuple[str, ...], tuple[str, ...], tuple[str, ...], Decimal | None, int | None, str | None
+]
+SegKey = tuple[str | None, tuple[str, ...], str | None, str | None, bool | None, str | None, tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Normalized:
+    account_id: str
+    project_id: str
+    visitor_id: str
+    segment: SegKey  # the canonical Segment's fields, in order
+    events: list[NormEvent]
+
+
+@dataclass(slots=True)
+class ConvertRecords:
+    """One request's events as the accumulator takes them: all of one visitor, canonical JSON each."""
+
+    visitor_id: str
+    event_ids: list[str]
+    blobs: list[bytes]
+
+
+class _Slow(Exception):
+    """The fast path is unsure: the pydantic models decide."""
+
+
+_SLOW = _Slow()
+
+
+def _fast_id(x: object) -> str:
+    """IdLike for the plain cases: a non-negative int, or a str of 1-64 characters with no surrounding
+    whitespace (nothing for ``strip_whitespace`` to do)."""
+    t = type(x)
+    if t is int:
+        if x >= 0:  # type: ignore[operator]
+            return str(x)
+    elif t is str and 0 < len(x) <= 64 and not x[0].isspace() and not x[-1].isspace():  # type: ignore[arg-type,index]
+        return x  # type: ignore[return-value]
+    raise _SLOW
+
+
+def _fast_ids(v: object) -> tuple[str, ...]:
+    if type(v) is not list or len(v) > 100:
+        raise _SLOW
+    return tuple([_fast_id(x) for x in v])
+
+
+def _opt_str(v: object, max_len: int) -> str | None:
+    if v is None:
+        return None
+    if type(v) is str and len(v) <= max_len:
+        return v
+    raise _SLOW
+
+
+_NO_IDS: tuple[str, ...] = ()
+_DEFAULT_SEG: SegKey = (None, (), None, None, None, None, ())
+
+
+def _fast_segment(seg: object) -> SegKey:
+    if seg is None:
+        return _DEFAULT_SEG
+    if type(seg) is not dict:
+        raise _SLOW
+    get = seg.get
+    devices = get("devices", _NO_IDS)
+    if devices is not _NO_IDS:
+        if type(devices) is not list or len(devices) > 16:
+            raise _SLOW
+        for d in devices:
+            if type(d) is not str or len(d) > 16:
+                raise _SLOW
+        devices = tuple(devices)
+    cust = get("cust", _NO_IDS)
+    if cust is not _NO_IDS:
+        cust = _fast_ids(cust)
+    new = get("new")
+    if new is not None and (type(new) is not int or not 0 <= new <= 1):
+        raise _SLOW
+    ctry = get("ctry")
+    if ctry is not None and (
+        type(ctry) is not str or len(ctry) != 2 or not (ctry.isascii() and ctry.isalpha())
+    ):
+        raise _SLOW
+    return (
+        _opt_str(get("browser"), 16),
+        devices,
+        _opt_str(get("source"), 64),
+        _opt_str(get("campaign"), 200) or None,
+        None if new is None else bool(new),
+        ctry.upper() if ctry else None,
+        cust,
+    )
+
+
+def _fast_event(w: object) -> NormEvent:
+    if type(w) is not dict:
+        raise _SLOW
+    get = w.get
+    evt = get("evt")
+    if type(evt) is not str or evt not in _EVT_TYPES:
+        raise _SLOW
+    exps = get("exps", _NO_IDS)
+    if exps is not _NO_IDS:
+        exps = _fast_ids(exps)
+    vars_ = get("vars", _NO_IDS)
+    if vars_ is not _NO_IDS:
+        vars_ = _fast_ids(vars_)
+    goals = get("goals", _NO_IDS)
+    if goals is not _NO_IDS:
+        goals = _fast_ids(goals)
+    r = get("r")
+    if r is not None:
+        try:
+            r = _revenue(r)
+        except ValidationError:
+            raise _SLOW from None
+    prc = get("prc")
+    if prc is not None and (type(prc) is not int or not 0 <= prc <= 1_000_000):
+        raise _SLOW
+    tid = get("tid")
+    if tid is not None and (type(tid) is not str or _fast_id(tid) is not tid):  # Id: str only, no int
+        raise _SLOW
+    # WireEvent._check, same order
+    if len(exps) != len(vars_):
+        raise _SLOW
+    if evt == "viewExp":
+        if not exps:
+            raise _SLOW
+    elif not goals or (evt == "tr" and r is None):
+        raise _SLOW
+    return (evt, exps, vars_, goals, r, prc, tid)
+
+
+def _fast_normalize(data: dict[str, Any]) -> _Normalized:
+    get = data.get
+    vid = get("vid")
+    if type(vid) is not str or not 0 < len(vid) <= 200 or vid[0].isspace() or vid[-1].isspace():
+        raise _SLOW
+    ev = get("ev")
+    if type(ev) is not list or not ev:
+        raise _SLOW
+    return _Normalized(
+        _fast_id(get("cid")),
+        _fast_id(get("pid")),
+        vid,
+        _fast_segment(get("seg")),
+        [_fast_event(w) for w in ev],
+    )
+
+
+def _wire_normalize(wire: WireTrack) -> _Normalized:
+    seg = wire.seg or WireSegment()
+    segment: SegKey = (
+        seg.browser,
+        tuple(seg.devices),
+        seg.source,
+        seg.campaign or None,
+        None if seg.new is None else bool(seg.new),
+        seg.ctry.upper() if seg.ctry else None,
+        tuple(_str(c) for c in seg.cust),
+    )
+    events: list[NormEvent] = [
+        (
+            w.evt,
+            tuple(_str(e) for e in w.exps),
+            tuple(_str(v) for v in w.vars),
+            tuple(_str(g) for g in w.goals),
+            w.r,
+            w.prc,
+            w.tid,
+        )
+        for w in wire.ev
+    ]
+    return _Normalized(_str(wire.cid), _str(wire.pid), wire.vid, segment, events)
+
+
+def _normalize(data: Any, max_events: int) -> _Normalized:
+    if type(data) is dict:
+        ev = data.get("ev")
+        if type(ev) is list and len(ev) > max_events:
+            raise too_large(f"request carries {len(ev)} events; at most {max_events} per request")
+        try:
+            return _fast_normalize(data)
+        except _Slow:
+            pass
+    # The reference path: every rejection and every coercion exactly as the pydantic models have them.
     if not isinstance(data, dict):
         raise bad_request("invalid_body", f"body must be a JSON object, got {type(data).__name__}")
     ev = data.get("ev")
@@ -98,53 +309,308 @@ def parse_convert_payload(
         wire = WireTrack.model_validate(data)
     except ValidationError as exc:
         raise _validation_rejection(exc) from None
-    seg = wire.seg or WireSegment()
-    segment = _new_segment(
-        {
-            "browser": seg.browser,
-            "devices": tuple(seg.devices),
-            "source": seg.source,
-            "campaign": seg.campaign or None,
-            "returning": None if seg.new is None else bool(seg.new),
-            "country": seg.ctry.upper() if seg.ctry else None,
-            "custom": tuple(_str(c) for c in seg.cust),
-        }
-    )
-    account_id, project_id = _str(wire.cid), _str(wire.pid)
+    return _wire_normalize(wire)
+
+
+# --- canonical Event models -----------------------------------------------------------------------------
+
+_SEGMENT_FIELDS = ("browser", "devices", "source", "campaign", "returning", "country", "custom")
+
+
+def parse_convert_payload(
+    data: Any, ctx: RequestContext, *, source_format: str, max_events: int
+) -> list[Event]:
+    """Validate a decoded JSON/bracket payload and turn it into canonical events."""
+    norm = _normalize(data, max_events)
+    return _events(norm, ctx, source_format, new_event_ids(len(norm.events)))
+
+
+def _events(norm: _Normalized, ctx: RequestContext, source_format: str, ids: list[str]) -> list[Event]:
+    segment = _new_segment(dict(zip(_SEGMENT_FIELDS, norm.segment, strict=True)))
     pairs: dict[tuple[str, str], ExperimentVariation] = {}  # events of one request share experiments
 
-    def exp_var(e: int | str, v: int | str) -> ExperimentVariation:
-        key = (_str(e), _str(v))
-        found = pairs.get(key)
+    def exp_var(e: str, v: str) -> ExperimentVariation:
+        found = pairs.get((e, v))
         if found is None:
-            found = pairs[key] = _new_exp_var({"experiment_id": key[0], "variation_id": key[1]})
+            found = pairs[(e, v)] = _new_exp_var({"experiment_id": e, "variation_id": v})
         return found
 
-    events: list[Event] = []
-    for w in wire.ev:
-        events.append(
-            _new_event(
-                {
-                    "event_id": new_event_id(),
-                    "type": _EVT_TYPES[w.evt],
-                    "received_at": ctx.received_at,
-                    "occurred_at": ctx.received_at,
-                    "account_id": account_id,
-                    "project_id": project_id,
-                    "visitor_id": wire.vid,
-                    "experiments": tuple(exp_var(e, v) for e, v in zip(w.exps, w.vars, strict=True)),
-                    "goal_ids": tuple(_str(g) for g in w.goals),
-                    "revenue": w.r,
-                    "products_count": w.prc,
-                    "transaction_id": w.tid,
-                    "segment": segment,
-                    "client_ip": ctx.client_ip,
-                    "user_agent": ctx.user_agent,
-                    "source_format": source_format,
-                }
-            )
+    return [
+        _new_event(
+            {
+                "event_id": event_id,
+                "type": _EVT_TYPES[evt],
+                "received_at": ctx.received_at,
+                "occurred_at": ctx.received_at,
+                "account_id": norm.account_id,
+                "project_id": norm.project_id,
+                "visitor_id": norm.visitor_id,
+                "experiments": tuple(exp_var(e, v) for e, v in zip(exps, vars_, strict=True)),
+                "goal_ids": goals,
+                "revenue": r,
+                "products_count": prc,
+                "transaction_id": tid,
+                "segment": segment,
+                "client_ip": ctx.client_ip,
+                "user_agent": ctx.user_agent,
+                "source_format": source_format,
+            }
         )
-    return events
+        for event_id, (evt, exps, vars_, goals, r, prc, tid) in zip(ids, norm.events, strict=True)
+    ]
+
+
+# --- canonical JSON without the models ----------------------------------------------------------------
+#
+# An Event of this endpoint serializes as
+#   {"v":1,"event_id":ID,"type":T,"received_at":R,"occurred_at":R,"account_id":A,"project_id":P,
+#    "visitor_id":V,"experiments":X,"goal_ids":G,"revenue":M,"currency":null,"products_count":N,
+#    "transaction_id":I,"segment":S,"client_ip":C,"user_agent":U,"source_format":F<defaults>}
+# Every value is written by pydantic-core's own serializer (``to_json``), so strings are escaped exactly
+# as in the model; the layout is checked against the model at import (``_BLOBS_EXACT``) and, if it ever
+# stops matching (a reordered or new field), the events are serialized from models instead.
+
+# Memos are bounded in entries and in the size of what they keep (cleared when full), so a client sending
+# ever new values costs at most a few tens of MB.
+_JSON_CACHE_MAX = 20_000
+_json_cache: dict[object, bytes] = {}
+
+
+def _js(value: str) -> bytes:
+    """JSON of a str, memoized (ids, user agents, client addresses repeat across requests)."""
+    out = _json_cache.get(value)
+    if out is None:
+        out = to_json(value)
+        if len(value) <= 256:
+            if len(_json_cache) >= _JSON_CACHE_MAX:
+                _json_cache.clear()
+            _json_cache[value] = out
+    return out
+
+
+def _segment_json(key: SegKey) -> bytes:
+    seg = _new_segment(dict(zip(_SEGMENT_FIELDS, key, strict=True)))
+    return seg.__pydantic_serializer__.to_json(seg)
+
+
+def _ids_json(ids: tuple[str, ...]) -> bytes:
+    if not ids:
+        return b"[]"
+    return b"[" + b",".join([_js(i) for i in ids]) + b"]"
+
+
+def _pair_json(e: str, v: str) -> bytes:
+    key = (e, v)
+    out = _json_cache.get(key)
+    if out is None:
+        if len(_json_cache) >= _JSON_CACHE_MAX:
+            _json_cache.clear()
+        out = _json_cache[key] = b'{"experiment_id":' + _js(e) + b',"variation_id":' + _js(v) + b"}"
+    return out
+
+
+_TYPE_JSON = {evt: b'","type":"' + t.value.encode() + b'","received_at":' for evt, t in _EVT_TYPES.items()}
+_HEAD = b'{"v":1,"event_id":"'
+_PLAIN = b',"goal_ids":[],"revenue":null,"currency":null,"products_count":null,"transaction_id":null'
+
+
+def _event_json(ev: NormEvent) -> tuple[bytes, bytes]:
+    """The parts of one event's JSON that depend on the event itself: from ``"type"`` to ``"received_at":``
+    and from the experiments' value to the transaction id's value."""
+    evt, exps, vars_, goals, r, prc, tid = ev
+    if exps:
+        x = b"[" + b",".join([_pair_json(e, v) for e, v in zip(exps, vars_, strict=True)]) + b"]"
+    else:
+        x = b"[]"
+    if not goals and r is None and prc is None and tid is None:
+        return _TYPE_JSON[evt], x + _PLAIN
+    return _TYPE_JSON[evt], b"".join(
+        (
+            x,
+            b',"goal_ids":',
+            _ids_json(goals),
+            b',"revenue":',
+            b"null" if r is None else to_json(r),
+            b',"currency":null,"products_count":',
+            b"null" if prc is None else b"%d" % prc,
+            b',"transaction_id":',
+            b"null" if tid is None else to_json(tid),
+        )
+    )
+
+
+def _tail_after_source_format() -> bytes:
+    """Everything after ``"source_format":F`` in an Event's JSON: the defaults of the fields below it."""
+    marker = "trackpipe-layout-probe"
+    probe = Event(
+        event_id="x",
+        type=EventType.VIEW_EXP,
+        received_at=datetime(2000, 1, 1, tzinfo=UTC),
+        occurred_at=datetime(2000, 1, 1, tzinfo=UTC),
+        account_id="a",
+        project_id="p",
+        visitor_id="v",
+        source_format=marker,
+    )
+    blob = probe.__pydantic_serializer__.to_json(probe)
+    return blob.split(b'"source_format":"' + marker.encode() + b'"', 1)[-1]
+
+
+_TAIL = _tail_after_source_format()
+
+
+def _request_json(
+    account: str, project: str, visitor: str, segment: bytes, ctx: RequestContext, source_format: str
+) -> tuple[bytes, bytes]:
+    """The parts shared by a request's events: from ``"received_at"``'s value to ``"experiments":``, and
+    from ``,"segment"`` to the end."""
+    at = to_json(ctx.received_at)
+    common = b"".join(
+        (
+            at,
+            b',"occurred_at":',
+            at,
+            b',"account_id":',
+            _js(account),
+            b',"project_id":',
+            _js(project),
+            b',"visitor_id":',
+            to_json(visitor),
+            b',"experiments":',
+        )
+    )
+    tail = b"".join(
+        (
+            b',"segment":',
+            segment,
+            b',"client_ip":',
+            b"null" if ctx.client_ip is None else _js(ctx.client_ip),
+            b',"user_agent":',
+            _js(ctx.user_agent),
+            b',"source_format":',
+            _js(source_format),
+            _TAIL,
+        )
+    )
+    return common, tail
+
+
+def _blobs(norm: _Normalized, ctx: RequestContext, source_format: str, ids: list[str]) -> list[bytes]:
+    if not _BLOBS_EXACT:
+        return [e.__pydantic_serializer__.to_json(e) for e in _events(norm, ctx, source_format, ids)]
+    common, tail = _request_json(
+        norm.account_id, norm.project_id, norm.visitor_id, _segment_json(norm.segment), ctx, source_format
+    )
+    out: list[bytes] = []
+    for event_id, ev in zip(ids, norm.events, strict=True):
+        head, middle = _event_json(ev)
+        out.append(b"".join((_HEAD, event_id.encode(), head, common, middle, tail)))
+    return out
+
+
+# Memos of the fast path, keyed by the orjson encoding of the wire value (injective on decoded JSON):
+# the same event ({"evt":"viewExp","exps":[7],"vars":[70]}) or segment arrives again and again.
+_EVENT_MEMO_MAX = 10_000
+_SEGMENT_MEMO_MAX = 8_192
+_MEMO_KEY_MAX = 1024  # bytes of a wire event / segment worth remembering
+_event_memo: dict[bytes, tuple[bytes, bytes]] = {}
+_segment_memo: dict[bytes, bytes] = {}
+
+
+def _fast_segment_json(seg: object) -> bytes:
+    try:
+        key = orjson.dumps(seg)
+    except orjson.JSONEncodeError:
+        raise _SLOW from None
+    out = _segment_memo.get(key)
+    if out is None:
+        out = _segment_json(_fast_segment(seg))
+        if len(key) <= _MEMO_KEY_MAX:
+            if len(_segment_memo) >= _SEGMENT_MEMO_MAX:
+                _segment_memo.clear()
+            _segment_memo[key] = out
+    return out
+
+
+def _fast_records(data: dict[str, Any], ctx: RequestContext, source_format: str) -> ConvertRecords:
+    """Validate and write a plain payload in one pass; raises ``_Slow`` when the wire models must decide."""
+    get = data.get
+    vid = get("vid")
+    if type(vid) is not str or not 0 < len(vid) <= 200 or vid[0].isspace() or vid[-1].isspace():
+        raise _SLOW
+    ev = get("ev")
+    if type(ev) is not list or not ev:
+        raise _SLOW
+    account, project = _fast_id(get("cid")), _fast_id(get("pid"))
+    common, tail = _request_json(account, project, vid, _fast_segment_json(get("seg")), ctx, source_format)
+    memo = _event_memo
+    dumps = orjson.dumps
+    ids = new_event_ids(len(ev))
+    out: list[bytes] = []
+    append = out.append
+    for event_id, w in zip(ids, ev, strict=True):
+        try:
+            key = dumps(w)
+        except orjson.JSONEncodeError:
+            raise _SLOW from None
+        parts = memo.get(key)
+        if parts is None:
+            parts = _event_json(_fast_event(w))
+            # transaction ids are unique: not worth remembering
+            if len(key) <= _MEMO_KEY_MAX and w.get("tid") is None:
+                if len(memo) >= _EVENT_MEMO_MAX:
+                    memo.clear()
+                memo[key] = parts
+        append(b"".join((_HEAD, event_id.encode(), parts[0], common, parts[1], tail)))
+    return ConvertRecords(vid, ids, out)
+
+
+def _layout_matches() -> bool:
+    """Whether :func:`_blobs` writes exactly what the Event model serializes (a probe with every field of
+    this endpoint set)."""
+    norm = _Normalized(
+        "a\u00e9",
+        "p",
+        'v"\\',
+        ("CH", ("DESK", "MOB"), "direct", "c", True, "RO", ("1", "x")),
+        [
+            ("viewExp", ("1", "e"), ("2", "v"), (), None, None, None),
+            ("tr", ("1",), ("2",), ("7", "g"), Decimal("12.50"), 3, "t-1"),
+            ("hitGoal", (), (), ("7",), None, None, None),
+        ],
+    )
+    ctx = RequestContext(
+        received_at=datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=UTC), client_ip=None, user_agent="u"
+    )
+    ids = [
+        "0190d8a0-0000-7000-8000-000000000000",
+        "0190d8a0-0000-7001-8000-000000000000",
+        "0190d8a0-0000-7002-8000-000000000000",
+    ]
+    expected = [e.__pydantic_serializer__.to_json(e) for e in _events(norm, ctx, "convert_json", ids)]
+    return _blobs(norm, ctx, "convert_json", ids) == expected
+
+
+_BLOBS_EXACT = True
+_BLOBS_EXACT = _layout_matches()
+
+
+def convert_payload_records(
+    data: Any, ctx: RequestContext, *, source_format: str, max_events: int
+) -> ConvertRecords:
+    """Validate a decoded JSON/bracket payload and write its canonical events as JSON: what
+    :func:`parse_convert_payload` would give, serialized, without building the models."""
+    if type(data) is dict and _BLOBS_EXACT:
+        ev = data.get("ev")
+        if type(ev) is list and len(ev) > max_events:
+            raise too_large(f"request carries {len(ev)} events; at most {max_events} per request")
+        try:
+            return _fast_records(data, ctx, source_format)
+        except _Slow:
+            pass
+    norm = _normalize(data, max_events)
+    ids = new_event_ids(len(norm.events))
+    return ConvertRecords(norm.visitor_id, ids, _blobs(norm, ctx, source_format, ids))
 
 
 def _validation_rejection(exc: ValidationError) -> Rejected:

@@ -30,6 +30,14 @@ class EdgeMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self._accepted_by_format: dict[str, Any] = {}
+
+    def accepted_events(self, fmt: str, count: int) -> None:
+        """``accepted.labels(fmt).inc(count)``, with the labelled child looked up once per format."""
+        child = self._accepted_by_format.get(fmt)
+        if child is None:
+            child = self._accepted_by_format[fmt] = self.accepted.labels(fmt)
+        child.inc(count)
 
 
 CONFIG = web.AppKey("config", EdgeConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -18,7 +19,7 @@ class KafkaPublisher:
         *,
         partitions: int,
         client_id: str = "trackpipe-edge",
-        compression: str | None = "lz4",
+        compression: str | None = "zstd",
         max_record_bytes: int = 1_000_000,
         security: dict[str, object] | None = None,
     ):
@@ -50,7 +51,13 @@ class KafkaPublisher:
         self.partitions = len(found)
 
     async def publish_many(self, records: list[tuple[int, bytes]]) -> list[BaseException | None]:
-        futures = []
+        return await (await self.enqueue_many(records))
+
+    async def enqueue_many(self, records: list[tuple[int, bytes]]) -> Awaitable[list[BaseException | None]]:
+        """Hand records to the producer, in order, and return what to await for their outcomes (one per
+        record: None once acknowledged, else a PublishError). Records enqueued by one call go out before
+        those of the next, so the sender can enqueue the next linger window while these are in flight."""
+        futures: list[asyncio.Future[object]] = []
         for partition, payload in records:
             try:
                 futures.append(await self._producer.send(self.topic, value=payload, partition=partition))
@@ -58,6 +65,10 @@ class KafkaPublisher:
                 fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
                 fut.set_exception(exc)
                 futures.append(fut)
+        return self._outcomes(futures)
+
+    @staticmethod
+    async def _outcomes(futures: list[asyncio.Future[object]]) -> list[BaseException | None]:
         results: list[BaseException | None] = []
         for outcome in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(outcome, BaseException):

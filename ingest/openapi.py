@@ -386,6 +386,7 @@ def _paths() -> Schema:
                     _q("push", "only conversions attributed to this push (msgHash); rate per push open"),
                     _q("experiment", "with variation: conversions of visitors who saw the variation"),
                     _q("variation", "with experiment; rate = converting visitors / visitors who saw it"),
+                    _q("currency", "report revenue in this currency (default: the project's, else as sent)"),
                     _FORMAT,
                 ],
                 "responses": _responses(
@@ -404,6 +405,7 @@ def _paths() -> Schema:
                     _q("link_id", "the tracking link", required=True),
                     _q("days", "period in days up to now (default 30)", {"type": "integer", "minimum": 1}),
                     _q("project", "only this project's"),
+                    _q("currency", "report revenue in this currency (default: the project's, else as sent)"),
                     _FORMAT,
                 ],
                 "responses": _responses(
@@ -425,6 +427,7 @@ def _paths() -> Schema:
                     _q("to", "period end, exclusive", {"type": "string", "format": "date-time"}),
                     _q("goal", "converting = converted on this goal (default: any goal)"),
                     _q("baseline", "baseline variation (default: the smallest variation id)"),
+                    _q("currency", "report revenue in this currency (default: the project's, else as sent)"),
                     _FORMAT,
                 ],
                 "responses": _responses(

@@ -20,7 +20,18 @@ from schemas.reports import (
     VariationRow,
 )
 
-TOP_EVENTS_PARAMS = {"project", "from", "to", "limit", "campaign", "link", "push", "experiment", "variation"}
+TOP_EVENTS_PARAMS = {
+    "project",
+    "from",
+    "to",
+    "limit",
+    "campaign",
+    "link",
+    "push",
+    "experiment",
+    "variation",
+    "currency",
+}
 
 
 def first_problem(exc: Exception) -> str:
@@ -74,7 +85,7 @@ async def projects(request: web.Request) -> web.Response:
 async def conversion_analytics(request: web.Request) -> web.Response:
     """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
     source = report_source(request)
-    params, fmt = report_params(request, {"link_id", "days", "project"})
+    params, fmt = report_params(request, {"link_id", "days", "project", "currency"})
     try:
         query = ConversionAnalyticsQuery.model_validate(params)
     except ValidationError as exc:
@@ -85,7 +96,7 @@ async def conversion_analytics(request: web.Request) -> web.Response:
 
 async def experiment_report(request: web.Request) -> web.Response:
     source = report_source(request)
-    params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline"})
+    params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline", "currency"})
     try:
         query = ExperimentReportQuery.model_validate({**params, "experiment": request.match_info["id"]})
         query.period()

@@ -74,3 +74,25 @@ def test_record_limits_split_records():
         r.complete(None)
     assert done == [None]
     assert acc.buffered_events == 0 and not acc
+
+
+def test_serialized_events_make_the_same_records_as_models():
+    events = [ev("same") for _ in range(20)] + [ev("other") for _ in range(3)]
+    for limits in ({"max_events_per_record": 7}, {"max_record_bytes": 10_000}, {}):
+        by_model = RecordAccumulator(4, partition_for, **limits)
+        by_blob = RecordAccumulator(4, partition_for, **limits)
+        done: list[object] = []
+        for chunk in (events[:5], events[5:20], events[20:]):
+            by_model.append(chunk, Ticket(lambda _e: None))
+            blobs = [e.__pydantic_serializer__.to_json(e) for e in chunk]
+            by_blob.append_serialized(chunk[0].visitor_id, blobs, Ticket(done.append))
+        assert by_blob.buffered_events == by_model.buffered_events
+        model_records, blob_records = by_model.drain(), by_blob.drain()
+        key = [(r.partition, r.payload, r.event_count) for r in model_records]
+        assert [(r.partition, r.payload, r.event_count) for r in blob_records] == key
+        assert by_blob.buffered_events == 0 and not by_blob
+        for r in blob_records[:-1]:
+            r.complete(None)
+        assert len(done) < 3  # not every request's records are acknowledged yet
+        blob_records[-1].complete(None)
+        assert done == [None, None, None]  # every request completes once, after all its records

@@ -77,13 +77,16 @@ class GoalAttribution:
     time_to_convert_ms: int | None
 
 
+_UNATTRIBUTED = GoalAttribution(None, (), None)
+
+
 def for_goal(msg: Attributed, window: timedelta) -> GoalAttribution:
     """Narrow an event's attribution (computed for its longest goal window) to one goal's window."""
-    t = msg.conv.occurred_at
     if not msg.path:
-        return GoalAttribution(None, (), None)
+        return _UNATTRIBUTED
+    t = msg.conv.occurred_at
     anchor = msg.path[-1]
     if anchor.at < t - window:
-        return GoalAttribution(None, (), None)
+        return _UNATTRIBUTED
     path = tuple(x for x in msg.path if x.at >= t - window)
     return GoalAttribution(anchor, path, max(0, ms(t) - ms(anchor.at)))

@@ -17,10 +17,12 @@ the same events gives the same ledger. A ledger expires ``dedup_window`` after i
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, TypeAdapter
 
+from processors.codec import dumps
 from processors.messages import Attributed
 from processors.outcome import Drop, Ok, Outcome
 from schemas.events import Event, EventType
@@ -48,12 +50,13 @@ def conversion_key(event: Event) -> str | None:
     return f"ev:{event.event_id}"
 
 
-class Ledger(BaseModel):
+@dataclass(slots=True)
+class Ledger:
     """All events of one conversion key, by event id."""
 
-    model_config = ConfigDict(extra="forbid")
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
-    events: dict[str, Attributed] = {}
+    events: dict[str, Attributed] = field(default_factory=dict)
 
     def merge(self, msg: Attributed) -> Outcome[Attributed]:
         """Add or improve one event. Drop = it changed nothing (replay, or no better information)."""
@@ -81,3 +84,14 @@ class Ledger(BaseModel):
     def expires_at(self, window: timedelta) -> datetime | None:
         newest = self.newest()
         return None if newest is None else newest + window
+
+
+_LEDGER: TypeAdapter[Ledger] = TypeAdapter(Ledger)
+
+
+def decode_ledger(raw: bytes) -> Ledger:
+    return _LEDGER.validate_json(raw)
+
+
+def encode_ledger(ledger: Ledger) -> bytes:
+    return dumps(ledger)

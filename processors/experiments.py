@@ -36,6 +36,9 @@ def seen_by(
     exposures: dict[str, int], t_ms: int, own: Iterable[tuple[str, str]] = ()
 ) -> tuple[tuple[str, str], ...]:
     """Variations credited for a conversion at ``t_ms``: seen at or before it, plus the event's own."""
-    seen = {split_key(k) for k, first in exposures.items() if first <= t_ms}
-    seen.update(own)
+    seen = set(own)
+    for k, first in exposures.items():
+        if first <= t_ms:
+            exp, _, var = k.partition(SEP)
+            seen.add((exp, var))
     return tuple(sorted(seen))

@@ -45,13 +45,15 @@ import faust
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
+from processors.faust_consumer import InOrderAdmission, StallWatchdog, install_gapless_consumer
 from processors.messages import (
     STAGES,
     Message,
     Resolved,
     Stage,
     decode_messages,
-    encode_messages,
+    encode_message_records,
+    envelope_chunks,
     route,
 )
 from processors.outcome import DeadLetter
@@ -68,6 +70,7 @@ BatchWriter = Callable[[ProcessedBatch, str], Awaitable[None]]
 SWEEP_EVERY_MS = 3_600_000
 SHUTDOWN_GRACE_S = 20.0
 FLUSH_TIMEOUT_S = 120.0
+WATCHDOG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,10 @@ def batch_token(spans: Sequence[tuple[str, int, int]]) -> str:
     return ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
 
 
-def encode_rows(kind: str, rows: Sequence[Any]) -> bytes:
-    body = b",".join(r.__pydantic_serializer__.to_json(r) for r in rows)
-    return (
-        b'{"envelope":%d,"kind":"%s","schema":1,"items":[' % (ENVELOPE_VERSION, kind.encode()) + body + b"]}"
-    )
+def encode_rows(kind: str, rows: Sequence[Any]) -> list[bytes]:
+    """Output envelope records of ``rows``, each within the stage record size limit."""
+    head = b'{"envelope":%d,"kind":"%s","schema":1,"items":[' % (ENVELOPE_VERSION, kind.encode())
+    return envelope_chunks(head, (r.__pydantic_serializer__.to_json(r) for r in rows))
 
 
 class TableStore:
@@ -215,6 +217,8 @@ def build_faust_app(
     input_topic_of: dict[Stage, str] = {s: names.stage(s) for s in STAGES}
     input_topic_of["visitor"] = names.events
 
+    install_gapless_consumer(app, {names.events, *(names.stage(s) for s in STAGES)})
+
     tables: dict[Stage, StagedStore] = {}
     table_stores: dict[Stage, TableStore] = {}
     for s in STAGES:
@@ -245,7 +249,8 @@ def build_faust_app(
             stage, key = route(m)
             per_target.setdefault((stage, partition_for(key, partitions)), []).append(m)
         for (stage, part), msgs in per_target.items():
-            futures.append(await out_topics[stage].send(value=encode_messages(msgs), partition=part))
+            for value in encode_message_records(msgs):
+                futures.append(await out_topics[stage].send(value=value, partition=part))
         batch = out.batch()
         by_part: dict[int, list[Any]] = {}
         for c in batch.conversions:
@@ -253,14 +258,14 @@ def build_faust_app(
                 c
             )
         for part, rows in by_part.items():
-            futures.append(
-                await conversions_topic.send(value=encode_rows("conversions", rows), partition=part)
-            )
+            for value in encode_rows("conversions", rows):
+                futures.append(await conversions_topic.send(value=value, partition=part))
         by_part = {}
         for srow in batch.sessions:
             by_part.setdefault(partition_for(srow.visitor_id, partitions), []).append(srow)
         for part, rows in by_part.items():
-            futures.append(await sessions_topic.send(value=encode_rows("sessions", rows), partition=part))
+            for value in encode_rows("sessions", rows):
+                futures.append(await sessions_topic.send(value=value, partition=part))
         for dead in out.dead_letters:
             futures.append(
                 await deadletter_topic.send(value=dead.raw, headers={"reason": dead.reason.encode()})
@@ -275,7 +280,17 @@ def build_faust_app(
         except TimeoutError:
             raise RuntimeError(f"{stage} changelog not acknowledged within {FLUSH_TIMEOUT_S}s") from None
 
+    order = InOrderAdmission()
+    watchdog = StallWatchdog(order)
+
+    @app.timer(interval=WATCHDOG_EVERY_S)
+    async def restart_stalled_partitions() -> None:
+        await watchdog.check(app)
+
     async def run_batch(stage: Stage, events: Sequence[Any]) -> None:
+        events = await order.admit(app, events)
+        if not events:
+            return
         spans = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
         store = tables[stage]
         dead: list[DeadLetter] = []
@@ -310,9 +325,10 @@ def build_faust_app(
             for key in expired_keys(store, now):
                 store.delete(key)
         batch = out.batch()
+        token = f"{app_id}/{stage}|{batch_token(spans)}"
         try:
             if not batch.is_empty:
-                await _write_until_done(writer, batch, f"{app_id}/{stage}|{batch_token(spans)}")
+                await _write_until_done(writer, batch, token)
             await deliver(out)
             store.commit()
             await flush(stage)
@@ -320,6 +336,13 @@ def build_faust_app(
             store.discard()
             table_stores[stage].sent.clear()
             raise
+        log.debug(
+            "%s batch %s: %d messages, %d conversions",
+            stage,
+            token,
+            len(out.messages),
+            len(batch.conversions),
+        )
         stats = app.conf.trackpipe_stats
         stats["batches"] += 1
         stats["events"] += len(batch.events)

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 
-class Span(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class Span:
+    """A plain dataclass (state is decoded and encoded by pydantic TypeAdapters, but built here cheaply)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     start: int  # unix ms
     end: int
     n: int  # activity events in the session
 
 
+@lru_cache(maxsize=1 << 16)  # a visitor's events of one batch mostly fall in the same session
 def session_id(project: str, visitor: str, start_ms: int) -> str:
     return hashlib.sha256(f"{project}\x1f{visitor}\x1f{start_ms}".encode()).hexdigest()[:24]
 
@@ -36,17 +41,27 @@ class SessionChange:
 
 def add_activity(spans: list[Span], t_ms: int, gap_ms: int) -> SessionChange:
     """Record one activity event at ``t_ms`` in ``spans`` (kept sorted by start); return what changed."""
-    touching = [s for s in spans if s.start - gap_ms <= t_ms <= s.end + gap_ms]
-    merged = Span(
-        start=min([t_ms, *(s.start for s in touching)]),
-        end=max([t_ms, *(s.end for s in touching)]),
-        n=1 + sum(s.n for s in touching),
-    )
+    lo, hi = t_ms - gap_ms, t_ms + gap_ms
+    touching = [s for s in spans if s.start <= hi and s.end >= lo]  # s.start - gap <= t <= s.end + gap
+    start = end = t_ms
+    n = 1
+    for s in touching:
+        if s.start < start:
+            start = s.start
+        if s.end > end:
+            end = s.end
+        n += s.n
+    merged = Span(start, end, n)
     for s in touching:
         spans.remove(s)
     spans.append(merged)
-    spans.sort(key=lambda s: s.start)
-    return SessionChange(merged, [s for s in touching if s.start != merged.start])
+    if len(spans) > 1:
+        spans.sort(key=_start)
+    return SessionChange(merged, [s for s in touching if s.start != start])
+
+
+def _start(span: Span) -> int:
+    return span.start
 
 
 def find(spans: list[Span], t_ms: int, gap_ms: int) -> Span | None:

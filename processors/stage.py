@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
 from processors.messages import Message
 from processors.outcome import DeadLetter, Drop, Outcome
-from processors.store import KeyValueStore, pack, unpack
+from processors.store import KeyValueStore, StagedStore, pack, unpack
 from schemas.events import Event
 from schemas.rows import Conversion, ExposureRow, ProcessedBatch, SessionRow
 
 S = TypeVar("S", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,11 +75,32 @@ class StageOutput:
 
 
 def load(store: KeyValueStore, key: str, model: type[S]) -> S | None:
-    raw = store.get(key)
-    if raw is None:
-        return None
-    return model.model_validate_json(unpack(raw)[1])
+    """The state of ``key``: the object staged in this batch, else decoded from the store."""
+    return load_with(store, key, model.model_validate_json)
 
 
 def save(store: KeyValueStore, key: str, state: BaseModel, expires_at: datetime) -> None:
-    store.put(key, pack(int(expires_at.timestamp() * 1000), state.model_dump_json().encode()))
+    expires_ms = int(expires_at.timestamp() * 1000)
+    save_with(store, key, state, lambda: state.__pydantic_serializer__.to_json(state), expires_ms)
+
+
+def load_with(store: KeyValueStore, key: str, decode: Callable[[bytes], T]) -> T | None:
+    """Load once per key per batch: a state staged earlier in the batch is handed back as is."""
+    if isinstance(store, StagedStore):
+        staged = store.get_object(key)
+        if staged is not None:
+            return cast(T, staged)
+    raw = store.get(key)
+    if raw is None:
+        return None
+    return decode(unpack(raw)[1])
+
+
+def save_with(
+    store: KeyValueStore, key: str, state: object, encode: Callable[[], bytes], expires_ms: int
+) -> None:
+    """Stage ``state`` (encoded when the batch commits); plain stores get the bytes at once."""
+    if isinstance(store, StagedStore):
+        store.put_object(key, state, lambda: pack(expires_ms, encode()))
+    else:
+        store.put(key, pack(expires_ms, encode()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -54,8 +55,14 @@ class StatusOutcome:
         return self.status_class is StatusClass.REVERSED
 
 
+def _order(e: ConvEvent) -> tuple[datetime, str]:
+    return e.occurred_at, e.event_id
+
+
 def resolve(events: Iterable[ConvEvent]) -> StatusOutcome:
-    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    ordered = list(events)
+    if len(ordered) > 1:
+        ordered.sort(key=_order)
     if not ordered:
         raise ValueError("a conversion needs at least one event")
     last = ordered[-1]

@@ -11,8 +11,8 @@ past their expiry without decoding them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 _EXP = struct.Struct(">q")
 
@@ -49,24 +49,56 @@ class DictStore:
 
 
 class StagedStore:
+    """Holds a batch's state writes back until ``commit()``.
+
+    Stages may stage a decoded state object instead of bytes (:meth:`put_object`): it is kept as is, handed
+    back by :meth:`get_object` for the rest of the batch (no decode), and encoded once, when the batch
+    commits (or when someone reads its bytes). So a key touched several times in a batch is decoded once
+    and encoded once."""
+
     def __init__(self, backing: KeyValueStore):
         self.backing = backing
         self.staged: dict[str, bytes | None] = {}
+        self.objects: dict[str, tuple[Any, Callable[[], bytes]]] = {}  # key -> (state, its encoder)
 
     def get(self, key: str) -> bytes | None:
+        if key in self.objects:
+            return self._encode(key)
         if key in self.staged:
             return self.staged[key]
         return self.backing.get(key)
 
     def put(self, key: str, value: bytes) -> None:
+        self.objects.pop(key, None)
         self.staged[key] = value
 
     def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
         self.staged[key] = None
+
+    def get_object(self, key: str) -> Any | None:
+        """The state object staged for ``key`` in this batch, if any (it is live: see put_object)."""
+        held = self.objects.get(key)
+        return None if held is None else held[0]
+
+    def put_object(self, key: str, state: Any, encode: Callable[[], bytes]) -> None:
+        """Stage ``state`` for ``key``; ``encode()`` makes its bytes at commit time. The caller must
+        ``put_object`` again after any later change to the object (and never change it otherwise)."""
+        self.staged.pop(key, None)
+        self.objects[key] = (state, encode)
+
+    def _encode(self, key: str) -> bytes:
+        value = self.objects[key][1]()
+        return value
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         seen = set()
+        for k in list(self.objects):
+            seen.add(k)
+            yield k, self._encode(k)
         for k, v in list(self.staged.items()):
+            if k in seen:
+                continue
             seen.add(k)
             if v is not None:
                 yield k, v
@@ -76,6 +108,9 @@ class StagedStore:
 
     def commit(self) -> int:
         """Apply the staged writes to the backing store; return how many."""
+        for k in self.objects:
+            self.staged[k] = self._encode(k)
+        self.objects.clear()
         n = len(self.staged)
         for k, v in self.staged.items():
             if v is None:
@@ -87,6 +122,7 @@ class StagedStore:
 
     def discard(self) -> None:
         self.staged.clear()
+        self.objects.clear()
 
 
 def pack(expires_ms: int, payload: bytes) -> bytes:

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, TypeAdapter
 
 from processors.attribution import find_anchor, ms, path_to
+from processors.codec import construct, dumps
 from processors.config import ProcessingConfig
 from processors.dedup import conversion_key
-from processors.experiments import add_exposure, seen_by, split_key
+from processors.experiments import SEP, seen_by, split_key
 from processors.messages import (
     Attributed,
     ClickInfo,
@@ -31,13 +34,14 @@ from processors.messages import (
     ConvEvent,
     FpLookup,
     FpReg,
+    Method,
     Resolution,
     Resolved,
     Touch,
 )
 from processors.outcome import Drop
 from processors.sessions import Span, add_activity, find, prune, session_id
-from processors.stage import StageOutput, load, save
+from processors.stage import StageOutput, load_with, save_with
 from processors.store import KeyValueStore
 from schemas.events import Event, EventType
 from schemas.rows import ExposureRow, SessionRow
@@ -53,10 +57,12 @@ ACTIVITY_TYPES = frozenset(
     }
 )
 _BASE_VERSION = 1 << 62
+_TOUCH_TYPES = frozenset({EventType.CLICK, EventType.PUSH_OPEN})  # the types _touch makes a touch of
+_TYPE_VALUE = {t: t.value for t in EventType}  # (Enum.value is a Python-level property)
+_POSTBACK = EventType.POSTBACK.value
 
 
-@dataclass(frozen=True)
-class SourceEvent:
+class SourceEvent(NamedTuple):
     """An event read from the events topic, with where it came from (for exactly-once state)."""
 
     event: Event
@@ -64,31 +70,54 @@ class SourceEvent:
     offset: int | None = None
 
 
-class Held(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class Held:
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     conv: ConvEvent
     res: Resolution
 
 
-class VisitorProject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class VisitorProject:
+    """Plain dataclasses, mutated in place; read by ``_STATE`` (pydantic), written by ``codec.dumps``."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     account_id: str = ""
-    spans: list[Span] = []
-    touches: list[Touch] = []
-    exposures: dict[str, int] = {}
-    convs: dict[str, Held] = {}
-    sent: dict[str, str] = {}  # event id -> digest of the Attributed last emitted
+    spans: list[Span] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+    exposures: dict[str, int] = field(default_factory=dict)
+    convs: dict[str, Held] = field(default_factory=dict)
+    sent: dict[str, str] = field(default_factory=dict)  # event id -> digest of the Attributed last emitted
     version: int = 0  # grows with every change: versions session rows and attribution paths
     last_ms: int = 0
 
 
-class VisitorState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class VisitorState:
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
-    projects: dict[str, VisitorProject] = {}
-    wm: dict[str, int] = {}  # input topic -> highest offset applied
+    projects: dict[str, VisitorProject] = field(default_factory=dict)
+    wm: dict[str, int] = field(default_factory=dict)  # input topic -> highest offset applied
+
+
+_STATE: TypeAdapter[VisitorState] = TypeAdapter(VisitorState)
+
+
+def decode_state(raw: bytes) -> VisitorState:
+    return _STATE.validate_json(raw)
+
+
+def encode_state(state: VisitorState) -> bytes:
+    return dumps(state)
+
+
+def _resolution(method: Method, visitor: str, link: str = "") -> Resolution:
+    """Resolution(method=method, visitor_id=visitor, link_id=link, rank=1), built without validation."""
+    return construct(
+        Resolution, {"method": method, "visitor_id": visitor, "anchor_id": "", "link_id": link, "rank": 1}
+    )
 
 
 def _dt(t_ms: int) -> datetime:
@@ -100,30 +129,33 @@ def campaign_of(event: Event) -> str:
 
 
 def conv_event(event: Event, key: str) -> ConvEvent:
-    return ConvEvent(
-        event_id=event.event_id,
-        type=event.type.value,
-        key=key,
-        project_id=event.project_id,
-        account_id=event.account_id,
-        visitor_id=event.visitor_id,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
-        goal_ids=tuple(dict.fromkeys(event.goal_ids)),
-        revenue=event.revenue,
-        currency=event.currency or "",
-        products_count=event.products_count or 0,
-        transaction_id=event.transaction_id or "",
-        status=event.status or "",
-        disable_postbacks=event.disable_postbacks,
-        click_id=event.click_id or "",
-        link_id=event.link_id or "",
-        push_hash=event.push_hash or "",
-        client_ip=event.client_ip or "",
-        user_agent=event.user_agent or "",
-        experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
-        campaign=campaign_of(event),
-        window_days=event.attribution_window_days,
+    return construct(
+        ConvEvent,
+        dict(
+            event_id=event.event_id,
+            type=_TYPE_VALUE[event.type],
+            key=key,
+            project_id=event.project_id,
+            account_id=event.account_id,
+            visitor_id=event.visitor_id,
+            occurred_at=event.occurred_at,
+            received_at=event.received_at,
+            goal_ids=tuple(dict.fromkeys(event.goal_ids)),
+            revenue=event.revenue,
+            currency=event.currency or "",
+            products_count=event.products_count or 0,
+            transaction_id=event.transaction_id or "",
+            status=event.status or "",
+            disable_postbacks=event.disable_postbacks,
+            click_id=event.click_id or "",
+            link_id=event.link_id or "",
+            push_hash=event.push_hash or "",
+            client_ip=event.client_ip or "",
+            user_agent=event.user_agent or "",
+            experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
+            campaign=campaign_of(event),
+            window_days=event.attribution_window_days,
+        ),
     )
 
 
@@ -149,6 +181,9 @@ class VisitorStage:
         self.config = config
         self.now_ms = 0  # stream time used for expiry: advanced between batches (advance())
         self.seen_ms = 0  # newest received_at seen
+        self._gap_ms = int(config.session_gap.total_seconds() * 1000)
+        self._keep_ms = int((config.max_window + config.lateness).total_seconds() * 1000)
+        self._retention_ms = int(config.retention.total_seconds() * 1000)
 
     # -- batch ---------------------------------------------------------------------------------
 
@@ -161,15 +196,27 @@ class VisitorStage:
         self, store: KeyValueStore, sources: Sequence[SourceEvent], resolved: Sequence[Resolved]
     ) -> StageOutput:
         out = StageOutput()
+        seen = self.seen_ms
         for s in sources:
-            self.seen_ms = max(self.seen_ms, ms(s.event.received_at))
+            t = ms(s.event.received_at)
+            if t > seen:
+                seen = t
         for r in resolved:
-            self.seen_ms = max(self.seen_ms, ms(r.conv.received_at))
+            t = ms(r.conv.received_at)
+            if t > seen:
+                seen = t
+        self.seen_ms = seen
         by_visitor: dict[str, tuple[list[SourceEvent], list[Resolved]]] = {}
         for s in sources:
-            by_visitor.setdefault(s.event.visitor_id, ([], []))[0].append(s)
+            group = by_visitor.get(s.event.visitor_id)
+            if group is None:
+                group = by_visitor[s.event.visitor_id] = ([], [])
+            group[0].append(s)
         for r in resolved:
-            by_visitor.setdefault(r.res.visitor_id, ([], []))[1].append(r)
+            group = by_visitor.get(r.res.visitor_id)
+            if group is None:
+                group = by_visitor[r.res.visitor_id] = ([], [])
+            group[1].append(r)
         sids: dict[str, str] = {}
         for visitor, (evs, res) in by_visitor.items():
             self._visitor(store, visitor, evs, res, out, sids)
@@ -187,14 +234,21 @@ class VisitorStage:
         out: StageOutput,
         sids: dict[str, str],
     ) -> None:
-        state = (load(store, visitor, VisitorState) if visitor else None) or VisitorState()
+        state = (load_with(store, visitor, decode_state) if visitor else None) or VisitorState()
         changed = False
         wm = dict(state.wm)
+        # session rows: the last version of each session touched here (all the batch's rows would keep)
+        rows: dict[tuple[str, str], tuple[Span, bool, int]] = {}
         for s in sources:
             fresh = s.topic is None or s.offset is None or s.offset > state.wm.get(s.topic, -1)
             if fresh and s.topic is not None and s.offset is not None:
                 wm[s.topic] = max(wm.get(s.topic, -1), s.offset)
-            changed |= self._event(state, visitor, s.event, fresh, out, sids)
+            changed |= self._event(state, visitor, s.event, fresh, out, sids, rows)
+        for (project, sid), (span, deleted, version) in rows.items():
+            p = state.projects[project]
+            out.sessions.append(
+                self._session_row(project, p.account_id, visitor, sid, span, deleted, version)
+            )
         for r in resolved:
             changed |= self._resolved(state, r, out)
         if not visitor:
@@ -207,7 +261,8 @@ class VisitorStage:
         if changed:
             expires = self._prune(state)
             if state.projects:
-                save(store, visitor, state, expires)
+                expires_ms = int(expires.timestamp() * 1000)
+                save_with(store, visitor, state, partial(encode_state, state), expires_ms)
             else:
                 store.delete(visitor)
 
@@ -221,27 +276,35 @@ class VisitorStage:
         fresh: bool,
         out: StageOutput,
         sids: dict[str, str],
+        rows: dict[tuple[str, str], tuple[Span, bool, int]],
     ) -> bool:
         """Apply one source event (``fresh``) or only re-derive its outputs (already applied)."""
-        cfg = self.config
-        gap = int(cfg.session_gap.total_seconds() * 1000)
+        gap = self._gap_ms
         t = ms(e.occurred_at)
         if not fresh:
             out.count(Drop("replay: record already applied to the visitor state"))
         p = state.projects.get(e.project_id) if visitor else None
         if visitor and fresh:
-            p = state.projects.setdefault(e.project_id, VisitorProject(account_id=e.account_id))
+            p = state.projects.get(e.project_id)
+            if p is None:
+                p = state.projects[e.project_id] = VisitorProject(account_id=e.account_id)
         changed = False
         # sessions
         if p is not None:
             if e.type in ACTIVITY_TYPES and fresh:
                 change = add_activity(p.spans, t, gap)
                 p.version += 1
-                p.last_ms = max(p.last_ms, t)
-                sids[e.event_id] = session_id(e.project_id, visitor, change.span.start)
-                out.sessions.append(self._session_row(e.project_id, p, visitor, change.span, False))
+                if t > p.last_ms:
+                    p.last_ms = t
+                sid = session_id(e.project_id, visitor, change.span.start)
+                sids[e.event_id] = sid
+                rows[(e.project_id, sid)] = (change.span, False, p.version)
                 for gone in change.removed:
-                    out.sessions.append(self._session_row(e.project_id, p, visitor, gone, True))
+                    rows[(e.project_id, session_id(e.project_id, visitor, gone.start))] = (
+                        gone,
+                        True,
+                        p.version,
+                    )
                 changed = True
             else:
                 span = find(p.spans, t, gap)
@@ -249,23 +312,30 @@ class VisitorStage:
                     sids[e.event_id] = session_id(e.project_id, visitor, span.start)
         if p is not None and fresh:
             # exposures (viewExp, or exps/vars carried by any event)
+            exposures = p.exposures
             for x in e.experiments:
-                if add_exposure(p.exposures, x.experiment_id, x.variation_id, t):
+                xkey = f"{x.experiment_id}{SEP}{x.variation_id}"  # = experiments.add_exposure
+                first = exposures.get(xkey)
+                if first is None or t < first:
+                    exposures[xkey] = t
                     p.version += 1
                     out.exposures.append(
-                        ExposureRow(
-                            project_id=e.project_id,
-                            account_id=e.account_id,
-                            experiment_id=x.experiment_id,
-                            variation_id=x.variation_id,
-                            visitor_id=visitor,
-                            first_seen_at=e.occurred_at,
-                            version=_BASE_VERSION - t,
+                        construct(
+                            ExposureRow,
+                            {
+                                "project_id": e.project_id,
+                                "account_id": e.account_id,
+                                "experiment_id": x.experiment_id,
+                                "variation_id": x.variation_id,
+                                "visitor_id": visitor,
+                                "first_seen_at": e.occurred_at,
+                                "version": _BASE_VERSION - t,
+                            },
                         )
                     )
                     changed = True
             # touches
-            touch = self._touch(e)
+            touch = self._touch(e) if e.type in _TOUCH_TYPES else None
             if touch is not None and all(x.touch_id != touch.touch_id for x in p.touches):
                 p.touches.append(touch)
                 p.touches.sort(key=lambda x: (x.at, x.touch_id))
@@ -307,13 +377,13 @@ class VisitorStage:
             if e.click_id or not visitor:
                 return None
             if e.link_id:
-                return Resolution(method="visitor_link", visitor_id=visitor, link_id=e.link_id, rank=1)
-            return Resolution(method="visitor", visitor_id=visitor, rank=1)
+                return _resolution("visitor_link", visitor, e.link_id)
+            return _resolution("visitor", visitor)
         if not visitor:
             return None
         if e.push_hash:
-            return Resolution(method="push", visitor_id=visitor, rank=1)
-        return Resolution(method="visitor", visitor_id=visitor, rank=1)
+            return _resolution("push", visitor)
+        return _resolution("visitor", visitor)
 
     @staticmethod
     def _touch(e: Event) -> Touch | None:
@@ -336,29 +406,35 @@ class VisitorStage:
         return None
 
     def _resolved(self, state: VisitorState, r: Resolved, out: StageOutput) -> bool:
-        p = state.projects.setdefault(r.conv.project_id, VisitorProject(account_id=r.conv.account_id))
-        held = p.convs.get(r.conv.event_id)
+        p = state.projects.get(r.conv.project_id)
+        held = p.convs.get(r.conv.event_id) if p is not None else None
         if held is not None and held.res.rank >= r.res.rank:
             out.count(Drop("replay: resolution already known"))
             return False
+        if p is None:
+            p = state.projects[r.conv.project_id] = VisitorProject(account_id=r.conv.account_id)
         p.convs[r.conv.event_id] = Held(conv=r.conv, res=r.res)
         return True
 
     # -- outputs -------------------------------------------------------------------------------
 
+    @staticmethod
     def _session_row(
-        self, project: str, p: VisitorProject, visitor: str, span: Span, deleted: bool
+        project: str, account: str, visitor: str, sid: str, span: Span, deleted: bool, version: int
     ) -> SessionRow:
-        return SessionRow(
-            project_id=project,
-            account_id=p.account_id,
-            visitor_id=visitor,
-            session_id=session_id(project, visitor, span.start),
-            started_at=_dt(span.start),
-            ended_at=_dt(span.end),
-            events=span.n,
-            is_deleted=deleted,
-            version=_BASE_VERSION + p.version,
+        return construct(
+            SessionRow,
+            dict(
+                project_id=project,
+                account_id=account,
+                visitor_id=visitor,
+                session_id=sid,
+                started_at=_dt(span.start),
+                ended_at=_dt(span.end),
+                events=span.n,
+                is_deleted=deleted,
+                version=_BASE_VERSION + version,
+            ),
         )
 
     def attribute(self, project: str, visitor: str, p: VisitorProject, held: Held) -> Attributed:
@@ -370,7 +446,7 @@ class VisitorStage:
             p.touches,
             p.spans,
             visitor_ttl=cfg.visitor_ttl,
-            own_event=conv.type != EventType.POSTBACK.value,
+            own_event=conv.type != _POSTBACK,
         )
         window = max(
             (cfg.goal_window(project, g, conv.window_days) for g in conv.goal_ids), default=timedelta(0)
@@ -378,21 +454,27 @@ class VisitorStage:
         path = path_to(anchor, p.touches, conv.occurred_at, window)
         if len(path) > cfg.max_touches:
             path = path[-cfg.max_touches :]
-        return Attributed(
-            conv=conv,
-            res=held.res.model_copy(update={"visitor_id": visitor}),
-            path=tuple(path),
-            variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
-            path_version=p.version,
+        return construct(
+            Attributed,
+            dict(
+                t="attributed",
+                conv=conv,
+                res=held.res
+                if held.res.visitor_id == visitor
+                else held.res.model_copy(update={"visitor_id": visitor}),
+                path=tuple(path),
+                variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
+                path_version=p.version,
+            ),
         )
 
     def _emit_attributions(self, project: str, visitor: str, p: VisitorProject, out: StageOutput) -> bool:
         changed = False
         for eid, held in p.convs.items():
             msg = self.attribute(project, visitor, p, held)
-            digest = hashlib.sha256(
-                msg.model_dump_json(include={"res", "path", "variations"}).encode()
-            ).hexdigest()[:16]
+            # = sha256 of msg.model_dump_json(include={"res", "path", "variations"}), written by orjson
+            body = dumps({"res": msg.res, "path": msg.path, "variations": msg.variations})
+            digest = hashlib.sha256(body).hexdigest()[:16]
             if p.sent.get(eid) != digest:
                 p.sent[eid] = digest
                 out.messages.append(msg)
@@ -400,22 +482,23 @@ class VisitorStage:
         return changed
 
     def _prune(self, state: VisitorState) -> datetime:
-        cfg = self.config
-        keep_ms = int((cfg.max_window + cfg.lateness).total_seconds() * 1000)
-        retention_ms = int(cfg.retention.total_seconds() * 1000)
-        horizon = self.now_ms - keep_ms
+        retention_ms = self._retention_ms
+        horizon = self.now_ms - self._keep_ms
         newest = 0
         for project in list(state.projects):
             p = state.projects[project]
-            p.touches = [x for x in p.touches if ms(x.at) >= horizon]
-            for eid in [eid for eid, h in p.convs.items() if ms(h.conv.occurred_at) < horizon]:
-                del p.convs[eid]
-                p.sent.pop(eid, None)
+            if p.touches:
+                p.touches = [x for x in p.touches if ms(x.at) >= horizon]
+            conv_ms = {eid: ms(h.conv.occurred_at) for eid, h in p.convs.items()}
+            for eid, t in conv_ms.items():
+                if t < horizon:
+                    del p.convs[eid]
+                    p.sent.pop(eid, None)
             p.spans = prune(p.spans, self.now_ms - retention_ms)
             if p.last_ms + retention_ms < self.now_ms and not p.convs:
                 del state.projects[project]
                 continue
-            newest = max(newest, p.last_ms, *(ms(h.conv.occurred_at) for h in p.convs.values()))
+            newest = max(newest, p.last_ms, *(t for eid, t in conv_ms.items() if t >= horizon))
         return _dt(newest + retention_ms)
 
 

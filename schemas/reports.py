@@ -15,6 +15,8 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 ProjectId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+#: ISO 4217-like code; reports convert revenue into it (default: the project's, see docs/decisions.md)
+Currency = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")]
 #: What a Top-5 report's conversion rate divides by (see docs/decisions.md).
 RateBase = Literal["visitors", "campaign_visitors", "clicks", "push_opens", "exposed_visitors"]
 
@@ -40,6 +42,7 @@ class TopEventsQuery(BaseModel):
     push: Id | None = None
     experiment: Id | None = None
     variation: Id | None = None
+    currency: Currency | None = None  # convert revenue into this (default: the project's currency)
 
     @model_validator(mode="after")
     def _period(self) -> TopEventsQuery:
@@ -94,6 +97,11 @@ class TopEventsReport(BaseModel):
     visitors: int  # distinct visitors behind the rate base (for clicks/push opens: who clicked/opened)
     rate_base: RateBase = "visitors"
     rate_base_count: int = 0
+    # revenue: converted into `currency` with the rate of each conversion's day (sinks/fx.py); None:
+    # no currency chosen nor set for the project, revenue is the sum of the amounts as sent
+    currency: str | None = None
+    revenue_raw: dict[str, float] = Field(default_factory=dict)  # the rows' amounts as sent, per currency
+    unconverted_conversions: int = 0  # conversions of the rows left out of revenue: no rate for their day
     rows: list[TopEventRow]
 
 
@@ -105,6 +113,7 @@ class ConversionAnalyticsQuery(BaseModel):
     link_id: Id
     days: int = Field(default=30, ge=1, le=MAX_PERIOD.days)
     project: ProjectId | None = None
+    currency: Currency | None = None  # default: the project's currency (when a project is given)
 
     def period(self, now: datetime | None = None) -> tuple[datetime, datetime]:
         end = (now or datetime.now(UTC)).astimezone(UTC) + timedelta(seconds=1)
@@ -134,6 +143,11 @@ class ConversionAnalytics(BaseModel):
     average_value: float
     time_to_convert_mean_s: float | None
     time_to_convert_median_s: float | None
+    # revenue: converted into `currency` with the rate of each conversion's day (sinks/fx.py); None:
+    # no currency chosen nor set for the project, revenue is the sum of the amounts as sent
+    currency: str | None = None
+    revenue_raw: dict[str, float] = Field(default_factory=dict)  # the rows' amounts as sent, per currency
+    unconverted_conversions: int = 0  # conversions of the rows left out of revenue: no rate for their day
     rows: list[GoalConversionsRow]  # per goal
 
 
@@ -146,6 +160,7 @@ class ExperimentReportQuery(BaseModel):
     to: AwareDatetime | None = None
     goal: Id | None = None  # converting = converted on this goal (default: on any goal)
     baseline: Id | None = None  # default: the variation with the smallest id
+    currency: Currency | None = None  # default: the project's currency
 
     @model_validator(mode="after")
     def _period(self) -> ExperimentReportQuery:
@@ -182,6 +197,11 @@ class ExperimentReport(BaseModel):
     from_: datetime = Field(serialization_alias="from")
     to: datetime
     baseline: str | None
+    # revenue: converted into `currency` with the rate of each conversion's day (sinks/fx.py); None:
+    # no currency chosen nor set for the project, revenue is the sum of the amounts as sent
+    currency: str | None = None
+    revenue_raw: dict[str, float] = Field(default_factory=dict)  # the rows' amounts as sent, per currency
+    unconverted_conversions: int = 0  # conversions of the rows left out of revenue: no rate for their day
     rows: list[VariationRow]
 
 

@@ -3,14 +3,18 @@
 Conversions are read with FINAL (the latest version of each) and counted only when ``is_deleted = 0``
 (a reversed conversion counts nowhere). The only SQL that varies is picked from fixed texts by the kind
 of filter, never built from a request's values. Sums are taken as Decimal text and rounded here, so the
-embedded chdb store and a ClickHouse server answer the very same numbers.
+embedded chdb store and a ClickHouse server answer the very same numbers. Revenue is converted into the
+report's currency (``currency=``, else the project's) with the rate of each conversion's day
+(:mod:`sinks.fx`; docs/decisions.md 47).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, time, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from schemas.reports import (
     ConversionAnalytics,
@@ -28,6 +32,7 @@ from schemas.reports import (
     VariationRow,
 )
 from sinks.backend import ClickHouseBackend
+from sinks.fx import Money, load_book, project_currency
 
 _PERIOD = "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
 _SEEN_IN_PERIOD = (
@@ -42,17 +47,34 @@ _CONVERSION_FILTERS: dict[RateBase, str] = {
     "push_opens": "AND attributed_push_hash = {push:String}",
 }
 
-_TOP_GOALS = """
-SELECT goal_id,
-       count() AS conversions,
-       uniqExact(visitor_id) AS converters,
-       toString(sum(revenue) AS revenue_total) AS revenue_text
-FROM conversions FINAL
-WHERE project_id = {{project:String}} AND {period} AND is_deleted = 0 {filter}
-GROUP BY goal_id
-ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
-LIMIT {{limit:UInt32}}
+#: Revenue, two steps (sinks/fx.py converts): the report's query gives each group's sum of the amounts as
+#: sent and the currencies with an amount; a group in one currency that needs no rate (``''``, the target,
+#: or no target) is done. Otherwise a second query gives that report's conversions with an amount per
+#: (group, currency, day), converted with the rate of the day. Single-currency projects never pay for it.
+_MONEY = "toString(sum(revenue) AS revenue_total) AS revenue_text, groupUniqArrayIf(currency, revenue != 0)"
+_PARTS = """
+SELECT __GROUP__, currency, toDate(occurred_at) AS day, toString(sum(revenue)), count()
+FROM __SOURCE__ AND revenue != 0 AND has({groups:Array(String)}, __GROUP__)
+GROUP BY __GROUP__, currency, day
 """
+
+
+def _parts_sql(group: str, source: str) -> str:
+    return _PARTS.replace("__GROUP__", group).replace("__SOURCE__", source)
+
+
+#: Per goal: conversions, converters, revenue. Ties on the conversions are all kept: the final order
+#: breaks them by the (converted) revenue, then the goal id.
+_TOP_GOALS = f"""
+SELECT goal_id, count() AS conversions, uniqExact(visitor_id) AS converters, {_MONEY}
+FROM __SOURCE__
+GROUP BY goal_id
+ORDER BY conversions DESC
+LIMIT {{limit:UInt32}} WITH TIES
+"""
+_CONVERSIONS_SOURCE = (
+    "conversions FINAL WHERE project_id = {project:String} AND " + _PERIOD + " AND is_deleted = 0 "
+)
 
 #: Experiment variation: conversions of the visitors who saw it (in the period), made after they saw it.
 _EXPOSED = f"""
@@ -62,27 +84,27 @@ WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}}
   AND variation_id = {{variation:String}} AND {_SEEN_IN_PERIOD}
 GROUP BY visitor_id
 """
-TOP_GOALS_EXPERIMENT_SQL = f"""
-SELECT c.goal_id AS goal_id,
-       count() AS conversions,
-       uniqExact(c.visitor_id) AS converters,
-       toString(sum(c.revenue) AS revenue_total) AS revenue_text
-FROM (
-    SELECT goal_id, visitor_id, revenue, occurred_at
-    FROM conversions FINAL
-    WHERE project_id = {{project:String}} AND {_PERIOD} AND is_deleted = 0
-) AS c
-INNER JOIN ({_EXPOSED}) AS x ON c.visitor_id = x.visitor_id
-WHERE c.occurred_at >= x.seen_at
-GROUP BY goal_id
-ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
-LIMIT {{limit:UInt32}}
-"""
-
-TOP_GOALS_BY_BASE: dict[RateBase, str] = {
-    **{base: _TOP_GOALS.format(period=_PERIOD, filter=f) for base, f in _CONVERSION_FILTERS.items()},
-    "exposed_visitors": TOP_GOALS_EXPERIMENT_SQL,
+_EXPERIMENT_SOURCE = f"""(
+    SELECT c.goal_id AS goal_id, c.visitor_id AS visitor_id, c.revenue AS revenue, c.currency AS currency,
+           c.occurred_at AS occurred_at
+    FROM (
+        SELECT goal_id, visitor_id, revenue, currency, occurred_at
+        FROM {_CONVERSIONS_SOURCE}
+    ) AS c
+    INNER JOIN ({_EXPOSED}) AS x ON c.visitor_id = x.visitor_id
+    WHERE c.occurred_at >= x.seen_at
+) WHERE 1 """
+_TOP_SOURCES: dict[RateBase, str] = {
+    **{base: _CONVERSIONS_SOURCE + f for base, f in _CONVERSION_FILTERS.items()},
+    "exposed_visitors": _EXPERIMENT_SOURCE,
 }
+TOP_GOALS_BY_BASE: dict[RateBase, str] = {
+    base: _TOP_GOALS.replace("__SOURCE__", source) for base, source in _TOP_SOURCES.items()
+}
+TOP_GOALS_PARTS_BY_BASE: dict[RateBase, str] = {
+    base: _parts_sql("goal_id", source) for base, source in _TOP_SOURCES.items()
+}
+TOP_GOALS_EXPERIMENT_SQL = TOP_GOALS_BY_BASE["exposed_visitors"]
 TOP_GOALS_SQL = TOP_GOALS_BY_BASE["visitors"]  # the unfiltered Top-5
 VISITORS_SQL = f"""
 SELECT uniqExact(visitor_id), uniqExact(visitor_id)
@@ -185,10 +207,6 @@ def _ts(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
 
-def _money(value: object) -> float:
-    return round(float(Decimal(str(value or 0))), 4)
-
-
 def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
@@ -216,15 +234,28 @@ def top_events(
     else:
         visitors_n, base_n = (int(v) for v in backend.query(BASE_SQL[base], params)[0])
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
+    found = [
+        (str(goal_id), int(conversions), int(converters), revenue, currencies)
+        for goal_id, conversions, converters, revenue, currencies in backend.query(
+            TOP_GOALS_BY_BASE[base], params
+        )
+    ]
+    target = query.currency or project_currency(backend, query.project)
+    money = _group_money(
+        backend, target, [(g, r, cs) for g, _, _, r, cs in found], TOP_GOALS_PARTS_BY_BASE[base], params
+    )
+    found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
     rows = []
-    for goal_id, conversions, converters, revenue in backend.query(TOP_GOALS_BY_BASE[base], params):
+    total = Money(target)
+    for goal_id, conversions, converters, _, _ in found[: query.limit]:
+        total.merge(money[goal_id])
         rows.append(
             TopEventRow(
-                goal_id=str(goal_id),
-                conversions=int(conversions),
-                converters=int(converters),
-                conversion_rate=_rate(int(conversions) if per_conversion else int(converters), base_n),
-                revenue=_money(revenue),
+                goal_id=goal_id,
+                conversions=conversions,
+                converters=converters,
+                conversion_rate=_rate(conversions if per_conversion else converters, base_n),
+                revenue=money[goal_id].value,
             )
         )
     return TopEventsReport(
@@ -235,8 +266,51 @@ def top_events(
         visitors=visitors_n,
         rate_base=base,
         rate_base_count=base_n,
+        **_money_fields(total),
         rows=rows,
     )
+
+
+def _group_money(
+    backend: ClickHouseBackend,
+    target: str | None,
+    found: Sequence[tuple[str, object, Sequence[str]]],
+    parts_sql: str,
+    params: dict[str, Any],
+) -> dict[str, Money]:
+    """Each group's revenue from ``found`` = (group, sum of the amounts as sent, currencies with an
+    amount), asking ``parts_sql`` for (group, currency, day) sums only when a group needs a rate or mixes
+    currencies."""
+    money = {group: Money(target) for group, _, _ in found}
+    simple = all(
+        len(currencies) <= 1 and (target is None or not currencies or currencies[0] in ("", target))
+        for _, _, currencies in found
+    )
+    if simple:
+        for group, revenue, currencies in found:
+            if currencies:  # one currency, no rate needed: the day does not matter
+                money[group].add(None, str(currencies[0]), date.min, Decimal(str(revenue)), 0)
+        return money
+    parts = backend.query(parts_sql, {**params, "groups": list(money)})
+    book = None
+    if target is not None:
+        last = max((_day(p[2]) for p in parts), default=date.min)
+        book = load_book(backend, target, {str(p[1]) for p in parts}, last)
+    for group, currency, day, amount, counted in parts:
+        money[str(group)].add(book, str(currency), _day(day), Decimal(str(amount)), int(counted))
+    return money
+
+
+def _day(value: object) -> date:
+    return value.date() if isinstance(value, datetime) else value  # type: ignore[return-value]
+
+
+def _money_fields(money: Money) -> dict[str, Any]:
+    return {
+        "currency": money.target,
+        "revenue_raw": money.raw_values(),
+        "unconverted_conversions": money.unconverted,
+    }
 
 
 _ANALYTICS_SCOPE = (
@@ -250,20 +324,23 @@ WHERE {_ANALYTICS_SCOPE} AND type = 'click' AND link_id = {{link:String}}
 """
 LINK_CONVERSIONS_SQL = f"""
 SELECT count(),
-       toString(sum(revenue)),
        avgIf(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
        quantileExactInclusiveIf(0.5)(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
        countIf(time_to_convert_ms IS NOT NULL)
 FROM conversions FINAL
 WHERE {_ANALYTICS_SCOPE} AND is_deleted = 0 AND attributed_link_id = {{link:String}}
 """
+_LINK_SOURCE = (
+    "conversions FINAL WHERE "
+    + _ANALYTICS_SCOPE
+    + " AND is_deleted = 0 AND attributed_link_id = {link:String} "
+)
 LINK_GOALS_SQL = f"""
-SELECT goal_id, count() AS conversions, toString(sum(revenue) AS revenue_total)
-FROM conversions FINAL
-WHERE {_ANALYTICS_SCOPE} AND is_deleted = 0 AND attributed_link_id = {{link:String}}
+SELECT goal_id, count() AS conversions, {_MONEY}
+FROM {_LINK_SOURCE}
 GROUP BY goal_id
-ORDER BY conversions DESC, revenue_total DESC, goal_id ASC
 """
+LINK_GOALS_PARTS_SQL = _parts_sql("goal_id", _LINK_SOURCE)
 
 
 def _seconds(ms: object) -> float | None:
@@ -279,17 +356,25 @@ def conversion_analytics(
     start, end = query.period(now)
     params = {"project": query.project or "", "link": query.link_id, "start": _ts(start), "end": _ts(end)}
     clicks = int(backend.query(LINK_CLICKS_SQL, params)[0][0])
-    n, total, mean_ms, median_ms, timed = backend.query(LINK_CONVERSIONS_SQL, params)[0]
-    conversions, total_value = int(n), _money(total)
+    n, mean_ms, median_ms, timed = backend.query(LINK_CONVERSIONS_SQL, params)[0]
+    conversions = int(n)
+    found = [(str(g), int(c), r, cs) for g, c, r, cs in backend.query(LINK_GOALS_SQL, params)]
+    target = query.currency or project_currency(backend, query.project)
+    money = _group_money(backend, target, [(g, r, cs) for g, _, r, cs in found], LINK_GOALS_PARTS_SQL, params)
+    found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
+    total = Money(target)
+    for goal, *_ in found:
+        total.merge(money[goal])
     rows = [
         GoalConversionsRow(
-            goal_id=str(g),
-            conversions=int(c),
-            total_value=_money(v),
-            average_value=round(_money(v) / int(c), 4) if int(c) else 0.0,
+            goal_id=g,
+            conversions=c,
+            total_value=money[g].value,
+            average_value=round(money[g].value / c, 4) if c else 0.0,
         )
-        for g, c, v in backend.query(LINK_GOALS_SQL, params)
+        for g, c, _, _ in found
     ]
+    total_value = total.value
     return ConversionAnalytics(
         link_id=query.link_id,
         project=query.project,
@@ -303,6 +388,7 @@ def conversion_analytics(
         average_value=round(total_value / conversions, 4) if conversions else 0.0,
         time_to_convert_mean_s=_seconds(mean_ms) if int(timed) else None,
         time_to_convert_median_s=_seconds(median_ms) if int(timed) else None,
+        **_money_fields(total),
         rows=rows,
     )
 
@@ -314,27 +400,29 @@ WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} 
 GROUP BY variation_id
 ORDER BY variation_id
 """
+_VARIATION_SOURCE = f"""(
+    SELECT x.variation_id AS variation_id, c.visitor_id AS visitor_id, c.revenue AS revenue,
+           c.currency AS currency, c.occurred_at AS occurred_at
+    FROM (
+        SELECT visitor_id, revenue, currency, occurred_at
+        FROM {_CONVERSIONS_SOURCE}
+          AND ({{goal:String}} = '' OR goal_id = {{goal:String}})
+    ) AS c
+    INNER JOIN (
+        SELECT variation_id, visitor_id, min(first_seen_at) AS seen_at
+        FROM variation_exposures FINAL
+        WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
+        GROUP BY variation_id, visitor_id
+    ) AS x ON c.visitor_id = x.visitor_id
+    WHERE c.occurred_at >= x.seen_at
+) WHERE 1 """
 VARIATION_CONVERSIONS_SQL = f"""
-SELECT x.variation_id AS variation_id,
-       count() AS conversions,
-       uniqExact(c.visitor_id) AS converters,
-       toString(sum(c.revenue)) AS revenue_text
-FROM (
-    SELECT visitor_id, revenue, occurred_at
-    FROM conversions FINAL
-    WHERE project_id = {{project:String}} AND {_PERIOD} AND is_deleted = 0
-      AND ({{goal:String}} = '' OR goal_id = {{goal:String}})
-) AS c
-INNER JOIN (
-    SELECT variation_id, visitor_id, min(first_seen_at) AS seen_at
-    FROM variation_exposures FINAL
-    WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
-    GROUP BY variation_id, visitor_id
-) AS x ON c.visitor_id = x.visitor_id
-WHERE c.occurred_at >= x.seen_at
+SELECT variation_id, count() AS conversions, uniqExact(visitor_id) AS converters, {_MONEY}
+FROM {_VARIATION_SOURCE}
 GROUP BY variation_id
 ORDER BY variation_id
 """
+VARIATION_PARTS_SQL = _parts_sql("variation_id", _VARIATION_SOURCE)
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -364,9 +452,18 @@ def experiment_report(
         "end": _ts(end),
     }
     exposures = {str(v): int(n) for v, n in backend.query(EXPOSURES_SQL, params)}
-    converted = {
-        str(v): (int(c), int(u), _money(r)) for v, c, u, r in backend.query(VARIATION_CONVERSIONS_SQL, params)
-    }
+    found = [
+        (str(v), int(c), int(u), r, cs) for v, c, u, r, cs in backend.query(VARIATION_CONVERSIONS_SQL, params)
+    ]
+    target = query.currency or project_currency(backend, query.project)
+    money = _group_money(
+        backend, target, [(v, r, cs) for v, _, _, r, cs in found], VARIATION_PARTS_SQL, params
+    )
+    total = Money(target)
+    converted: dict[str, tuple[int, int, float]] = {}
+    for v, c, u, _, _ in found:
+        total.merge(money[v])
+        converted[v] = (c, u, money[v].value)
     variations = sorted(set(exposures) | set(converted))
     baseline = query.baseline if query.baseline is not None else (variations[0] if variations else None)
     if baseline is not None and baseline not in variations:
@@ -399,6 +496,7 @@ def experiment_report(
         from_=start,
         to=end,
         baseline=baseline,
+        **_money_fields(total),
         rows=rows,
     )
 

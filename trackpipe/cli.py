@@ -19,8 +19,15 @@ from trackpipe.settings import Settings
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 report_app = typer.Typer(help="Reports over the stored conversions.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topic administration.", no_args_is_help=True)
+fx_app = typer.Typer(help="Exchange rates; the currency reports convert into.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 app.add_typer(topics_app, name="topics")
+app.add_typer(fx_app, name="fx")
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(help="use the embedded data dir (stop `trackpipe run` first); default: the server"),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -29,6 +36,11 @@ def _settings(**overrides: Any) -> Settings:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _access_log(settings: Settings) -> dict[str, Any]:
+    """aiohttp's per-request access log only when ``TRACKPIPE_EDGE__ACCESS_LOG=true`` (default off)."""
+    return {} if settings.edge.access_log else {"access_log": None}
 
 
 @app.command()
@@ -52,7 +64,13 @@ def run(
         f"{url}/track",
         flush=True,
     )
-    web.run_app(build_embedded_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        build_embedded_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        **_access_log(settings),
+    )
 
 
 @app.command()
@@ -67,7 +85,13 @@ def edge(
 
     settings = _settings(port=port, host=host)
     _logging(settings.log_level)
-    web.run_app(build_distributed_edge(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        build_distributed_edge(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        **_access_log(settings),
+    )
 
 
 @app.command()
@@ -116,14 +140,49 @@ def report_top_events(
         datetime | None, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")
     ] = None,
     to: Annotated[datetime | None, typer.Option(help="period end, ISO 8601, exclusive")] = None,
+    limit: Annotated[int | None, typer.Option(help="rows (default 5, at most 100)")] = None,
+    campaign: Annotated[
+        str | None, typer.Option(help="only conversions attributed to this campaign (rate: its visitors)")
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="only conversions attributed to this link (rate: per click)")
+    ] = None,
+    push: Annotated[
+        str | None, typer.Option(help="only conversions attributed to this push msgHash (rate: per open)")
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="with --variation: visitors who saw it")] = None,
+    variation: Annotated[str | None, typer.Option(help="with --experiment")] = None,
+    currency: Annotated[
+        str | None, typer.Option(help="revenue in this currency (default: the project's)")
+    ] = None,
     url: Annotated[str, typer.Option(help="a running trackpipe (run or edge)")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
 ) -> None:
-    """Top 5 goals of a project by conversions."""
+    """Top 5 goals of a project by conversions (at most one filter: campaign, link, push, variation)."""
+    from pydantic import ValidationError
+
+    from schemas.reports import TopEventsQuery
+
     params: dict[str, str] = {"project": project}
     for name, value in (("from", from_), ("to", to)):
         if value is not None:
             params[name] = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    options = {
+        "limit": limit,
+        "campaign": campaign,
+        "link": link,
+        "push": push,
+        "experiment": experiment,
+        "variation": variation,
+        "currency": currency,
+    }
+    params.update({name: str(value) for name, value in options.items() if value is not None})
+    try:
+        TopEventsQuery.model_validate(params)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise typer.BadParameter(f"{where}: {err['msg']}" if where else str(err["msg"])) from None
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https"):
         raise typer.BadParameter("--url must be http(s)://host:port")
@@ -141,6 +200,13 @@ def report_top_events(
         typer.echo(json.dumps(body, indent=2))
         return
     typer.echo(f"project {body['project']}  {body['from']} .. {body['to']}  visitors {body['visitors']}")
+    if body.get("filter"):
+        chosen = ", ".join(f"{k}={v}" for k, v in body["filter"].items())
+        typer.echo(f"filter {chosen}  rate base {body['rate_base']} {body['rate_base_count']}")
+    money = body.get("currency") or "as sent"
+    unconverted = body.get("unconverted_conversions", 0)
+    missing = f" ({unconverted} conversions without a rate)" if unconverted else ""
+    typer.echo(f"revenue in {money}{missing}")
     typer.echo(f"{'goal':<16}{'conversions':>12}{'converters':>12}{'rate':>10}{'revenue':>14}")
     for r in body["rows"]:
         typer.echo(
@@ -168,15 +234,7 @@ def report_processing(
     if dimension not in ("link_id", "campaign", "touch_id", "push_hash"):
         raise typer.BadParameter("--dimension must be link_id, campaign, touch_id or push_hash")
     start, end = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (from_, to))
-    if data_dir is not None:
-        from sinks.chdb_backend import ChdbBackend
-        from trackpipe.embedded import EMBEDDED_DATABASE
-
-        backend: Any = ChdbBackend(str(data_dir / "chdb"), EMBEDDED_DATABASE)
-    else:
-        from trackpipe.distributed import server_backend
-
-        backend = server_backend(_settings())
+    backend = _backend(data_dir)
     try:
         report = processing_reports.processing_report(
             backend,
@@ -188,6 +246,78 @@ def report_processing(
     finally:
         backend.close()
     typer.echo(report.model_dump_json(indent=2))
+
+
+def _backend(data_dir: Path | None) -> Any:
+    """The embedded chdb store of ``data_dir``, or the ClickHouse server of the settings."""
+    if data_dir is not None:
+        from sinks.chdb_backend import ChdbBackend
+        from trackpipe.embedded import EMBEDDED_DATABASE
+
+        return ChdbBackend(str(data_dir / "chdb"), EMBEDDED_DATABASE)
+    from trackpipe.distributed import server_backend
+
+    return server_backend(_settings())
+
+
+def _store(data_dir: Path | None) -> Any:
+    """:func:`_backend` with the schema brought up to date (safe to re-run), errors as exit 1."""
+    from sinks.backend import BackendError
+    from sinks.migrate import migrate
+
+    try:
+        backend = _backend(data_dir)
+        migrate(backend)
+    except BackendError as exc:
+        typer.echo(f"cannot open the store: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return backend
+
+
+@fx_app.command("load")
+def fx_load(
+    file: Annotated[Path, typer.Argument(help="CSV with the columns date,base,quote,rate", exists=True)],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Load exchange rates (1 base = rate quote on date); loading a file again changes nothing."""
+    from sinks import fx
+
+    try:
+        rates = fx.parse_rates(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        typer.echo(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})", err=True)
+        raise typer.Exit(1) from None
+    except fx.RatesFileError as exc:
+        typer.echo(f"{file}: nothing loaded:\n{exc}", err=True)
+        raise typer.Exit(1) from None
+    backend = _store(data_dir)
+    try:
+        done = fx.load_rates(backend, rates)
+    finally:
+        backend.close()
+    typer.echo(
+        f"loaded {done.rates} rates ({', '.join(done.pairs)}) from {done.first_day} to {done.last_day}"
+    )
+
+
+@fx_app.command("currency")
+def fx_currency(
+    project: Annotated[str, typer.Argument(help="project id")],
+    currency: Annotated[str, typer.Argument(help="3-letter code, or 'none': no conversion")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Set the currency the project's reports convert revenue into."""
+    from sinks import fx
+
+    code = None if currency.lower() == "none" else currency
+    if code is not None and not (len(code) == 3 and code.isascii() and code.isalpha()):
+        raise typer.BadParameter(f"{currency!r} is not a 3-letter currency code (or 'none')")
+    backend = _store(data_dir)
+    try:
+        fx.set_project_currency(backend, project, code)
+    finally:
+        backend.close()
+    typer.echo(f"project {project}: reports in {code.upper() if code else 'the currencies as sent'}")
 
 
 def main() -> None:

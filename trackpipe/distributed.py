@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,4 +158,9 @@ def run_worker(settings: Settings) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     asyncio.run(ensure_topics(settings))  # the stage topics must exist before Faust subscribes
     app = build_worker_app(settings)
+    # long-lived start-up objects (modules, Faust services) out of the collector's way, and fewer
+    # young collections: the cores allocate many short-lived objects per event (docs/performance.md)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     Worker(app, loglevel=settings.log_level).execute_from_commandline()

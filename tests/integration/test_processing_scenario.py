@@ -311,6 +311,30 @@ def _report_summary(backend: ServerBackend, project: str) -> dict[str, Any]:
     }
 
 
+async def _group_lag(bootstrap: str, group: str, topics: list[str]) -> str:
+    """Committed offset vs end offset per topic partition of the worker group (for failure messages)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        lines = []
+        for tp in tps:
+            meta = committed.get(tp)
+            c = meta.offset if meta is not None else None
+            lines.append(f"{tp.topic}[{tp.partition}] committed={c} end={ends[tp]}")
+        return "\n".join(lines)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 async def _produce(bootstrap: str, topic: str, recs: list[tuple[int, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
@@ -322,10 +346,6 @@ async def _produce(bootstrap: str, topic: str, recs: list[tuple[int, bytes]]) ->
         await producer.stop()
 
 
-# Known unstable (issue 4 stays open): with two workers sharing the partitions, conversions were lost
-# across a rebalance — with a SIGKILL (2 of ~11 loaded runs) and also without one (seen in a clean-clone
-# CI run: sale 46 of 51). Deselected by default so CI stays deterministic; run with `pytest -m unstable`.
-@pytest.mark.unstable
 @pytest.mark.parametrize("kill", [False, True], ids=["two-workers", "worker-killed"])
 async def test_distributed_scenario_with_a_worker_killed_mid_stream(
     tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name, kill
@@ -357,8 +377,9 @@ async def test_distributed_scenario_with_a_worker_killed_mid_stream(
     workers = [Proc(["worker"], env, tmp_path / f"worker{i}.log") for i in (0, 1)]
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait for progress, then kill one worker mid-stream
-            if backend.query("SELECT count() FROM events_raw")[0][0] > 0:
+        while time.monotonic() < deadline:  # both workers share the partitions and rows are landing
+            ready = all("[^Worker]: Ready" in w.log_path.read_text(errors="replace") for w in workers)
+            if ready and backend.query("SELECT count() FROM events_raw")[0][0] > 0:
                 break
             await asyncio.sleep(0.2)
         else:
@@ -388,13 +409,18 @@ async def test_distributed_scenario_with_a_worker_killed_mid_stream(
         assert got == expected_bulk, (diff, unattributed)
         start, end = (datetime.fromisoformat(x) for x in PERIOD)
         check_report(json.loads(processing_report(backend, "shop", start, end).model_dump_json()))
+        for w in workers:  # no worker stopped itself (fail-stop) on the way
+            assert w.p.poll() is None, f"{w.log_path.name} exited with {w.p.returncode}"
     except AssertionError as exc:
         for w in workers:  # the workers dump their stacks into their logs (faulthandler)
             if w.p.poll() is None:
                 w.p.send_signal(signal.SIGUSR1)
         await asyncio.sleep(2)
         logs = "\n".join(f"--- {w.log_path.name} ---\n{w.tail(1500)}" for w in workers)
-        raise AssertionError(f"{exc}\n{logs}") from None
+        app_id = env["TRACKPIPE_WORKER_APP_ID"]
+        stages = [f"{app_id}-{s}" for s in ("visitor", "click", "fingerprint", "conversion")]
+        lag = await _group_lag(kafka_bootstrap, app_id, [topic, *stages])
+        raise AssertionError(f"{exc}\n{lag}\n{logs}") from None
     finally:
         for w in workers:
             w.stop()

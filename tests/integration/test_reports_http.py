@@ -3,8 +3,11 @@ same rows, and every bad parameter a 400 naming the problem."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -95,6 +98,7 @@ async def test_reports_answer_json_and_csv(client: tuple[TestClient, ServerBacke
             "before",
         ),
         ("/api/v1/experiments/E1/report?project=p&format=xml", "format"),
+        ("/api/v1/reports/top-events?project=p&currency=EURO", "currency"),
     ],
 )
 async def test_bad_parameters_are_a_400_naming_the_problem(
@@ -105,3 +109,50 @@ async def test_bad_parameters_are_a_400_naming_the_problem(
     assert resp.status == 400, await resp.text()
     error = (await resp.json())["error"]
     assert error["code"] == "invalid_query" and problem in error["message"], error
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trackpipe.cli",
+        "report",
+        "top-events",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_cli_passes_every_top5_filter(client: tuple[TestClient, ServerBackend]) -> None:
+    c, b = client
+    url = str(c.make_url("/"))
+    period = ["--project", "p", "--from", "2026-01-01T00:00:00", "--to", "2026-02-01T00:00:00Z"]
+    cases: list[tuple[list[str], dict[str, str]]] = [
+        (["--campaign", "spring"], {"campaign": "spring"}),
+        (["--link", "L1"], {"link": "L1"}),
+        (["--push", "H1"], {"push": "H1"}),
+        (["--experiment", "E1", "--variation", "B"], {"experiment": "E1", "variation": "B"}),
+        (["--limit", "1", "--currency", "usd"], {}),
+    ]
+    for options, filters in cases:
+        code, out, err = await cli(*period, *options, "--url", url, "--json")
+        assert code == 0, err
+        body = json.loads(out)
+        query = top(**filters, **({"limit": 1, "currency": "USD"} if "--limit" in options else {}))
+        assert body == reports.top_events(b, query).model_dump(mode="json", by_alias=True), options
+        assert body["filter"] == filters
+    # no rates loaded: the three EUR purchases stay unconverted
+    assert len(body["rows"]) == 1 and body["currency"] == "USD" and body["unconverted_conversions"] == 3
+    assert (body["rows"][0]["revenue"], body["revenue_raw"]) == (0.0, {"EUR": 125.0})
+
+    code, out, err = await cli(*period, "--link", "L1", "--url", url)
+    assert code == 0, err
+    assert "filter link=L1  rate base clicks 3" in out and "purchase" in out
+    # a bad combination is refused before any request, naming the problem
+    code, out, err = await cli(*period, "--link", "L1", "--push", "H1", "--url", "http://127.0.0.1:9")
+    assert code == 2 and "at most one filter" in err, err
+    code, out, err = await cli(*period, "--experiment", "E1", "--url", "http://127.0.0.1:9")
+    assert code == 2 and "go together" in err, err

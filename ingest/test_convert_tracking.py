@@ -1,0 +1,201 @@
+"""The fast path of the Convert parser gives exactly what the pydantic wire models give, and the canonical
+JSON it writes is byte for byte the Event model's serialization."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from ingest import convert_tracking as ct
+from ingest.context import RequestContext
+from ingest.errors import Rejected
+
+REF = {
+    "cid": "12345",
+    "pid": 12345,
+    "seg": {
+        "browser": "CH",
+        "devices": ["DESK"],
+        "source": "direct",
+        "campaign": "",
+        "new": 1,
+        "ctry": "ro",
+        "cust": ["123", 456],
+    },
+    "vid": "1588166554499-0.2020703998482254",
+    "ev": [
+        {"evt": "viewExp", "vars": ["12345", 6789], "exps": ["ABCD", "DEF"]},
+        {"evt": "hitGoal", "goals": [12345], "vars": ["12345", "6789"], "exps": ["ABCD", "DEF"]},
+        {"evt": "tr", "goals": [1, "g"], "exps": [], "vars": [], "r": 123.23, "prc": 2, "tid": "T-1"},
+        {"evt": "tr", "goals": [7], "r": 100},
+    ],
+}
+
+ODD_VALUES: list[Any] = [
+    None, True, False, -1, 0, 1, 2, 7, 1.0, 1.5, 1e13, 123.23, 12.34567, 1_000_001, 2**70,
+    "", " ", " a", "a ", "a", "x" * 16, "x" * 17, "x" * 64, "x" * 65, "x" * 201, "RO", "ro", "R0", "ROU",
+    "\u2028", "\x1c", "a\x1c", "\u00a0b", "caf\u00e9", 'q"uote\\', "</script>\n\t\x00", "12.5", "-3", "lots",
+    "viewExp", "hitGoal", "tr", "buy", [], [1], ["a"], [" a"], [-1], [True], [1.0], ["x" * 17],
+    ["DESK"] * 17, list(range(101)), {}, {"evt": "viewExp"},
+]  # fmt: skip
+
+
+def _mutations(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
+    data = copy.deepcopy(base)
+    for _ in range(rng.randrange(1, 4)):
+        target = rng.choice(["top", "seg", "ev"])
+        value = copy.deepcopy(rng.choice(ODD_VALUES))
+        if target == "top":
+            key = rng.choice(["cid", "pid", "vid", "seg", "ev", "extra"])
+            if rng.random() < 0.15:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        elif target == "seg" and isinstance(data.get("seg"), dict):
+            key = rng.choice(["browser", "devices", "source", "campaign", "new", "ctry", "cust", "other"])
+            data["seg"][key] = value
+        elif isinstance(data.get("ev"), list) and data["ev"] and isinstance(data["ev"][0], dict):
+            ev = rng.choice(data["ev"])
+            if isinstance(ev, dict):
+                key = rng.choice(["evt", "exps", "vars", "goals", "r", "prc", "tid", "other"])
+                if rng.random() < 0.15:
+                    ev.pop(key, None)
+                else:
+                    ev[key] = value
+    return data
+
+
+def _reference(data: Any, max_events: int) -> Any:
+    """What the edge did before the fast path: isinstance check, size check, pydantic."""
+    if not isinstance(data, dict):
+        return ("invalid_body",)
+    ev = data.get("ev")
+    if isinstance(ev, list) and len(ev) > max_events:
+        return ("too_large", len(ev))
+    try:
+        return ct._wire_normalize(ct.WireTrack.model_validate(data))
+    except ValidationError as exc:
+        return ct._validation_rejection(exc).body()
+
+
+def _new(data: Any, max_events: int) -> Any:
+    try:
+        return ct._normalize(data, max_events)
+    except Rejected as exc:
+        if exc.code == "invalid_body":
+            return ("invalid_body",)
+        if exc.code == "payload_too_large":
+            return ("too_large", len(data["ev"]))
+        return exc.body()
+
+
+@functools.cache
+def _corpus() -> list[Any]:
+    rng = random.Random(7)
+    ev0: Any = REF["ev"][0]  # type: ignore[index]
+    out: list[Any] = [REF, [1], "x", {**REF, "ev": [ev0] * 6}]
+    out += [_mutations(rng, REF) for _ in range(3000)]
+    return out
+
+
+def test_fast_path_agrees_with_the_wire_models_on_every_input():
+    fast_taken = 0
+    for data in _corpus():
+        expected = _reference(data, 5)
+        assert _new(data, 5) == expected, data
+        if isinstance(data, dict) and isinstance(expected, ct._Normalized):
+            try:
+                ct._fast_normalize(data)
+                fast_taken += 1
+            except ct._Slow:
+                pass
+    assert fast_taken > 250  # the corpus exercises the fast path, not only the fallback
+
+
+def test_the_fast_path_is_taken_for_plain_payloads():
+    assert ct._fast_normalize(orjson.loads(orjson.dumps(REF))) == ct._wire_normalize(
+        ct.WireTrack.model_validate(REF)
+    )
+
+
+CTXS = [
+    RequestContext(datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=UTC), client_ip="10.0.0.1", user_agent="ua"),
+    RequestContext(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), client_ip=None, user_agent='caf\u00e9 "x"\n'),
+]
+
+
+@pytest.mark.parametrize("ctx", CTXS)
+def test_written_json_is_the_event_models_serialization(ctx: RequestContext):
+    assert ct._BLOBS_EXACT
+    checked = 0
+    for data in _corpus():
+        norm = _new(data, 1000)
+        if not isinstance(norm, ct._Normalized):
+            continue
+        ids = [f"0190d8a0-0000-7{i:03x}-8000-000000000000" for i in range(len(norm.events))]
+        for fmt in ("convert_json", "convert_query"):
+            models = ct._events(norm, ctx, fmt, ids)
+            assert ct._blobs(norm, ctx, fmt, ids) == [e.__pydantic_serializer__.to_json(e) for e in models]
+        checked += 1
+    assert checked > 250
+
+
+def test_public_entry_points_agree():
+    ctx = CTXS[0]
+    recs = ct.convert_payload_records(REF, ctx, source_format="convert_json", max_events=10)
+    events = ct.parse_convert_payload(REF, ctx, source_format="convert_json", max_events=10)
+    assert recs.visitor_id == REF["vid"] and len(recs.event_ids) == len(events) == 4
+    assert len(set(recs.event_ids + [e.event_id for e in events])) == 8
+    for blob, event_id, event in zip(recs.blobs, recs.event_ids, events, strict=True):
+        again = event.model_copy(update={"event_id": event_id})
+        assert blob == again.__pydantic_serializer__.to_json(again)
+    with pytest.raises(Rejected) as exc:
+        ct.convert_payload_records({**REF, "vid": " "}, ctx, source_format="convert_json", max_events=10)
+    assert exc.value.code == "invalid_field" and exc.value.message.startswith("vid:")
+
+
+@pytest.mark.parametrize("ctx", CTXS)
+def test_records_of_the_edge_equal_the_models_of_the_wire_path(ctx: RequestContext):
+    """``convert_payload_records`` (fast path, its memos, the fallback) against the reference: the pydantic
+    wire models and Event models. Twice over the corpus, so the second pass runs on warm memos."""
+    ct._event_memo.clear()
+    ct._segment_memo.clear()
+    fast = 0
+    for _ in range(2):
+        for data in _corpus():
+            expected = _reference(data, 5)
+            try:
+                recs = ct.convert_payload_records(data, ctx, source_format="convert_json", max_events=5)
+            except Rejected as exc:
+                got = exc.body() if exc.code not in ("invalid_body", "payload_too_large") else None
+                assert not isinstance(expected, ct._Normalized), data
+                if got is not None:
+                    assert got == expected
+                continue
+            assert isinstance(expected, ct._Normalized), data
+            models = ct._events(expected, ctx, "convert_json", recs.event_ids)
+            assert recs.blobs == [e.__pydantic_serializer__.to_json(e) for e in models], data
+            assert recs.visitor_id == expected.visitor_id
+            fast += 1
+    assert fast > 500 and ct._event_memo and ct._segment_memo
+
+
+def test_memos_stay_bounded():
+    ct._event_memo.clear()
+    ct._segment_memo.clear()
+    big = "x" * 2000  # ignored fields make a wire value too large to remember
+    seg: Any = REF["seg"]
+    data = {**REF, "seg": {**seg, "pad": big}, "ev": [{"evt": "hitGoal", "goals": [1], "pad": big}]}
+    ct.convert_payload_records(data, CTXS[0], source_format="convert_json", max_events=10)
+    assert not ct._event_memo and not ct._segment_memo
+    for lo in range(0, ct._EVENT_MEMO_MAX + 500, 500):
+        evs = [{"evt": "hitGoal", "goals": [g]} for g in range(lo, lo + 500)]
+        ct.convert_payload_records({**REF, "ev": evs}, CTXS[0], source_format="convert_json", max_events=500)
+        assert 0 < len(ct._event_memo) <= ct._EVENT_MEMO_MAX
