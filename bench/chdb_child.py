@@ -1,8 +1,9 @@
 """The embedded sink path, in its own process (one chdb path per process): ``python -m bench.chdb_child``.
 
 Writes the sink stage's batches through ``ClickHouseSink`` on ``ChdbBackend`` (the embedded runner's
-path), then the same rows as ready-made Arrow tables through ``ChdbBackend.insert_arrow`` into copies of
-the tables (the engine's own Arrow insert, without our row-to-Arrow conversion). Prints one JSON object.
+path), then the same rows (all four tables) as ready-made Arrow tables through ``ChdbBackend.insert_arrow``
+into copies of the tables (the engine's own Arrow insert, without our row-to-Arrow conversion). Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 import tempfile
 import time
 
-from bench.sink import processed_batches
-from sinks.arrow_rows import conversions_table, events_table
+from bench.sink import processed_batches, raw_tables, warm_up
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
@@ -26,22 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, required=True)
     args = p.parse_args(argv)
     batches = processed_batches(args.events, args.batch, seed=41)
-    rows = sum(len(b.events) + len(b.conversions) for b in batches)
+    rows = sum(len(b.events) + len(b.conversions) + len(b.sessions) + len(b.exposures) for b in batches)
     with tempfile.TemporaryDirectory(prefix="trackpipe-bench-chdb-") as tmp:
         backend = ChdbBackend(tmp, "bench")
         try:
             migrate(backend)
-            for table in ("events_raw", "conversions"):
+            for table in ("events_raw", "conversions", "sessions", "variation_exposures"):
                 backend.command(f"CREATE TABLE {table}_copy AS {table}")
             sink = ClickHouseSink(backend)
             ours_s = raw_s = 0.0
+            warm_up(batches)
             for i, batch in enumerate(batches):
                 t0 = time.perf_counter()
                 sink.write_batch(batch, f"bench:{i}")
                 t1 = time.perf_counter()
-                tables = [("events_raw_copy", events_table(batch.events))]
-                if batch.conversions:
-                    tables.append(("conversions_copy", conversions_table(batch.conversions)))
+                tables = [(f"{name}_copy", table) for name, table in raw_tables(batch)]
                 t2 = time.perf_counter()
                 for name, table in tables:
                     backend.insert_arrow(name, table)

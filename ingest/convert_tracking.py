@@ -247,14 +247,20 @@ def _fast_event(w: object) -> NormEvent:
     return (evt, exps, vars_, goals, r, prc, tid)
 
 
-def _fast_normalize(data: dict[str, Any]) -> _Normalized:
-    get = data.get
-    vid = get("vid")
+def _fast_visitor_events(data: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The visitor id and event list of a plain payload; raises ``_Slow`` for anything unusual."""
+    vid = data.get("vid")
     if type(vid) is not str or not 0 < len(vid) <= 200 or vid[0].isspace() or vid[-1].isspace():
         raise _SLOW
-    ev = get("ev")
+    ev = data.get("ev")
     if type(ev) is not list or not ev:
         raise _SLOW
+    return vid, ev
+
+
+def _fast_normalize(data: dict[str, Any]) -> _Normalized:
+    get = data.get
+    vid, ev = _fast_visitor_events(data)
     return _Normalized(
         _fast_id(get("cid")),
         _fast_id(get("pid")),
@@ -535,12 +541,7 @@ def _fast_segment_json(seg: object) -> bytes:
 def _fast_records(data: dict[str, Any], ctx: RequestContext, source_format: str) -> ConvertRecords:
     """Validate and write a plain payload in one pass; raises ``_Slow`` when the wire models must decide."""
     get = data.get
-    vid = get("vid")
-    if type(vid) is not str or not 0 < len(vid) <= 200 or vid[0].isspace() or vid[-1].isspace():
-        raise _SLOW
-    ev = get("ev")
-    if type(ev) is not list or not ev:
-        raise _SLOW
+    vid, ev = _fast_visitor_events(data)
     account, project = _fast_id(get("cid")), _fast_id(get("pid"))
     common, tail = _request_json(account, project, vid, _fast_segment_json(get("seg")), ctx, source_format)
     memo = _event_memo

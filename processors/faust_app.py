@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from processors.faust_consumer import InOrderAdmission, StallWatchdog, install_gapless_consumer
+from processors.faust_store import partition_for, table_state
 from processors.messages import (
     STAGES,
     Message,
@@ -109,11 +109,6 @@ def topology_topics(events_topic: str, app_id: str) -> list[str]:
     return TopologyNames(events_topic, app_id).all()
 
 
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner for a key (murmur2, positive, modulo)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
 def batch_token(spans: Sequence[tuple[str, int, int]]) -> str:
     """Deterministic id of a batch: per topic partition, the first and last offset it holds."""
     ranges: dict[tuple[str, int], tuple[int, int]] = {}
@@ -133,41 +128,36 @@ class TableStore:
     """A Faust table as a stage store: str keys, bytes values; ``items`` only for owned partitions.
 
     Writes go to the table's store and to its changelog at the key's partition, computed here (the
-    producer's partitioner needs topic metadata it may not have fetched yet)."""
+    producer's partitioner needs topic metadata it may not have fetched yet), through
+    processors.faust_store (memory store, or RocksDB written after the changelog acks)."""
 
     def __init__(self, table: Any, owned: Callable[[str], bool], partitions: int):
         self.table = table
         self.owned = owned
         self.partitions = partitions
-        self.sent: list[Any] = []  # changelog FutureMessages of the current batch
+        self.state = table_state(table, partitions)
+        self.sent: list[Any] = []  # pending changelog writes of the current batch
 
     async def delivered(self) -> None:
         """Wait until every changelog record written since the last call is acknowledged."""
         sent, self.sent = self.sent, []
-        for fut in sent:
-            await fut
+        await self.state.delivered(sent)
 
     def get(self, key: str) -> bytes | None:
-        value = self.table.data.get(key.encode())
-        return None if value is None else bytes(value)
+        return self.state.get(key)
 
     def put(self, key: str, value: bytes) -> None:
-        k = key.encode()
-        self.table.data[k] = value
-        self.sent.append(self.table.send_changelog(partition_for(key, self.partitions), k, value))
+        self.sent.append(self.state.put(key, value))
 
     def delete(self, key: str) -> None:
-        k = key.encode()
-        if k in self.table.data:
-            del self.table.data[k]
-            part = partition_for(key, self.partitions)
-            self.sent.append(self.table.send_changelog(part, k, None, value_serializer="raw"))
+        pending = self.state.delete(key)
+        if pending is not None:
+            self.sent.append(pending)
 
     def items(self) -> Any:
-        for k, v in list(self.table.data.items()):
-            key = k.decode() if isinstance(k, bytes) else str(k)
-            if v is not None and self.owned(key):
-                yield key, bytes(v)
+        for key, value in self.state.items():
+            if self.owned(key):
+                yield key, value
 
 
 def build_faust_app(

@@ -8,9 +8,19 @@ by key (highest version), so a retried or replayed batch never double-counts. A 
 
 Tables: ``events_raw`` (with each event's ``session_id``), ``conversions`` (statuses, attribution and
 credits), ``sessions``, ``variation_exposures`` — see docs/processing.md.
+
+The tables are built (rows to Arrow, Python work) in the calling thread and inserted, in that order,
+by one helper thread, so the next table is built while the previous one is being inserted (the insert
+mostly waits on the engine). Inserts stay sequential and ordered; after a failed insert no further
+table is inserted, and ``write_batch`` never returns while one of its inserts is still running.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pyarrow as pa
 
 from schemas.rows import ProcessedBatch
 from sinks.arrow_rows import conversions_table, events_table, exposures_table, sessions_table
@@ -23,22 +33,39 @@ class ClickHouseSink:
         self.rows_written = 0
 
     def write_batch(self, batch: ProcessedBatch, token: str) -> None:
-        if batch.events:
-            self.backend.insert_arrow(
-                "events_raw", events_table(batch.events, batch.session_ids), dedup_token=f"{token}/events"
-            )
-        if batch.conversions:
-            self.backend.insert_arrow(
-                "conversions", conversions_table(batch.conversions), dedup_token=f"{token}/conversions"
-            )
-        if batch.sessions:
-            self.backend.insert_arrow(
-                "sessions", sessions_table(batch.sessions), dedup_token=f"{token}/sessions"
-            )
-        if batch.exposures:
-            self.backend.insert_arrow(
-                "variation_exposures", exposures_table(batch.exposures), dedup_token=f"{token}/exposures"
-            )
+        parts = list(_parts(batch, token))
+        if len(parts) == 1:
+            table, build, dedup_token = parts[0]
+            self.backend.insert_arrow(table, build(), dedup_token=dedup_token)
+        elif parts:
+            self._pipelined(parts)
         self.rows_written += (
             len(batch.events) + len(batch.conversions) + len(batch.sessions) + len(batch.exposures)
         )
+
+    def _pipelined(self, parts: list[tuple[str, Callable[[], pa.Table], str]]) -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="trackpipe-sink-insert") as inserter:
+            pending: Future[None] | None = None
+            try:
+                for table, build, dedup_token in parts:
+                    data = build()
+                    if pending is not None:
+                        pending.result()  # the previous insert's error stops the batch here
+                    pending = inserter.submit(self.backend.insert_arrow, table, data, dedup_token=dedup_token)
+                assert pending is not None
+                pending.result()
+            finally:
+                if pending is not None:
+                    pending.exception()  # on error: wait for a running insert before leaving
+
+
+def _parts(batch: ProcessedBatch, token: str) -> Iterator[tuple[str, Callable[[], pa.Table], str]]:
+    """(table, its Arrow builder, dedup token) for each non-empty table of ``batch``, in insert order."""
+    if batch.events:
+        yield "events_raw", lambda: events_table(batch.events, batch.session_ids), f"{token}/events"
+    if batch.conversions:
+        yield "conversions", lambda: conversions_table(batch.conversions), f"{token}/conversions"
+    if batch.sessions:
+        yield "sessions", lambda: sessions_table(batch.sessions), f"{token}/sessions"
+    if batch.exposures:
+        yield "variation_exposures", lambda: exposures_table(batch.exposures), f"{token}/exposures"

@@ -132,6 +132,12 @@ def build_worker_app(settings: Settings):
 
     from processors.pipeline import Stages
 
+    options: dict[str, object] = {
+        "broker_session_timeout": settings.worker_session_timeout_s,
+        "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
+    }
+    if settings.worker_store.startswith("rocksdb"):
+        options["datadir"] = str(settings.data_dir / "faust")  # one RocksDB per table and partition
     return build_faust_app(
         app_id=settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -142,10 +148,7 @@ def build_worker_app(settings: Settings):
         batch_within_s=settings.worker_batch_within_s,
         store=settings.worker_store,
         stages=Stages(settings.processing_config()),
-        broker_options={
-            "broker_session_timeout": settings.worker_session_timeout_s,
-            "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
-        },
+        broker_options=options,
     )
 
 
