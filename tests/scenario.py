@@ -11,9 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from schemas.events import Event, EventType
+from schemas.ids import new_event_id
 from tests.integration.test_edge_convert import REF_JSON, REF_QUERY
 
 LEGACY_TX = "/track/?c=12345&p=12345&e=ABCD-12345&t=777|ORDER-1|10.50|1"
@@ -130,3 +133,17 @@ class Proc:
                 self.p.wait()
         self._log.close()
         return self.p.returncode
+
+
+def event(type_: EventType, at: datetime, visitor: str, project: str = "p", **kw: Any) -> Event:
+    """A canonical event of ``project`` (account = project) that occurred and was received at ``at``."""
+    return Event(
+        event_id=new_event_id(),
+        type=type_,
+        received_at=at,
+        occurred_at=at,
+        account_id=project,
+        project_id=project,
+        visitor_id=visitor,
+        **kw,
+    )

@@ -24,7 +24,10 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address the HTTP edge binds")
     port: int = Field(8080, ge=0, le=65535, description="port the HTTP edge binds")
-    data_dir: Path = Field(Path("./var"), description="embedded mode: where the log and chdb data live")
+    data_dir: Path = Field(
+        Path("./var"),
+        description="embedded mode: log and chdb data; worker: RocksDB state (rocksdb:// store)",
+    )
     log_level: str = Field("INFO", description="Python log level")
 
     partitions: int = Field(4, ge=1, le=1000, description="partitions of the events topic (and embedded log)")

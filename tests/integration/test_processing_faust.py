@@ -15,24 +15,14 @@ from processors.faust_app import TopologyNames, build_faust_app, partition_for
 from processors.pipeline import ConversionPipeline
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
-from schemas.ids import new_event_id
 from schemas.rows import Conversion, ProcessedBatch
+from tests.scenario import event
 
 PARTITIONS = 2
 T0 = datetime(2026, 2, 1, 8, tzinfo=UTC)
 
 
-def ev(type_: EventType, at: datetime, visitor: str, **kw) -> Event:
-    return Event(
-        event_id=new_event_id(),
-        type=type_,
-        received_at=at,
-        occurred_at=at,
-        account_id="p",
-        project_id="p",
-        visitor_id=visitor,
-        **kw,
-    )
+ev = event
 
 
 def scenario() -> list[Event]:

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from processors.pipeline import ConversionPipeline
 from schemas.events import Event, EventType, ExperimentVariation
-from schemas.ids import new_event_id
 from schemas.reports import TopEventsQuery
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.processing_reports import processing_report
 from sinks.reports import top_events
 from sinks.server_backend import ServerBackend
+from tests.scenario import event
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
-def ev(type_: EventType, at: datetime, visitor: str = "v1", **kw) -> Event:
-    return Event(
-        event_id=new_event_id(),
-        type=type_,
-        received_at=at,
-        occurred_at=at,
-        account_id="p",
-        project_id="p",
-        visitor_id=visitor,
-        **kw,
-    )
+def ev(type_: EventType, at: datetime, visitor: str = "v1", **kw: Any) -> Event:
+    return event(type_, at, visitor, **kw)
 
 
 def test_rows_reports_and_replay(clickhouse_server, ch_database):
