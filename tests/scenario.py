@@ -147,3 +147,14 @@ def event(type_: EventType, at: datetime, visitor: str, project: str = "p", **kw
         visitor_id=visitor,
         **kw,
     )
+
+
+def faust_test_options(datadir: Path) -> dict[str, Any]:
+    """Faust settings for an app run in-process by a test on the single-node test broker."""
+    return {
+        "topic_replication_factor": 1,
+        "broker_session_timeout": 10,
+        "broker_heartbeat_interval": 1,
+        "datadir": str(datadir),
+        "autodiscover": False,
+    }

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from processors.faust_app import TopologyNames, build_faust_app
 from processors.messages import Attributed, ConvEvent, Resolution, encode_messages
 from schemas.rows import Conversion, ProcessedBatch
+from tests.scenario import faust_test_options
 
 PARTITIONS = 1
 T0 = datetime(2026, 5, 4, 9, tzinfo=UTC)
@@ -64,13 +65,7 @@ async def test_conversion_agent_in_test_context(tmp_path, kafka_bootstrap, uniqu
         partitions=PARTITIONS,
         writer=writer,
         batch_within_s=0.05,
-        broker_options={
-            "topic_replication_factor": 1,
-            "broker_session_timeout": 10,
-            "broker_heartbeat_interval": 1,
-            "datadir": str(tmp_path),
-            "autodiscover": False,
-        },
+        broker_options=faust_test_options(tmp_path),
     )
     await asyncio.wait_for(app.start(), 60)
     try:

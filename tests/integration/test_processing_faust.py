@@ -16,7 +16,7 @@ from processors.pipeline import ConversionPipeline
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
-from tests.scenario import event
+from tests.scenario import event, faust_test_options
 
 PARTITIONS = 2
 T0 = datetime(2026, 2, 1, 8, tzinfo=UTC)
@@ -91,13 +91,7 @@ async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, uniqu
         writer=writer,
         batch_max=50,
         batch_within_s=0.2,
-        broker_options={
-            "topic_replication_factor": 1,
-            "broker_session_timeout": 10,
-            "broker_heartbeat_interval": 1,
-            "datadir": str(tmp_path),
-            "autodiscover": False,
-        },
+        broker_options=faust_test_options(tmp_path),
     )
     await asyncio.wait_for(app.start(), 60)
     try:

@@ -31,7 +31,7 @@ from processors.pipeline import ConversionPipeline
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
-from tests.scenario import event
+from tests.scenario import event, faust_test_options
 
 PARTITIONS = 2
 VISITORS = 4
@@ -189,13 +189,7 @@ async def run_once(
         batch_max=50,
         batch_within_s=0.2,
         store="rocksdb://",
-        broker_options={
-            "topic_replication_factor": 1,
-            "broker_session_timeout": 10,
-            "broker_heartbeat_interval": 1,
-            "datadir": str(datadir),
-            "autodiscover": False,
-        },
+        broker_options=faust_test_options(datadir),
     )
     await asyncio.wait_for(app.start(), 60)
     try:

@@ -36,11 +36,10 @@ from processors.faust_app import partition_for
 from processors.pipeline import ConversionPipeline
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType, ExperimentVariation
-from schemas.ids import new_event_id
 from schemas.rows import Conversion
 from sinks.processing_reports import processing_report
 from sinks.server_backend import ServerBackend
-from tests.scenario import Proc, free_port, http, run_cli
+from tests.scenario import Proc, event, free_port, http, run_cli
 from trackpipe.locallog import LocalLog
 
 PARTITIONS = 4
@@ -58,16 +57,7 @@ def day(n: float, hours: float = 0, minutes: float = 0) -> datetime:
 
 
 def ev(type_: EventType, at: datetime, visitor: str, project: str = "shop", **kw: Any) -> Event:
-    return Event(
-        event_id=new_event_id(),
-        type=type_,
-        received_at=at,
-        occurred_at=at,
-        account_id=project,
-        project_id=project,
-        visitor_id=visitor,
-        **kw,
-    )
+    return event(type_, at, visitor, project, **kw)
 
 
 def view(at, visitor, var):
