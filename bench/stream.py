@@ -19,8 +19,8 @@ import orjson
 from ingest.accumulator import RecordAccumulator, Ticket
 from ingest.context import RequestContext
 from ingest.convert_tracking import parse_convert_payload
-from ingest.partitioner import partition_for
 from schemas.events import Event
+from schemas.partitioning import partition_for
 
 PROJECTS = [f"{1000 + i}" for i in range(20)]
 WEIGHTS = [1.0 / (i + 1) for i in range(20)]  # Zipf-like: project 1000 gets the most traffic

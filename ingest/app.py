@@ -25,7 +25,6 @@ from ingest.http_common import (
 )
 from ingest.middleware import error_middleware
 from ingest.openapi import add_openapi_routes
-from ingest.partitioner import partition_for
 from ingest.publisher import Publisher
 from ingest.ratelimit import RateLimiter
 from ingest.routes_admin import add_admin_routes
@@ -39,6 +38,7 @@ from ingest.routes_reports import add_report_routes
 from ingest.routes_track import add_track_routes
 from ingest.sender import EdgeSender
 from schemas.config import ConfigStore
+from schemas.partitioning import partition_for
 from schemas.reports import ReportSource
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]

@@ -1,10 +1,10 @@
 from datetime import UTC, datetime
 
 from ingest.accumulator import RecordAccumulator, Ticket
-from ingest.partitioner import partition_for
 from schemas.envelope import decode_envelope
 from schemas.events import Event, EventType
 from schemas.ids import new_event_id
+from schemas.partitioning import partition_for
 
 
 def ev(visitor: str) -> Event:

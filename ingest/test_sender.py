@@ -10,9 +10,9 @@ from collections.abc import Awaitable
 import pytest
 
 from ingest.accumulator import RecordAccumulator
-from ingest.partitioner import partition_for
 from ingest.publisher import PublishError
 from ingest.sender import EdgeSender, Overloaded
+from schemas.partitioning import partition_for
 
 
 class PipelinedMemoryPublisher:

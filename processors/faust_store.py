@@ -21,16 +21,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import rocksdict
-from aiokafka.partitioner import murmur2
 from faust.stores.rocksdb import Store as RocksDBStore
 
-#: Keys whose partition RocksDBState remembers (murmur2 in Python costs ~10 us a key; reads need it).
-PARTITION_CACHE_KEYS = 200_000
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner for a key (murmur2, positive, modulo)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+from schemas.partitioning import partition_for
 
 
 class MemoryState:
@@ -83,18 +76,9 @@ class RocksDBState(MemoryState):
     def __init__(self, table: Any, partitions: int):
         super().__init__(table, partitions)
         self.store = table.data
-        self._parts: dict[str, int] = {}
-
-    def _partition(self, key: str) -> int:
-        part = self._parts.get(key)
-        if part is None:
-            if len(self._parts) >= PARTITION_CACHE_KEYS:
-                self._parts.clear()
-            part = self._parts[key] = partition_for(key, self.partitions)
-        return part
 
     def get(self, key: str) -> bytes | None:
-        db = self.store._db_for_partition(self._partition(key))
+        db = self.store._db_for_partition(partition_for(key, self.partitions))
         value = db.get(key.encode())
         return None if value is None else bytes(value)
 
@@ -102,7 +86,7 @@ class RocksDBState(MemoryState):
         fut = self.table.changelog_topic.send_soon(
             key=k,
             value=value,
-            partition=self._partition(key),
+            partition=partition_for(key, self.partitions),
             key_serializer="raw",
             value_serializer="raw",
             eager_partitioning=True,
@@ -114,7 +98,7 @@ class RocksDBState(MemoryState):
 
     def delete(self, key: str) -> Any | None:
         k = key.encode()
-        if self.store._db_for_partition(self._partition(key)).get(k) is None:
+        if self.store._db_for_partition(partition_for(key, self.partitions)).get(k) is None:
             return None
         return self._send(key, k, None)
 

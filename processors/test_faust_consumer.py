@@ -13,6 +13,7 @@ from processors.faust_app import build_faust_app
 from processors.faust_consumer import GaplessConsumer, InOrderAdmission, StallWatchdog
 
 EVENTS = "ev-topic"
+EARLIEST = [0]  # the log start the `seeks` fixture answers with
 
 
 async def _noop_writer(batch: Any, token: str) -> None:
@@ -90,9 +91,9 @@ def seeks(consumer, monkeypatch) -> list[tuple[TP, int]]:
         done.append((tp, offset))
 
     async def earliest(*tps: TP) -> dict[TP, int]:
-        return dict.fromkeys(tps, consumer.test_earliest)
+        return dict.fromkeys(tps, EARLIEST[0])
 
-    consumer.test_earliest = 0
+    EARLIEST[0] = 0
     monkeypatch.setattr(consumer, "seek", seek)
     monkeypatch.setattr(consumer, "earliest_offsets", earliest)
     monkeypatch.setattr(consumer, "assignment", lambda: {TP(EVENTS, 0), TP(EVENTS, 1)})
@@ -145,7 +146,7 @@ async def test_admission_starts_each_generation_at_the_committed_offset(consumer
 async def test_admission_accepts_records_lost_to_retention(consumer, seeks):
     tp = TP(EVENTS, 1)
     consumer._committed_offset[tp] = 10  # 10..49 were deleted by retention before they were read
-    consumer.test_earliest = 50
+    EARLIEST[0] = 50
     assert _offsets(await InOrderAdmission().admit(_app(consumer, 1), _events(tp, [50, 51]))) == [50, 51]
     assert seeks == []
 

@@ -13,9 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ingest.app import build_edge_app
 from ingest.config import EdgeConfig
 from ingest.kafka_publisher import KafkaPublisher
-from ingest.partitioner import partition_for
 from ingest.publisher import PublishError
 from schemas.envelope import decode_envelope
+from schemas.partitioning import partition_for
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:

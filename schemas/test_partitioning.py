@@ -2,7 +2,7 @@ import random
 
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-from ingest.partitioner import murmur2
+from schemas.partitioning import murmur2
 
 
 def test_murmur2_equals_the_kafka_clients():

@@ -1,4 +1,5 @@
-"""Target partition of a visitor id, computed exactly as Kafka's default partitioner does for a key."""
+"""Target partition of a key (visitor id, click key, state key), computed exactly as Kafka's default
+partitioner does: the edge groups events by it and the processors route messages and state by it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-@lru_cache(maxsize=65536)
-def partition_for(visitor_id: str, partitions: int) -> int:
-    return (murmur2(visitor_id.encode()) & 0x7FFFFFFF) % partitions
+@lru_cache(maxsize=1 << 18)  # hot keys (visitors, state keys) repeat within and across batches
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner for ``key``: murmur2, made positive, modulo ``partitions``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
