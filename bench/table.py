@@ -150,6 +150,10 @@ def markdown(results: dict[str, Any]) -> str:
         )
     for size, ms in sorted((_get(results, "report.by_events") or {}).items(), key=lambda kv: int(kv[0])):
         lines.append(f"| Top-5 report over {int(size):,} events (median) | {ms:,.1f} ms | | | | |")
+    heavy = _get(results, "report.conversion_heavy.top5_ms")
+    if heavy is not None:
+        events = int(_get(results, "report.conversion_heavy.events") or 0)
+        lines.append(f"| Top-5 over {events:,} events, 40% conversions (median) | {heavy:,.1f} ms | | | | |")
     errors = results.get("errors") or {}
     for stage, err in errors.items():
         lines.append(f"\n**{stage} failed**: {str(err).splitlines()[0][:300]}")

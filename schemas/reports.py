@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -19,6 +19,13 @@ ProjectId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 Currency = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")]
 #: What a Top-5 report's conversion rate divides by (see docs/decisions.md).
 RateBase = Literal["visitors", "campaign_visitors", "clicks", "push_opens", "exposed_visitors"]
+
+
+def default_end(now: datetime | None = None) -> datetime:
+    """A report's default end: the start of tomorrow (UTC), so default periods are whole days, today
+    included (the aggregates answer whole days; docs/decisions.md 54)."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    return datetime.combine(today + timedelta(days=1), time(), UTC)
 
 
 def _check_period(from_: datetime | None, to: datetime | None) -> None:
@@ -69,8 +76,8 @@ class TopEventsQuery(BaseModel):
         return "visitors"
 
     def period(self, now: datetime | None = None) -> tuple[datetime, datetime]:
-        """Resolved half-open period [from, to): defaults to the last 30 days up to now."""
-        end = (self.to or (now or datetime.now(UTC)) + timedelta(seconds=1)).astimezone(UTC)
+        """Resolved half-open period [from, to): by default the 30 whole UTC days ending with today."""
+        end = (self.to or default_end(now)).astimezone(UTC)
         start = (self.from_ or end - DEFAULT_PERIOD).astimezone(UTC)
         if end - start > MAX_PERIOD:
             raise ValueError(f"period longer than {MAX_PERIOD.days} days")
@@ -168,7 +175,7 @@ class ExperimentReportQuery(BaseModel):
         return self
 
     def period(self, now: datetime | None = None) -> tuple[datetime, datetime]:
-        end = (self.to or (now or datetime.now(UTC)) + timedelta(seconds=1)).astimezone(UTC)
+        end = (self.to or default_end(now)).astimezone(UTC)
         start = (self.from_ or end - DEFAULT_PERIOD).astimezone(UTC)
         if end - start > MAX_PERIOD:
             raise ValueError(f"period longer than {MAX_PERIOD.days} days")

@@ -19,6 +19,7 @@ TTL_COLUMNS = {
     "sessions": "toDateTime(started_at)",
     "variation_exposures": "toDateTime(first_seen_at)",
     "report_reach_daily": "day",
+    "report_visitor_days": "addMonths(month, 1)",  # a month's row goes when its last day does
 }
 
 _CREATE_SQL = (

@@ -63,14 +63,20 @@ def _parts_sql(group: str, source: str) -> str:
     return _PARTS.replace("__GROUP__", group).replace("__SOURCE__", source)
 
 
-#: Per goal: conversions, converters, revenue. Ties on the conversions are all kept: the final order
-#: breaks them by the (converted) revenue, then the goal id.
+#: Per goal: conversions and revenue. Ties on the conversions are all kept: the final order breaks them
+#: by the (converted) revenue, then the goal id. The converters (distinct visitors) are counted after, for
+#: the winning goals only (CONVERTERS_BY_BASE): the costly part of the report, done for 5 goals, not all.
 _TOP_GOALS = f"""
-SELECT goal_id, count() AS conversions, uniqExact(visitor_id) AS converters, {_MONEY}
+SELECT goal_id, count() AS conversions, {_MONEY}
 FROM __SOURCE__
 GROUP BY goal_id
 ORDER BY conversions DESC
 LIMIT {{limit:UInt32}} WITH TIES
+"""
+_CONVERTERS = """
+SELECT goal_id, uniqExact(visitor_id)
+FROM __SOURCE__ AND has({groups:Array(String)}, goal_id)
+GROUP BY goal_id
 """
 _CONVERSIONS_SOURCE = (
     "conversions FINAL WHERE project_id = {project:String} AND " + _PERIOD + " AND is_deleted = 0 "
@@ -100,6 +106,9 @@ _TOP_SOURCES: dict[RateBase, str] = {
 }
 TOP_GOALS_BY_BASE: dict[RateBase, str] = {
     base: _TOP_GOALS.replace("__SOURCE__", source) for base, source in _TOP_SOURCES.items()
+}
+CONVERTERS_BY_BASE: dict[RateBase, str] = {
+    base: _CONVERTERS.replace("__SOURCE__", source) for base, source in _TOP_SOURCES.items()
 }
 TOP_GOALS_PARTS_BY_BASE: dict[RateBase, str] = {
     base: _parts_sql("goal_id", source) for base, source in _TOP_SOURCES.items()
@@ -135,8 +144,10 @@ WHERE project_id = {{project:String}} AND {_PERIOD} AND type = 'push_open' AND p
     "exposed_visitors": f"SELECT count(), count() FROM ({_EXPOSED})",
 }
 
-#: The same from the daily aggregates (0020_report_reach.sql) for the whole days of the period, merged
-#: with states of the raw events of its partial first and last days: exact, and fast.
+#: The same from the aggregates for the whole days of the period, with the raw events of its partial
+#: first and last days: exact, and fast. Visitors of the project or of a campaign come from the visitor
+#: day masks (0022_report_visitor_days.sql): a visitor counts when its mask for a month meets the
+#: period's days of that month. Clicks and push opens come from the daily sets (0020_report_reach.sql).
 _REACH: dict[RateBase, tuple[str, str]] = {
     "visitors": ("all", "1"),
     "campaign_visitors": (
@@ -146,26 +157,42 @@ _REACH: dict[RateBase, tuple[str, str]] = {
     "clicks": ("link", "type = 'click' AND link_id = {key:String}"),
     "push_opens": ("push", "type = 'push_open' AND push_hash = {key:String}"),
 }
-_REACH_SQL = """
-SELECT uniqExactMerge(v), {count}
+_RAW_EDGES = """
+      AND ((occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {edge1:DateTime64(3, 'UTC')})
+        OR (occurred_at >= {edge2:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}))"""
+#: The bits of the whole days [full_start, full_end) that fall in a row's month (bit 0 = the 1st).
+_PERIOD_DAY_BITS = """bitXor(
+    bitShiftLeft(toUInt64(1), dateDiff('day', month, least({full_end:Date}, addMonths(month, 1)))) - 1,
+    bitShiftLeft(toUInt64(1), dateDiff('day', month, greatest({full_start:Date}, month))) - 1)"""
+_VISITOR_DAYS_SQL = f"""
+SELECT uniqExact(h), uniqExact(h)
+FROM (
+    SELECT visitor_hash AS h
+    FROM report_visitor_days
+    WHERE project_id = {{project:String}} AND kind = {{kind:String}} AND key = {{key:String}}
+      AND month >= toStartOfMonth({{full_start:Date}}) AND month < {{full_end:Date}}
+      AND bitAnd(toUInt64(days), {_PERIOD_DAY_BITS}) != 0
+    UNION ALL
+    SELECT cityHash64(visitor_id) AS h
+    FROM events_raw
+    WHERE project_id = {{project:String}} AND __WHERE__{_RAW_EDGES}
+)
+"""
+_REACH_SQL = f"""
+SELECT uniqExactMerge(v), uniqExactMerge(e)
 FROM (
     SELECT visitors AS v, events AS e
     FROM report_reach_daily
     WHERE project_id = {{project:String}} AND kind = {{kind:String}} AND key = {{key:String}}
       AND day >= {{full_start:Date}} AND day < {{full_end:Date}}
     UNION ALL
-    SELECT uniqExactState(visitor_id) AS v,
-           uniqExactStateIf(event_id, {{kind:String}} IN ('link', 'push')) AS e
+    SELECT uniqExactState(visitor_id) AS v, uniqExactState(event_id) AS e
     FROM events_raw
-    WHERE project_id = {{project:String}} AND {where}
-      AND ((occurred_at >= {{start:DateTime64(3, 'UTC')}} AND occurred_at < {{edge1:DateTime64(3, 'UTC')}})
-        OR (occurred_at >= {{edge2:DateTime64(3, 'UTC')}} AND occurred_at < {{end:DateTime64(3, 'UTC')}}))
+    WHERE project_id = {{project:String}} AND __WHERE__{_RAW_EDGES}
 )
 """
 REACH_SQL: dict[RateBase, str] = {
-    base: _REACH_SQL.format(
-        count="uniqExactMerge(e)" if kind in ("link", "push") else "uniqExactMerge(v)", where=where
-    )
+    base: (_REACH_SQL if kind in ("link", "push") else _VISITOR_DAYS_SQL).replace("__WHERE__", where)
     for base, (kind, where) in _REACH.items()
 }
 
@@ -234,11 +261,17 @@ def top_events(
     else:
         visitors_n, base_n = (int(v) for v in backend.query(BASE_SQL[base], params)[0])
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
+    top = backend.query(TOP_GOALS_BY_BASE[base], params)
+    converters_of: dict[str, int] = {}
+    if top:
+        groups = [str(goal_id) for goal_id, *_ in top]
+        converters_of = {
+            str(goal_id): int(n)
+            for goal_id, n in backend.query(CONVERTERS_BY_BASE[base], {**params, "groups": groups})
+        }
     found = [
-        (str(goal_id), int(conversions), int(converters), revenue, currencies)
-        for goal_id, conversions, converters, revenue, currencies in backend.query(
-            TOP_GOALS_BY_BASE[base], params
-        )
+        (str(goal_id), int(conversions), converters_of.get(str(goal_id), 0), revenue, currencies)
+        for goal_id, conversions, revenue, currencies in top
     ]
     target = query.currency or project_currency(backend, query.project)
     money = _group_money(

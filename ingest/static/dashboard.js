@@ -65,7 +65,11 @@
       if (state.to && !Number.isNaN(to)) params.to = new Date(to + DAY_MS).toISOString();
       return params;
     }
-    return { from: new Date(Date.now() - Number(state.period) * DAY_MS).toISOString() };
+    // "Last N days": today and the N - 1 days before it, whole UTC days (the API's default end is the
+    // start of tomorrow), the periods the daily aggregates answer without reading raw events.
+    const today = new Date();
+    const startOfToday = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate());
+    return { from: new Date(startOfToday - (Number(state.period) - 1) * DAY_MS).toISOString() };
   }
 
   function setStatus(text, isError) {
