@@ -160,18 +160,20 @@ _REACH: dict[RateBase, tuple[str, str]] = {
 _RAW_EDGES = """
       AND ((occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {edge1:DateTime64(3, 'UTC')})
         OR (occurred_at >= {edge2:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}))"""
-#: The bits of the whole days [full_start, full_end) that fall in a row's month (bit 0 = the 1st).
-_PERIOD_DAY_BITS = """bitXor(
-    bitShiftLeft(toUInt64(1), dateDiff('day', month, least({full_end:Date}, addMonths(month, 1)))) - 1,
-    bitShiftLeft(toUInt64(1), dateDiff('day', month, greatest({full_start:Date}, month))) - 1)"""
+#: The rows whose month mask meets the whole days [full_start, full_end): months strictly between the
+#: first and the last month of those days count whole; the first and the last month count when their
+#: mask meets the period's days of that month (``month_masks``; one month: both are the same).
+_MONTHS_MET = """(
+        (month > {first_month:Date} AND month < {last_month:Date})
+        OR (month = {first_month:Date} AND bitAnd(days, {first_mask:UInt32}) != 0)
+        OR (month = {last_month:Date} AND bitAnd(days, {last_mask:UInt32}) != 0))"""
 _VISITOR_DAYS_SQL = f"""
 SELECT uniqExact(h), uniqExact(h)
 FROM (
     SELECT visitor_hash AS h
     FROM report_visitor_days
     WHERE project_id = {{project:String}} AND kind = {{kind:String}} AND key = {{key:String}}
-      AND month >= toStartOfMonth({{full_start:Date}}) AND month < {{full_end:Date}}
-      AND bitAnd(toUInt64(days), {_PERIOD_DAY_BITS}) != 0
+      AND {_MONTHS_MET}
     UNION ALL
     SELECT cityHash64(visitor_id) AS h
     FROM events_raw
@@ -211,14 +213,38 @@ def reach_params(base: RateBase, query: TopEventsQuery, start: datetime, end: da
         "clicks": query.link,
         "push_opens": query.push,
     }
+    (first_month, first_mask), (last_month, last_mask) = month_masks(full_start.date(), full_end.date())
     return {
         "kind": _REACH[base][0],
         "key": key[base] or "",
+        "first_month": first_month.isoformat(),
+        "first_mask": first_mask,
+        "last_month": last_month.isoformat(),
+        "last_mask": last_mask,
         "full_start": full_start.date().isoformat(),
         "full_end": full_end.date().isoformat(),
         "edge1": _ts(full_start),
         "edge2": _ts(full_end),
     }
+
+
+def month_masks(full_start: date, full_end: date) -> tuple[tuple[date, int], tuple[date, int]]:
+    """(first month, its day mask), (last month, its day mask) of the days [full_start, full_end), as
+    ``report_visitor_days`` stores them (bit d - 1 = day d). Months between the two count whole. No days:
+    both masks are 0. One month: the same month and mask twice."""
+    if full_start >= full_end:
+        month = full_start.replace(day=1)
+        return (month, 0), (month, 0)
+    last_day = full_end - timedelta(days=1)
+    first_month, last_month = full_start.replace(day=1), last_day.replace(day=1)
+
+    def bits(lo: int, hi: int) -> int:  # days lo..hi of a month, both included
+        return ((1 << hi) - 1) ^ ((1 << (lo - 1)) - 1)
+
+    if first_month == last_month:
+        mask = bits(full_start.day, last_day.day)
+        return (first_month, mask), (last_month, mask)
+    return (first_month, bits(full_start.day, 31)), (last_month, bits(1, last_day.day))
 
 
 PROJECTS_SQL = """
