@@ -8,6 +8,7 @@ only 2xx answers (the edge answers 2xx once Kafka acknowledged with acks=all).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -170,7 +171,8 @@ def bench_edge(servers: Servers, profile: Profile, work: Path, loadgen: str = "a
         edge.stop()
 
     port = free_port()
-    bare = Proc("bench.bare_server", ["--port", str(port)], work / "bare.log")
+    loop = os.environ.get("TRACKPIPE_EDGE__EVENT_LOOP", "uvloop")  # the edge's loop: compare like with like
+    bare = Proc("bench.bare_server", ["--port", str(port), "--loop", loop], work / "bare.log")
     try:
         bare.wait_healthy(f"http://127.0.0.1:{port}/healthz")
         bare_single = _measure(bare, generator, port, single, 1, profile.edge_concurrency, profile)

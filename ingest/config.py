@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,6 +21,10 @@ class EdgeConfig(BaseModel):
     max_record_bytes: int = Field(default=900_000, ge=10_000, description="bytes of one envelope record")
     max_buffered_events: int = Field(default=200_000, ge=1000, description="events waiting before 503")
     trust_forwarded_for: bool = Field(default=False, description="take the client IP from X-Forwarded-For")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="the HTTP process's event loop: uvloop (libuv, faster per request) or asyncio's own",
+    )
     access_log: bool = Field(
         default=False, description="log every request at INFO (aiohttp.access); off: a line less per request"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -74,7 +75,7 @@ ORDER BY conversions DESC
 LIMIT {{limit:UInt32}} WITH TIES
 """
 _CONVERTERS = """
-SELECT goal_id, uniqExact(visitor_id)
+SELECT goal_id, uniqExact(visitor_hash)
 FROM __SOURCE__ AND has({groups:Array(String)}, goal_id)
 GROUP BY goal_id
 """
@@ -91,10 +92,10 @@ WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}}
 GROUP BY visitor_id
 """
 _EXPERIMENT_SOURCE = f"""(
-    SELECT c.goal_id AS goal_id, c.visitor_id AS visitor_id, c.revenue AS revenue, c.currency AS currency,
-           c.occurred_at AS occurred_at
+    SELECT c.goal_id AS goal_id, c.visitor_id AS visitor_id, c.visitor_hash AS visitor_hash,
+           c.revenue AS revenue, c.currency AS currency, c.occurred_at AS occurred_at
     FROM (
-        SELECT goal_id, visitor_id, revenue, currency, occurred_at
+        SELECT goal_id, visitor_id, visitor_hash, revenue, currency, occurred_at
         FROM {_CONVERSIONS_SOURCE}
     ) AS c
     INNER JOIN ({_EXPOSED}) AS x ON c.visitor_id = x.visitor_id
@@ -256,6 +257,10 @@ LIMIT {limit:UInt32}
 """
 
 
+#: Runs a report's independent queries next to each other (ClickHouseBackend is thread-safe).
+_PARALLEL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="trackpipe-report")
+
+
 def _ts(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
@@ -281,11 +286,13 @@ def top_events(
         "limit": query.limit,
         **filters,
     }
+    # the rate base is independent of the goals: asked at the same time (a server answers both at once;
+    # chdb's backend takes them in turn)
     if base in REACH_SQL:
         reach = {**params, **reach_params(base, query, start, end)}
-        visitors_n, base_n = (int(v) for v in backend.query(REACH_SQL[base], reach)[0])
+        base_answer = _PARALLEL.submit(backend.query, REACH_SQL[base], reach)
     else:
-        visitors_n, base_n = (int(v) for v in backend.query(BASE_SQL[base], params)[0])
+        base_answer = _PARALLEL.submit(backend.query, BASE_SQL[base], params)
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
     top = backend.query(TOP_GOALS_BY_BASE[base], params)
     converters_of: dict[str, int] = {}
@@ -304,6 +311,7 @@ def top_events(
         backend, target, [(g, r, cs) for g, _, _, r, cs in found], TOP_GOALS_PARTS_BY_BASE[base], params
     )
     found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
+    visitors_n, base_n = (int(v) for v in base_answer.result()[0])
     rows = []
     total = Money(target)
     for goal_id, conversions, converters, _, _ in found[: query.limit]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -43,6 +44,15 @@ def _access_log(settings: Settings) -> dict[str, Any]:
     return {} if settings.edge.access_log else {"access_log": None}
 
 
+def _event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """The HTTP process's loop: uvloop unless ``TRACKPIPE_EDGE__EVENT_LOOP=asyncio`` (decision 55)."""
+    if settings.edge.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 @app.command()
 def run(
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8080)")] = None,
@@ -69,6 +79,7 @@ def run(
         host=settings.host,
         port=settings.port,
         print=None,
+        loop=_event_loop(settings),
         **_access_log(settings),
     )
 
@@ -90,6 +101,7 @@ def edge(
         host=settings.host,
         port=settings.port,
         print=None,
+        loop=_event_loop(settings),
         **_access_log(settings),
     )
 
