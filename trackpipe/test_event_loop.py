@@ -14,7 +14,7 @@ from trackpipe.settings import Settings
 
 @pytest.mark.parametrize(("name", "kind"), [("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)])
 def test_the_setting_picks_the_loop(name: str, kind: type) -> None:
-    loop = _event_loop(Settings(edge=EdgeConfig(event_loop=name)))  # type: ignore[arg-type]
+    loop = _event_loop(Settings(edge=EdgeConfig(event_loop=name)))
     try:
         assert isinstance(loop, kind)
         assert (name == "uvloop") == isinstance(loop, uvloop.Loop)
