@@ -16,7 +16,8 @@ the window up to the anchor, oldest first; the models split the conversion over 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,8 +29,16 @@ def ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def _before(touches: Sequence[Touch], t: datetime) -> list[Touch]:
-    return [x for x in touches if x.at <= t]
+def _at(x: Touch) -> datetime:
+    return x.at
+
+
+def _last(touches: Sequence[Touch], end: int, match: Callable[[Touch], bool]) -> Touch | None:
+    """The last of ``touches[:end]`` that ``match`` accepts."""
+    for i in range(end - 1, -1, -1):
+        if match(touches[i]):
+            return touches[i]
+    return None
 
 
 def find_anchor(
@@ -48,16 +57,17 @@ def find_anchor(
     if res.method in ("visitor_link", "visitor") and not own_event:
         if not active_within(list(spans), ms(t), int(visitor_ttl.total_seconds() * 1000)):
             return None
-    earlier = _before(touches, t)
+    earlier = bisect_right(touches, t, key=_at)  # touches[:earlier] are those at or before t
     if res.method == "visitor_link":
-        on_link = [x for x in earlier if x.kind == "click" and x.link_id == res.link_id]
-        return on_link[-1] if on_link else None
+        link = res.link_id
+        return _last(touches, earlier, lambda x: x.kind == "click" and x.link_id == link)
     if res.method == "push":
-        opens = [x for x in earlier if x.kind == "push" and x.push_hash == conv.push_hash]
-        if opens:
-            return opens[-1]
+        push = conv.push_hash
+        opened = _last(touches, earlier, lambda x: x.kind == "push" and x.push_hash == push)
+        if opened is not None:
+            return opened
     if res.method in ("visitor", "push"):
-        return earlier[-1] if earlier else None
+        return touches[earlier - 1] if earlier else None
     return None
 
 
@@ -65,8 +75,9 @@ def path_to(anchor: Touch | None, touches: Sequence[Touch], t: datetime, window:
     """Touches inside ``window`` before ``t`` up to and including ``anchor`` (empty without anchor)."""
     if anchor is None or anchor.at < t - window:
         return []
-    start = t - window
-    before = [x for x in touches if start <= x.at <= anchor.at and x.touch_id != anchor.touch_id]
+    lo = bisect_left(touches, t - window, key=_at)
+    hi = bisect_right(touches, anchor.at, key=_at)
+    before = [x for x in touches[lo:hi] if x.touch_id != anchor.touch_id]
     return [*before, anchor]
 
 
