@@ -376,10 +376,14 @@ def _paths() -> Schema:
                     _q("project", "project id", required=True),
                     _q(
                         "from",
-                        "period start (ISO 8601, with zone)",
+                        "period start (ISO 8601, with zone; default: 30 days before `to`)",
                         {"type": "string", "format": "date-time"},
                     ),
-                    _q("to", "period end, exclusive", {"type": "string", "format": "date-time"}),
+                    _q(
+                        "to",
+                        "period end, exclusive (default: the start of tomorrow, UTC)",
+                        {"type": "string", "format": "date-time"},
+                    ),
                     _q("limit", "rows (default 5)", {"type": "integer", "minimum": 1, "maximum": 100}),
                     _q("campaign", "only conversions attributed to this campaign; rate base: its visitors"),
                     _q("link", "only conversions attributed to this link; rate = conversions / clicks"),

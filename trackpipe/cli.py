@@ -149,9 +149,13 @@ def topics_create() -> None:
 def report_top_events(
     project: Annotated[str, typer.Option(help="project id")],
     from_: Annotated[
-        datetime | None, typer.Option("--from", help="period start, ISO 8601 (UTC if no zone)")
+        datetime | None,
+        typer.Option("--from", help="period start, ISO 8601 (UTC if no zone; default: 30 days before --to)"),
     ] = None,
-    to: Annotated[datetime | None, typer.Option(help="period end, ISO 8601, exclusive")] = None,
+    to: Annotated[
+        datetime | None,
+        typer.Option(help="period end, ISO 8601, exclusive (default: the start of tomorrow, UTC)"),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="rows (default 5, at most 100)")] = None,
     campaign: Annotated[
         str | None, typer.Option(help="only conversions attributed to this campaign (rate: its visitors)")
