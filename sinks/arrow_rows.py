@@ -143,9 +143,13 @@ def _by_distinct(
     columns: dict[str, list[Any]], convert: Callable[[list[Any]], pa.Array]
 ) -> dict[str, pa.Array]:
     """``columns`` converted by ``convert`` applied once to their distinct values (then taken by index)."""
-    index: dict[Hashable, int] = {}
-    codes = {column: [index.setdefault(v, len(index)) for v in vals] for column, vals in columns.items()}
-    distinct = convert(list(index))
+    # first-seen order, built by C loops: dict.fromkeys over every value, then a code per distinct value
+    # (equal values share one key: the first one seen is converted, e.g. Decimal 1.5 for 1.5 and 1.50)
+    seen = dict.fromkeys(chain.from_iterable(columns.values()))
+    index: dict[Hashable, int] = {v: i for i, v in enumerate(seen)}
+    code = index.__getitem__
+    codes = {column: list(map(code, vals)) for column, vals in columns.items()}
+    distinct = convert(list(seen))
     return {column: distinct.take(pa.array(c, pa.int32())) for column, c in codes.items()}
 
 
