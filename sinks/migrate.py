@@ -62,12 +62,13 @@ def applied_versions(backend: ClickHouseBackend) -> set[int]:
     return {int(r[0]) for r in backend.query("SELECT version FROM schema_migrations FINAL")}
 
 
-def migrate(backend: ClickHouseBackend) -> list[Migration]:
-    """Create the database objects; return the migrations applied by this call."""
+def migrate(backend: ClickHouseBackend, upto: int | None = None) -> list[Migration]:
+    """Create the database objects; return the migrations applied by this call. ``upto``: stop after
+    that version (tests of upgrades; an operator staging a release)."""
     done = applied_versions(backend)
     applied = []
     for mig in load_migrations():
-        if mig.version in done:
+        if mig.version in done or (upto is not None and mig.version > upto):
             continue
         for stmt in mig.statements:
             backend.command(stmt)

@@ -64,4 +64,4 @@ ARRAY JOIN arrayFilter(
 ) AS reach
 GROUP BY project_id, day, kind, key;
 
-ALTER TABLE report_reach_daily DELETE WHERE kind IN ('all', 'campaign')
+ALTER TABLE report_reach_daily DELETE WHERE kind IN ('all', 'campaign') SETTINGS mutations_sync = 2
