@@ -143,6 +143,29 @@ def test_attribution_window_day_5_yes_day_35_no():
     }
 
 
+def test_a_returning_visitor_keeps_the_attribution_of_an_old_conversion():
+    """A conversion near the end of its window keeps its click when the visitor comes back after the
+    click's state expired (touches live max window + lateness): settled conversions (older than the
+    lateness) are not attributed again."""
+    c = click(T0)
+    goal = ev(EventType.HIT_GOAL, T0 + 29 * DAY, goal_ids=("signup",))
+    later = [ev(EventType.VIEW_EXP, T0 + d * DAY) for d in (33, 34, 40)]
+    for batch in (None, 1):
+        kept = run([c, goal, *later], batch=batch)
+        signup = kept[("p", "signup", "visitor:v1")]
+        assert signup.attributed_click_id == c.click_id, batch
+        assert signup.time_to_convert_ms == 29 * 86_400_000
+
+
+def test_a_late_click_still_attributes_a_recent_conversion():
+    """Within the lateness a conversion is attributed again when an earlier click arrives late."""
+    goal = ev(EventType.HIT_GOAL, T0 + DAY, goal_ids=("signup",))
+    c = click(T0)
+    late = c.model_copy(update={"received_at": T0 + DAY + timedelta(hours=20)})
+    kept = run([goal, ev(EventType.VIEW_EXP, T0 + DAY + timedelta(hours=10)), late], batch=1)
+    assert kept[("p", "signup", "visitor:v1")].attributed_click_id == c.click_id
+
+
 def test_goal_window_from_the_event_or_the_config():
     c = click(T0)
     short = postback(T0 + 8 * DAY, click_id=c.click_id, transaction_id="W7", attribution_window_days=7)

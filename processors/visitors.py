@@ -184,6 +184,7 @@ class VisitorStage:
         self._gap_ms = int(config.session_gap.total_seconds() * 1000)
         self._keep_ms = int((config.max_window + config.lateness).total_seconds() * 1000)
         self._retention_ms = int(config.retention.total_seconds() * 1000)
+        self._lateness_ms = int(config.lateness.total_seconds() * 1000)
 
     # -- batch ---------------------------------------------------------------------------------
 
@@ -414,6 +415,7 @@ class VisitorStage:
         if p is None:
             p = state.projects[r.conv.project_id] = VisitorProject(account_id=r.conv.account_id)
         p.convs[r.conv.event_id] = Held(conv=r.conv, res=r.res)
+        p.sent.pop(r.conv.event_id, None)  # attributed again with the better resolution, even if settled
         return True
 
     # -- outputs -------------------------------------------------------------------------------
@@ -469,8 +471,17 @@ class VisitorStage:
         )
 
     def _emit_attributions(self, project: str, visitor: str, p: VisitorProject, out: StageOutput) -> bool:
+        """(Re)attribute the held conversions whose attribution may still change, emitting those that
+        did. A conversion older than the lateness (by stream time) that was already sent is settled: no
+        event that could change it is still due, and the touches it used may be expired soon (a touch
+        lives max window + lateness, so it outlives the settling of every conversion it can be in);
+        attributing it again would lose them. A better resolution un-sends it (``_resolved``)."""
         changed = False
+        settled_before = self.now_ms - self._lateness_ms
+        sent = p.sent
         for eid, held in p.convs.items():
+            if eid in sent and ms(held.conv.occurred_at) < settled_before:
+                continue
             msg = self.attribute(project, visitor, p, held)
             # = sha256 of msg.model_dump_json(include={"res", "path", "variations"}), written by orjson
             body = dumps({"res": msg.res, "path": msg.path, "variations": msg.variations})
