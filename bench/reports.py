@@ -10,7 +10,9 @@ Two mixes (docs/performance.md "Reports"): ``typical`` — 90% experiment views,
 transactions, one conversion event in ten (the headline ``report.top5_ms``) — and ``conversion_heavy`` —
 60% / 30% / 10%, four in ten (``report.conversion_heavy.top5_ms``, on the largest size only): the part of
 the report that reads conversions grows with their number, the visitors part with the visitors. A
-database that already holds the right count is reused (handy against a long-lived server).
+database that already holds the right count is reused (handy against a long-lived server). After
+generating, the stage waits until the server has no merge running (parts are left as the merge policy
+leaves them: no OPTIMIZE), so queries are timed on a settled server.
 """
 
 from __future__ import annotations
@@ -90,7 +92,19 @@ def _ensure_data(host: str, port: int, n: int, mix: str = "typical") -> tuple[Se
         },
     )
     backend.command(CONVERSIONS_SQL)
+    _wait_for_merges(backend)
     return backend, time.perf_counter() - t0
+
+
+def _wait_for_merges(backend: ServerBackend, timeout_s: float = 900.0) -> None:
+    """Let the server finish the merges the bulk load started (no OPTIMIZE: the parts stay as the merge
+    policy leaves them), so the queries are timed on a settled server, not next to a merge storm."""
+    sql = "SELECT count() FROM system.merges WHERE database = currentDatabase()"
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:
+        quiet = quiet + 1 if backend.query(sql)[0][0] == 0 else 0
+        time.sleep(1.0)
 
 
 def _median_ms(fn: Any, repeats: int) -> tuple[float, float]:
