@@ -315,8 +315,9 @@ def test_the_daily_aggregates_answer_what_the_raw_events_do(
     assert (whole.visitors, whole.rate_base_count) == (3, 3)
 
 
+@pytest.mark.parametrize("kind", ["server", "chdb"])
 def test_upgrading_a_database_with_data_keeps_every_report(
-    server: ServerBackend, clickhouse_server, ch_database
+    kind: str, server: ServerBackend, clickhouse_server, ch_database, chdb_path
 ) -> None:
     """A database at schema 21 (daily visitor sets, no visitor masks) holding the scenario, upgraded by
     ``migrate`` (0022 back-fills the masks, narrows the old view; 0023 adds the visitor hash), answers
@@ -324,7 +325,12 @@ def test_upgrading_a_database_with_data_keeps_every_report(
     write(server)
     expected = all_reports(server)
     check_expected(expected)
-    with ServerBackend(clickhouse_server.host, clickhouse_server.http_port, f"{ch_database}_old") as old:
+    old: ClickHouseBackend = (
+        ServerBackend(clickhouse_server.host, clickhouse_server.http_port, f"{ch_database}_old")
+        if kind == "server"
+        else ChdbBackend(str(chdb_path), f"upgrade_{uuid.uuid4().hex}")
+    )
+    with old:
         assert [m.version for m in migrate(old, upto=21)][-1] == 21
         write(old)
         assert old.query("SELECT count() FROM report_reach_daily WHERE kind = 'all'")[0][0] > 0
