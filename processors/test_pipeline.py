@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from processors.config import ProcessingConfig
 from processors.pipeline import ConversionPipeline, SourceRecord
+from processors.stage import load_with
 from processors.store import DictStore
+from processors.visitors import decode_state
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType, ExperimentVariation
 from schemas.rows import Conversion
@@ -155,6 +157,25 @@ def test_a_returning_visitor_keeps_the_attribution_of_an_old_conversion():
         signup = kept[("p", "signup", "visitor:v1")]
         assert signup.attributed_click_id == c.click_id, batch
         assert signup.time_to_convert_ms == 29 * 86_400_000
+
+
+def test_the_visitor_state_holds_only_the_conversions_that_may_still_change():
+    """Settled conversions leave the visitor's state (it stays small for a visitor converting every day)
+    and their rows stay as they were."""
+    c = click(T0)
+    days = [ev(EventType.HIT_GOAL, T0 + d * DAY, goal_ids=(f"g{d}",)) for d in range(1, 11)]
+    pipeline = ConversionPipeline()
+    rows: list[Conversion] = []
+    for e in [c, *days]:
+        rows.extend(pipeline.process_events([e]).batch.conversions)
+    state = load_with(pipeline.stores["visitor"], "v1", decode_state)
+    assert state is not None
+    held = state.projects["p"].convs
+    # pruned as of the stream time before the last batch (day 9): what is not older than day 9 - 48 h
+    assert sorted(h.conv.goal_ids[0] for h in held.values()) == ["g10", "g7", "g8", "g9"]
+    kept = final(rows)
+    assert len(kept) == 10
+    assert {k.attributed_click_id for k in kept.values()} == {c.click_id}
 
 
 def test_a_late_click_still_attributes_a_recent_conversion():

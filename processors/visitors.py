@@ -495,6 +495,7 @@ class VisitorStage:
     def _prune(self, state: VisitorState) -> datetime:
         retention_ms = self._retention_ms
         horizon = self.now_ms - self._keep_ms
+        settled = self.now_ms - self._lateness_ms
         newest = 0
         for project in list(state.projects):
             p = state.projects[project]
@@ -502,14 +503,15 @@ class VisitorStage:
                 p.touches = [x for x in p.touches if ms(x.at) >= horizon]
             conv_ms = {eid: ms(h.conv.occurred_at) for eid, h in p.convs.items()}
             for eid, t in conv_ms.items():
-                if t < horizon:
+                # expired, or settled (sent and older than the lateness: never attributed again)
+                if t < horizon or (t < settled and eid in p.sent):
                     del p.convs[eid]
                     p.sent.pop(eid, None)
             p.spans = prune(p.spans, self.now_ms - retention_ms)
             if p.last_ms + retention_ms < self.now_ms and not p.convs:
                 del state.projects[project]
                 continue
-            newest = max(newest, p.last_ms, *(t for eid, t in conv_ms.items() if t >= horizon))
+            newest = max(newest, p.last_ms, *(t for eid, t in conv_ms.items() if eid in p.convs))
         return _dt(newest + retention_ms)
 
 
