@@ -15,8 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 from schemas.ids import new_event_id
+from schemas.partitioning import partition_for
 from tests.integration.test_edge_convert import REF_JSON, REF_QUERY
 
 LEGACY_TX = "/track/?c=12345&p=12345&e=ABCD-12345&t=777|ORDER-1|10.50|1"
@@ -158,3 +163,31 @@ def faust_test_options(datadir: Path) -> dict[str, Any]:
         "datadir": str(datadir),
         "autodiscover": False,
     }
+
+
+async def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create ``topics`` (each with ``partitions``, replication 1) on the test broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+
+
+async def produce_events(
+    bootstrap: str, topic: str, events: list[Event], partitions: int, per_record: int
+) -> None:
+    """Send ``events`` as the edge would: to their visitor's partition, ``per_record`` per envelope."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        by_part: dict[int, list[Event]] = {}
+        for e in events:
+            by_part.setdefault(partition_for(e.visitor_id, partitions), []).append(e)
+        for part, evs in by_part.items():
+            for i in range(0, len(evs), per_record):
+                chunk = encode_envelope(evs[i : i + per_record])
+                await producer.send_and_wait(topic, chunk, partition=part)
+    finally:
+        await producer.stop()

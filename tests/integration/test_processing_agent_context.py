@@ -15,12 +15,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processors.faust_app import TopologyNames, build_faust_app
 from processors.messages import Attributed, ConvEvent, Resolution, encode_messages
 from schemas.rows import Conversion, ProcessedBatch
-from tests.scenario import faust_test_options
+from tests.scenario import create_topics, faust_test_options
 
 PARTITIONS = 1
 T0 = datetime(2026, 5, 4, 9, tzinfo=UTC)
@@ -46,12 +45,7 @@ def postback(event_id: str, at: datetime, status: str, revenue: str) -> Attribut
 
 async def test_conversion_agent_in_test_context(tmp_path, kafka_bootstrap, unique_name):
     names = TopologyNames(unique_name("events"), unique_name("ctx"))
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names.all()])
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, names.all(), PARTITIONS)
 
     batches: list[ProcessedBatch] = []
 

@@ -9,14 +9,12 @@ from decimal import Decimal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from processors.faust_app import TopologyNames, build_faust_app, partition_for
+from processors.faust_app import TopologyNames, build_faust_app
 from processors.pipeline import ConversionPipeline
-from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
-from tests.scenario import event, faust_test_options
+from tests.scenario import create_topics, event, faust_test_options, produce_events
 
 PARTITIONS = 2
 T0 = datetime(2026, 2, 1, 8, tzinfo=UTC)
@@ -52,26 +50,17 @@ def final(rows: list[Conversion]) -> dict[tuple[str, str], tuple]:
 async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, unique_name, tmp_path):
     app_id = unique_name("app")
     names = TopologyNames(unique_name("events"), app_id)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names.all()])
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, names.all(), PARTITIONS)
 
     events = scenario()
     expected = final(list(ConversionPipeline().process_events(events).batch.conversions))
     assert len(expected) == 12 and expected[("sale", "tx:TX5")][1] is True
 
+    # several events per record, several records; then a record that is not an envelope
+    await produce_events(kafka_bootstrap, names.events, events, PARTITIONS, per_record=5)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        by_part: dict[int, list[Event]] = {}
-        for e in events:
-            by_part.setdefault(partition_for(e.visitor_id, PARTITIONS), []).append(e)
-        for part, evs in by_part.items():
-            for i in range(0, len(evs), 5):  # several events per record, several records
-                await producer.send_and_wait(names.events, encode_envelope(evs[i : i + 5]), partition=part)
         await producer.send_and_wait(names.events, b"not an envelope", partition=0)
     finally:
         await producer.stop()

@@ -21,17 +21,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from processors.faust_app import TopologyNames, build_faust_app, partition_for
 from processors.pipeline import ConversionPipeline
-from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
-from tests.scenario import event, faust_test_options
+from tests.scenario import create_topics, event, faust_test_options, produce_events
 
 PARTITIONS = 2
 VISITORS = 4
@@ -119,20 +117,6 @@ def oracle(*phases: list[Event]) -> dict[tuple[str, str], dict[str, Any]]:
     return final(rows)
 
 
-async def produce(bootstrap: str, topic: str, events: list[Event]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        by_part: dict[int, list[Event]] = {}
-        for e in events:
-            by_part.setdefault(partition_for(e.visitor_id, PARTITIONS), []).append(e)
-        for part, evs in by_part.items():
-            for i in range(0, len(evs), 3):
-                await producer.send_and_wait(topic, encode_envelope(evs[i : i + 3]), partition=part)
-    finally:
-        await producer.stop()
-
-
 async def changelog_ends(bootstrap: str, app: Any) -> dict[TP, int | None]:
     """Last offset of every table changelog partition (None: empty)."""
     tps = [
@@ -193,7 +177,7 @@ async def run_once(
     )
     await asyncio.wait_for(app.start(), 60)
     try:
-        await produce(bootstrap, names.events, events)
+        await produce_events(bootstrap, names.events, events, PARTITIONS, per_record=3)
         deadline = time.monotonic() + 120
         seen = final(rows)
         while time.monotonic() < deadline and any(seen.get(k) != v for k, v in expected.items()):
@@ -214,12 +198,7 @@ async def test_rocksdb_state_survives_restart_and_recovers_from_changelog(
     kafka_bootstrap, unique_name, tmp_path
 ):
     names = TopologyNames(unique_name("events"), unique_name("app"))
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names.all()])
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, names.all(), PARTITIONS)
 
     p1, p2, p3 = phase1(), phase(2), phase(3)
     want1, want2, want3 = oracle(p1), oracle(p1, p2), oracle(p1, p2, p3)
