@@ -16,6 +16,7 @@ from ingest.http_common import (
     ADMIN_KEY,
     CONFIG,
     CONFIG_STORE,
+    HEALTH_CHECKS,
     LIMITER,
     METRICS,
     READY,
@@ -81,17 +82,20 @@ def build_edge_app(
     *,
     config_store: ConfigStore | None = None,
     admin_key: str | None = None,
+    health_checks: list[Callable[[], str | None]] | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
     ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
     is started after ``extra_cleanup`` and before the publisher; without it the click, postback and
-    conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled."""
+    conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled. ``health_checks``
+    are asked by ``/healthz`` (None: fine, else the problem)."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     if reports is not None:
         app[REPORTS] = reports
     app[METRICS] = EdgeMetrics()
     app[READY] = {"ready": False}
+    app[HEALTH_CHECKS] = list(health_checks or [])
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
     if admin_key:
         app[ADMIN_KEY] = admin_key

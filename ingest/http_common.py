@@ -48,6 +48,9 @@ READY = web.AppKey("ready", dict)
 CONFIG_STORE = web.AppKey("config_store", ConfigStore)
 ADMIN_KEY = web.AppKey("admin_key", str)  # absent: the admin API is disabled
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
+#: What ``/healthz`` asks besides start-up: each check returns None when fine, else why the service cannot
+#: do its job right now (the publisher's own ``health()`` is asked too, when it has one).
+HEALTH_CHECKS = web.AppKey("health_checks", list)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

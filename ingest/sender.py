@@ -62,6 +62,11 @@ class EdgeSender:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="edge-sender")
 
+    def publisher_health(self) -> str | None:
+        """Why records cannot be made durable right now (None: they can): the publisher's ``health()``."""
+        check = getattr(self._publisher, "health", None)
+        return check() if check is not None else None
+
     async def submit(self, events: Sequence[Event]) -> None:
         """Hand events to the accumulator; returns once they are durable."""
         self._admit(len(events))
