@@ -66,6 +66,9 @@ class StateBackend(Protocol):
 
     def commit(self, offset: int) -> None: ...
 
+    def rollback(self) -> None:
+        """Forget writes made since the last commit (a commit that failed: e.g. a full disk)."""
+
 
 class Stages:
     """One instance of every stage (shared by the in-process pipeline and the Faust agents)."""
@@ -181,6 +184,9 @@ class ConversionPipeline:
             self.state.commit(offset)
 
     def discard(self) -> None:
-        """Forget the state changes of the batch (it will be processed again)."""
+        """Forget the state changes of the batch (it will be processed again), also those a failed
+        ``commit`` had already handed to the state backend."""
         for store in self.stores.values():
             store.discard()
+        if self.state is not None:
+            self.state.rollback()

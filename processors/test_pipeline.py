@@ -375,6 +375,9 @@ def test_crash_and_replay_gives_the_same_result(rnd, crash_at):
         def commit(self, offset):
             self.committed = offset
 
+        def rollback(self):
+            pass  # DictStore writes are applied only by commit
+
     mem = Memory()
     rows: list[Conversion] = []
     p = ConversionPipeline(LATE, state=mem)

@@ -55,6 +55,7 @@ RETRIABLE_ERROR_CODES: frozenset[int] = frozenset(
         225,  # NO_ZOOKEEPER
         236,  # ABORTED
         241,  # MEMORY_LIMIT_EXCEEDED
+        243,  # NOT_ENOUGH_SPACE (a full disk: retried until space returns, issue 11)
         242,  # TABLE_IS_READ_ONLY
         252,  # TOO_MANY_PARTS
         279,  # ALL_CONNECTION_TRIES_FAILED
