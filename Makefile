@@ -26,10 +26,14 @@ run: $(STAMP) ## start the embedded pipeline on http://127.0.0.1:8080 (data in .
 test: $(STAMP) kafka-jars ## run the whole test suite (starts real Kafka and ClickHouse servers)
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff + mypy
+test-fast: $(STAMP) ## the tests that need no server (under a minute)
+	$(BIN)/pytest -m "not integration"
+
+lint: $(STAMP) ## ruff + mypy + the layer rule (import-linter, contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas ingest processors sinks trackpipe
+	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .
@@ -44,4 +48,4 @@ bench-quick: $(STAMP) kafka-jars ## quick benchmarks (< 3 minutes)
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install kafka-jars run test lint fmt bench bench-quick clean
+.PHONY: help install kafka-jars run test test-fast lint fmt bench bench-quick clean

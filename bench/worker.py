@@ -41,7 +41,7 @@ SMALL_BATCH_MAX = 10
 def _worker_bounds_records() -> bool:
     """Whether ``trackpipe worker`` splits its output records by size (processors.messages'
     ``encode_message_records``), so it can run with its default batch size."""
-    from processors import faust_app
+    from processors.runtime.faust import port as faust_app
 
     return hasattr(faust_app, "encode_message_records")
 
@@ -106,6 +106,7 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         "TRACKPIPE_CLICKHOUSE_PORT": str(servers.clickhouse_port),
         "TRACKPIPE_CLICKHOUSE_DATABASE": database,
         "TRACKPIPE_WORKER_APP_ID": f"bench-worker-{suffix}",
+        "TRACKPIPE_WORKER_METRICS_PORT": "0",
     }
     if batch_max is not None:
         env["TRACKPIPE_WORKER_BATCH_MAX"] = str(batch_max)

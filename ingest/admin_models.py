@@ -12,17 +12,33 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from yarl import URL
 
+from ingest import fields
 from ingest.errors import Rejected, bad_request
 from schemas.config import ConfigState, Goal, GoalType, Link
 
 DEFAULT_PROJECT = "default"
 ProjectId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Currency = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")]
-Amount = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)]
+# The same rules as the events' fields (ingest.fields): no control characters in names, an ISO 4217
+# currency, a plain decimal amount.
+_NoControl = BeforeValidator(fields.no_control_chars)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControl]
+Currency = Annotated[str, BeforeValidator(fields.iso_currency)]
+Amount = Annotated[
+    Decimal,
+    Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False),
+    BeforeValidator(fields.plain_decimal),
+]
 Window = Annotated[int, Field(ge=1, le=3650)]
 MAX_URL = 2048
 
@@ -80,7 +96,7 @@ class GoalPatch(BaseModel):
         return None if v is None else checked_url(v, "postback_url")
 
 
-Utm = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Utm = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControl]
 
 
 class LinkCreate(BaseModel):
@@ -94,7 +110,10 @@ class LinkCreate(BaseModel):
     utm_campaign: Utm | None = None
     utm_term: Utm | None = None
     utm_content: Utm | None = None
-    goal: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    goal: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), _NoControl]
+        | None
+    ) = None
 
     @field_validator("url")
     @classmethod

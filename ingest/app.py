@@ -6,14 +6,17 @@ Route modules (``routes_*.py``) hold the handlers; handlers only parse, validate
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
 from ingest.accumulator import RecordAccumulator
+from ingest.aiohttp_private import install_expect_handler
 from ingest.config import EdgeConfig
+from ingest.forwarding import PROXIES, TrustedProxies
 from ingest.http_common import (
-    ADMIN_KEY,
+    ACCESS,
+    AUTH_FAILURES,
     CONFIG,
     CONFIG_STORE,
     HEALTH_CHECKS,
@@ -24,7 +27,8 @@ from ingest.http_common import (
     SENDER,
     EdgeMetrics,
 )
-from ingest.middleware import error_middleware
+from ingest.keys import AccessKeys
+from ingest.middleware import error_middleware, log_client_errors_at_info
 from ingest.openapi import add_openapi_routes
 from ingest.publisher import Publisher
 from ingest.ratelimit import RateLimiter
@@ -82,13 +86,21 @@ def build_edge_app(
     *,
     config_store: ConfigStore | None = None,
     admin_key: str | None = None,
+    read_keys: Mapping[str, str] | None = None,
+    metrics_key: str | None = None,
     health_checks: list[Callable[[], str | None]] | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
     ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
     is started after ``extra_cleanup`` and before the publisher; without it the click, postback and
-    conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled. ``health_checks``
+    conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled. ``read_keys``
+    ({project: key}) read their projects' reports, the admin key every project's, ``metrics_key`` (or the
+    admin key) ``/metrics``; with no such key, reports and metrics are served to loopback clients only
+    (ingest/auth.py). Keys shorter than 32 characters are refused (ValueError). ``health_checks``
     are asked by ``/healthz`` (None: fine, else the problem)."""
+    access = AccessKeys(admin=admin_key or None, read=read_keys, metrics=metrics_key or None)
+    log_client_errors_at_info()
+    install_expect_handler()  # before any route is made: see ingest/aiohttp_private.py
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     if reports is not None:
@@ -97,8 +109,9 @@ def build_edge_app(
     app[READY] = {"ready": False}
     app[HEALTH_CHECKS] = list(health_checks or [])
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
-    if admin_key:
-        app[ADMIN_KEY] = admin_key
+    app[ACCESS] = access
+    app[AUTH_FAILURES] = RateLimiter(config.auth_failures_per_minute)
+    app[PROXIES] = TrustedProxies(config.trusted_proxies)
 
     for ctx in extra_cleanup or []:
         app.cleanup_ctx.append(ctx)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 
+from ingest import fields
 from ingest.context import RequestContext
 from ingest.errors import bad_request
 from schemas.events import Event, EventType, ExperimentVariation
@@ -21,6 +21,7 @@ from schemas.ids import new_event_id
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _GOAL = re.compile(r"^[0-9]{1,20}$")
 MAX_GOALS = 100
+MAX_PRODUCTS = 1_000_000
 
 
 def is_legacy_query(query: Mapping[str, str]) -> bool:
@@ -67,7 +68,7 @@ def parse_legacy_query(query: Mapping[str, str], ctx: RequestContext) -> list[Ev
     account = _require_id(query, "c", "account id")
     project = _require_id(query, "p", "project id")
     experiments = _experiments(query.get("e"))
-    vid = query.get("vid", "").strip()
+    vid = fields.control_free(query.get("vid", ""), "vid").strip()
     if vid and len(vid) > 200:
         raise bad_request("invalid_field", "vid: longer than 200 characters")
     visitor = vid or anonymous_visitor(ctx)
@@ -95,10 +96,11 @@ def parse_legacy_query(query: Mapping[str, str], ctx: RequestContext) -> list[Ev
     if g:
         goals = _goals(g, ",", "g")
         ga = query.get("ga")
-        if ga is None or not ga.strip().isdigit():
+        if ga is None:
             raise bad_request("invalid_field", "ga: the count of goals in g is required as a number")
-        if int(ga) != len(goals):
-            raise bad_request("goal_count_mismatch", f"ga says {int(ga)} goals but g lists {len(goals)}")
+        said = fields.whole_number(ga, "ga", max_value=1_000_000, what="the count of goals in g")
+        if said != len(goals):
+            raise bad_request("goal_count_mismatch", f"ga says {said} goals but g lists {len(goals)}")
         events.append(make(EventType.HIT_GOAL, goal_ids=goals))
     if t:
         parts = t.split("|")
@@ -108,23 +110,17 @@ def parse_legacy_query(query: Mapping[str, str], ctx: RequestContext) -> list[Ev
         goals = _goals(goal_part, ".", "t")
         if not _ID.match(txid):
             raise bad_request("invalid_field", f"t: transaction id {txid[:40]!r} is not valid")
-        try:
-            revenue = Decimal(value)
-        except InvalidOperation:
-            raise bad_request(
-                "invalid_field", f"t: transaction value {value[:40]!r} is not a number"
-            ) from None
-        if not revenue.is_finite() or revenue < 0 or revenue > Decimal("1e12"):
-            raise bad_request("invalid_field", f"t: transaction value {value[:40]!r} is out of range")
-        if not count.isdigit() or int(count) > 1_000_000:
-            raise bad_request("invalid_field", f"t: products count {count[:40]!r} is not a whole number")
+        revenue = fields.amount(value, "t: transaction value")
+        if revenue is None:
+            raise bad_request("invalid_field", "t: the transaction value is required")
+        products = fields.whole_number(count, "t: products count", max_value=MAX_PRODUCTS)
         events.append(
             make(
                 EventType.TRANSACTION,
                 goal_ids=goals,
                 transaction_id=txid,
-                revenue=revenue.quantize(Decimal("0.0001")),
-                products_count=int(count),
+                revenue=revenue,
+                products_count=products,
             )
         )
     return events

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -36,14 +37,28 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from ingest import fields
 from ingest.context import RequestContext
 from ingest.errors import Rejected, bad_request, too_large
 from schemas.events import Event, EventType, ExperimentVariation, Segment
 from schemas.ids import new_event_ids
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# Text of every field is checked for control characters before anything else (fields.control_free);
+# amounts and counts sent as text must be plain ASCII numbers (fields.plain_decimal, fields.ascii_digits).
+_NoControl = BeforeValidator(fields.no_control_chars)
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), _NoControl]
 IdLike = Annotated[int, Field(ge=0)] | Id
-Revenue = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False)]
+Revenue = Annotated[
+    Decimal,
+    Field(ge=0, le=Decimal("1e12"), decimal_places=4, allow_inf_nan=False),
+    BeforeValidator(fields.plain_decimal),
+]
+Count = Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(fields.ascii_digits)]
+Flag = Annotated[int, Field(ge=0, le=1), BeforeValidator(fields.ascii_digits)]
+Text16 = Annotated[str, StringConstraints(max_length=16), _NoControl]
+Text64 = Annotated[str, StringConstraints(max_length=64), _NoControl]
+Text200 = Annotated[str, StringConstraints(max_length=200), _NoControl]
+
 
 _EVT_TYPES = {"viewExp": EventType.VIEW_EXP, "hitGoal": EventType.HIT_GOAL, "tr": EventType.TRANSACTION}
 
@@ -51,13 +66,11 @@ _EVT_TYPES = {"viewExp": EventType.VIEW_EXP, "hitGoal": EventType.HIT_GOAL, "tr"
 class WireSegment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    browser: Annotated[str, StringConstraints(max_length=16)] | None = None
-    devices: list[Annotated[str, StringConstraints(max_length=16)]] = Field(
-        default_factory=list, max_length=16
-    )
-    source: Annotated[str, StringConstraints(max_length=64)] | None = None
-    campaign: Annotated[str, StringConstraints(max_length=200)] | None = None
-    new: Annotated[int, Field(ge=0, le=1)] | None = None
+    browser: Text16 | None = None
+    devices: list[Text16] = Field(default_factory=list, max_length=16)
+    source: Text64 | None = None
+    campaign: Text200 | None = None
+    new: Flag | None = None
     ctry: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None
     cust: list[IdLike] = Field(default_factory=list, max_length=100)
 
@@ -70,7 +83,7 @@ class WireEvent(BaseModel):
     vars: list[IdLike] = Field(default_factory=list, max_length=100)
     goals: list[IdLike] = Field(default_factory=list, max_length=100)
     r: Revenue | None = None
-    prc: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    prc: Count | None = None
     tid: Id | None = None
 
     @model_validator(mode="after")
@@ -91,7 +104,7 @@ class WireTrack(BaseModel):
 
     cid: IdLike
     pid: IdLike
-    vid: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    vid: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControl]
     seg: WireSegment | None = None
     ev: list[WireEvent] = Field(min_length=1)
 
@@ -149,7 +162,13 @@ def _fast_id(x: object) -> str:
     if t is int:
         if x >= 0:  # type: ignore[operator]
             return str(x)
-    elif t is str and 0 < len(x) <= 64 and not x[0].isspace() and not x[-1].isspace():  # type: ignore[arg-type,index]
+    elif (
+        t is str
+        and 0 < len(x) <= 64  # type: ignore[arg-type]
+        and not x[0].isspace()  # type: ignore[index]
+        and not x[-1].isspace()  # type: ignore[index]
+        and x.isprintable()  # type: ignore[attr-defined]
+    ):
         return x  # type: ignore[return-value]
     raise _SLOW
 
@@ -163,7 +182,7 @@ def _fast_ids(v: object) -> tuple[str, ...]:
 def _opt_str(v: object, max_len: int) -> str | None:
     if v is None:
         return None
-    if type(v) is str and len(v) <= max_len:
+    if type(v) is str and len(v) <= max_len and v.isprintable():
         return v
     raise _SLOW
 
@@ -183,7 +202,7 @@ def _fast_segment(seg: object) -> SegKey:
         if type(devices) is not list or len(devices) > 16:
             raise _SLOW
         for d in devices:
-            if type(d) is not str or len(d) > 16:
+            if type(d) is not str or len(d) > 16 or not d.isprintable():
                 raise _SLOW
         devices = tuple(devices)
     cust = get("cust", _NO_IDS)
@@ -250,7 +269,13 @@ def _fast_event(w: object) -> NormEvent:
 def _fast_visitor_events(data: dict[str, Any]) -> tuple[str, list[Any]]:
     """The visitor id and event list of a plain payload; raises ``_Slow`` for anything unusual."""
     vid = data.get("vid")
-    if type(vid) is not str or not 0 < len(vid) <= 200 or vid[0].isspace() or vid[-1].isspace():
+    if (
+        type(vid) is not str
+        or not 0 < len(vid) <= 200
+        or vid[0].isspace()
+        or vid[-1].isspace()
+        or not vid.isprintable()
+    ):
         raise _SLOW
     ev = data.get("ev")
     if type(ev) is not list or not ev:
@@ -614,12 +639,22 @@ def convert_payload_records(
     return ConvertRecords(norm.visitor_id, ids, _blobs(norm, ctx, source_format, ids))
 
 
+# Location parts pydantic adds for the branches of a union (IdLike) and for validator functions.
+_BRANCH_TAGS = ("function-", "constrained-")
+
+
 def _validation_rejection(exc: ValidationError) -> Rejected:
     details = []
+    shadowed = []  # text that failed the int branch of an IdLike: the str branch's problem says more
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(_BRANCH_TAGS))
         details.append({"field": loc, "problem": err["msg"]})
-    first = details[0]
+        shadowed.append(err["type"] == "int_parsing")
+    fields_seen = [d["field"] for d in details]
+    first = next(
+        (d for d, sh in zip(details, shadowed, strict=True) if not sh or fields_seen.count(d["field"]) == 1),
+        details[0],
+    )
     where = f"{first['field']}: " if first["field"] else ""
     unknown_evt = any(
         e["type"] == "literal_error" and e["loc"][-1] == "evt" for e in exc.errors(include_url=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from ingest.config import EdgeConfig
+from ingest.keys import AccessKeys
 from ingest.ratelimit import RateLimiter
 from ingest.sender import EdgeSender
 from schemas.config import ConfigStore
@@ -46,11 +48,13 @@ REPORTS = web.AppKey("reports", ReportSource)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 READY = web.AppKey("ready", dict)
 CONFIG_STORE = web.AppKey("config_store", ConfigStore)
-ADMIN_KEY = web.AppKey("admin_key", str)  # absent: the admin API is disabled
+ACCESS = web.AppKey("access", AccessKeys)  # the configured admin / read / metrics keys
+#: Failed authentications per client IP (429 once over the limit, whatever key is presented then).
+AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 #: What ``/healthz`` asks besides start-up: each check returns None when fine, else why the service cannot
 #: do its job right now (the publisher's own ``health()`` is asked too, when it has one).
-HEALTH_CHECKS = web.AppKey("health_checks", list)
+HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], "str | None"]])
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

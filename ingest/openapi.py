@@ -42,9 +42,14 @@ _GIF_HEADERS: Schema = {
 E400 = _error("bad input: the body names the field and the problem")
 E401 = _error("missing or wrong credentials (the answer does not say which)")
 E403 = _error("the admin API is disabled (no TRACKPIPE_ADMIN_KEY configured)")
+E403_READ = _error(
+    "no key is configured and the client is not on the edge's host (loopback), or the key may not read "
+    "this project"
+)
 E404 = _error("unknown resource (link, goal, token)")
+E408 = _error("the body did not arrive within body_read_timeout_s; the connection is closed")
 E413 = _error("body larger than max_body_bytes, or too many events / attributes in one request")
-E429 = _error("rate limit of the token / application exceeded", _RETRY_AFTER)
+E429 = _error("rate limit of the token / application exceeded, or too many wrong keys", _RETRY_AFTER)
 E501 = _error("reports are not configured on this edge")
 E503 = _error("not stored (overloaded, not durable, configuration store unavailable): retry", _RETRY_AFTER)
 
@@ -85,6 +90,9 @@ _UA_REQUIRED = {
 }
 _ADMIN: list[Schema] = [{"bearerAuth": []}]
 _ADMIN_ERRORS = ((401, E401), (403, E403), (429, E429), (503, E503))
+#: Reports and metrics: a bearer key, or none from the edge's own host while no key is configured.
+_READ: list[Schema] = [{"bearerAuth": []}, {}]
+_READ_ERRORS = ((401, E401), (403, E403_READ), (429, E429))
 _TRACK_OK = {"200": {"description": "durable", "content": _json(_ref("Accepted"))}}
 _CONVERSION_OK = {"200": {"description": "durable", "content": _json(_ref("ConversionAccepted"))}}
 
@@ -311,7 +319,7 @@ def _track_path() -> Schema:
             "tags": ["convert"],
             "parameters": [_UA_REQUIRED],
             "requestBody": {"required": True, "content": _json(_ref("ConvertTrack"))},
-            "responses": _responses(_TRACK_OK, (400, E400), (413, E413), (503, E503)),
+            "responses": _responses(_TRACK_OK, (400, E400), (408, E408), (413, E413), (503, E503)),
         },
         "get": {
             "summary": "Convert tracking as PHP-style bracket query, or the legacy push (c=, p=)",
@@ -356,14 +364,20 @@ def _paths() -> Schema:
     pb_op = {
         "tags": ["funnelflux"],
         "parameters": pb_params,
-        "responses": _responses(_TRACK_OK, (400, E400), (413, E413), (503, E503)),
+        "responses": _responses(_TRACK_OK, (400, E400), (408, E408), (413, E413), (503, E503)),
     }
     pw_ok = {"200": {"description": "recorded", "content": _json(_ref("PushwooshAnswer"))}}
     pw_err = {
         "description": "refused; status_message names the problem",
         "content": _json(_ref("PushwooshAnswer")),
     }
-    pw_errors = ((400, pw_err), (413, pw_err), (429, {**pw_err, "headers": _RETRY_AFTER}), (503, pw_err))
+    pw_errors = (
+        (400, pw_err),
+        (408, pw_err),
+        (413, pw_err),
+        (429, {**pw_err, "headers": _RETRY_AFTER}),
+        (503, pw_err),
+    )
     admin_body = {"required": True, "content": _json(_goal_body())}
     return {
         "/track": _track_path(),
@@ -372,6 +386,7 @@ def _paths() -> Schema:
             "get": {
                 "summary": "Top goals of a project by conversions",
                 "tags": ["reports"],
+                "security": _READ,
                 "parameters": [
                     _q("project", "project id", required=True),
                     _q(
@@ -396,6 +411,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"200": {"description": "the report", "content": _report_content("TopEventsReport")}},
                     (400, E400),
+                    *_READ_ERRORS,
                     (501, E501),
                     (503, E503),
                 ),
@@ -405,6 +421,7 @@ def _paths() -> Schema:
             "get": {
                 "summary": "PVTLNK conversion metrics of a link over the last days",
                 "tags": ["reports"],
+                "security": _READ,
                 "parameters": [
                     _q("link_id", "the tracking link", required=True),
                     _q("days", "period in days up to now (default 30)", {"type": "integer", "minimum": 1}),
@@ -415,6 +432,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"200": {"description": "metrics", "content": _report_content("ConversionAnalytics")}},
                     (400, E400),
+                    *_READ_ERRORS,
                     (501, E501),
                     (503, E503),
                 ),
@@ -424,6 +442,7 @@ def _paths() -> Schema:
             "get": {
                 "summary": "Per variation exposures, conversions, rate, revenue, difference to the baseline",
                 "tags": ["reports"],
+                "security": _READ,
                 "parameters": [
                     _path("id", "experiment id"),
                     _q("project", "project id", required=True),
@@ -437,6 +456,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"200": {"description": "the report", "content": _report_content("ExperimentReport")}},
                     (400, E400),
+                    *_READ_ERRORS,
                     (501, E501),
                     (503, E503),
                 ),
@@ -446,6 +466,7 @@ def _paths() -> Schema:
             "get": {
                 "summary": "Projects with events, most recently active first",
                 "tags": ["reports"],
+                "security": _READ,
                 "parameters": [
                     _q("limit", "rows (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
                     _FORMAT,
@@ -453,6 +474,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"200": {"description": "the projects", "content": _report_content("ProjectsReport")}},
                     (400, E400),
+                    *_READ_ERRORS,
                     (501, E501),
                     (503, E503),
                 ),
@@ -529,7 +551,13 @@ def _paths() -> Schema:
                 "parameters": [_path("token", "the goal's postback token")],
                 "requestBody": {"required": False, "content": _json(_ref("PvtlnkConversion"))},
                 "responses": _responses(
-                    _CONVERSION_OK, (400, E400), (404, E404), (413, E413), (429, E429), (503, E503)
+                    _CONVERSION_OK,
+                    (400, E400),
+                    (404, E404),
+                    (408, E408),
+                    (413, E413),
+                    (429, E429),
+                    (503, E503),
                 ),
             },
             "get": {
@@ -551,7 +579,13 @@ def _paths() -> Schema:
                 "tags": ["pvtlnk"],
                 "requestBody": {"required": True, "content": _json(_ref("PvtlnkApiConversion"))},
                 "responses": _responses(
-                    _CONVERSION_OK, (400, E400), (401, E401), (413, E413), (429, E429), (503, E503)
+                    _CONVERSION_OK,
+                    (400, E400),
+                    (401, E401),
+                    (408, E408),
+                    (413, E413),
+                    (429, E429),
+                    (503, E503),
                 ),
             }
         },
@@ -580,6 +614,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"201": {"description": "created", "content": _json(_ref("Goal"))}},
                     (400, E400),
+                    (408, E408),
                     (413, E413),
                     *_ADMIN_ERRORS,
                 ),
@@ -639,6 +674,7 @@ def _paths() -> Schema:
                     {"200": {"description": "the goal", "content": _json(_ref("Goal"))}},
                     (400, E400),
                     (404, E404),
+                    (408, E408),
                     (413, E413),
                     *_ADMIN_ERRORS,
                 ),
@@ -674,6 +710,7 @@ def _paths() -> Schema:
                 "responses": _responses(
                     {"201": {"description": "created", "content": _json(_ref("Link"))}},
                     (400, E400),
+                    (408, E408),
                     (413, E413),
                     *_ADMIN_ERRORS,
                 ),
@@ -732,14 +769,18 @@ def _paths() -> Schema:
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics",
+                "summary": "Prometheus metrics (TRACKPIPE_METRICS_KEY or the admin key)",
                 "tags": ["ops"],
-                "responses": {
-                    "200": {
-                        "description": "metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
+                "security": _READ,
+                "responses": _responses(
+                    {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    *_READ_ERRORS,
+                ),
             }
         },
         "/openapi.json": {

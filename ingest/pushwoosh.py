@@ -15,16 +15,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError
 
+from ingest import fields
 from ingest.context import RequestContext
 from ingest.errors import Rejected, bad_request, too_large
 from schemas.events import Event, EventType
 from schemas.ids import new_event_id
 
-AppCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-Hwid = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+_NoControl = BeforeValidator(fields.no_control_chars)  # checked before whitespace is stripped
+AppCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_.-]{1,64}$"), _NoControl
+]
+Hwid = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControl]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControl]
 MAX_ATTRIBUTE_KEY = 100
 MAX_ATTRIBUTE_VALUE = 1000
 
@@ -44,7 +48,7 @@ class PostEventRequest(BaseModel):
     application: AppCode
     hwid: Hwid
     userId: Short | None = None  # Pushwoosh spells it so
-    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), _NoControl]
     attributes: dict[str, Any] = {}
 
 
@@ -117,9 +121,12 @@ def parse_post_event(body: Any, ctx: RequestContext, *, max_attributes: int = 10
     for key, value in req.attributes.items():
         if not key or len(key) > MAX_ATTRIBUTE_KEY:
             raise bad_request("invalid_field", f"request.attributes: key {key[:40]!r} is empty or too long")
+        fields.control_free(key, "request.attributes")
         if value is not None:
             attributes[key] = _attr_value(key, value)
     msg_hash = attributes.get("msgHash") or None
+    if msg_hash is not None:  # an id (conversions are counted per push): checked like the others
+        fields.control_free(msg_hash, "request.attributes.msgHash")
     return _event(
         req,
         ctx,

@@ -47,6 +47,15 @@ class RateLimiter:
         self._buckets.move_to_end(key)
         return (1.0 - tokens) / self._rate
 
+    def waiting(self, key: str) -> float | None:
+        """Like :meth:`check` without taking anything: None if a request for ``key`` would be allowed, else
+        seconds until it would be."""
+        if self.per_minute <= 0 or key not in self._buckets:
+            return None
+        tokens, at = self._buckets[key]
+        tokens = min(float(self.per_minute), tokens + (self._clock() - at) * self._rate)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
     @staticmethod
     def retry_after_header(seconds: float) -> str:
         return str(max(1, math.ceil(seconds)))

@@ -13,16 +13,15 @@ from aiohttp import web
 from ingest.clicks import valid_visitor_cookie
 from ingest.context import RequestContext
 from ingest.errors import Rejected, bad_request, too_large
+from ingest.forwarding import client_ip
+from ingest.headers import header_text, required_header_text
 from ingest.http_common import CONFIG, CONFIG_STORE
 from schemas.config import ConfigStore
 
 
 def client_context(request: web.Request) -> RequestContext:
-    cfg = request.app[CONFIG]
-    ip = request.remote
-    if cfg.trust_forwarded_for and (fwd := request.headers.get("X-Forwarded-For")):
-        ip = fwd.split(",")[0].strip()
-    ua = request.headers.get("User-Agent", "").strip()[:512]
+    ip = client_ip(request)
+    ua = header_text(request, "User-Agent")
     return RequestContext(received_at=datetime.now(UTC), client_ip=ip, user_agent=ua)
 
 
@@ -39,7 +38,7 @@ def config_store(request: web.Request) -> ConfigStore:
 
 def public_base(request: web.Request) -> str:
     base = request.app[CONFIG].public_url
-    return base.rstrip("/") if base else f"{request.scheme}://{request.host}"
+    return base.rstrip("/") if base else f"{request.scheme}://{required_header_text(request.host, 'Host')}"
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -1,7 +1,8 @@
 """``GET /c/{link_id}``: record a click, then redirect to the link's registered destination.
 
 The click is durable (fsynced / acknowledged by Kafka) before the 302 is sent. The visitor cookie is
-read, or set when absent or not ours (HttpOnly, SameSite=Lax, 400 days), and refreshed on every click.
+read, or set when absent or not ours (HttpOnly, SameSite=Lax, 400 days; Secure when the client spoke https
+to this edge or to a trusted proxy), and refreshed on every click.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ingest.clicks import (
     utm_from_query,
 )
 from ingest.errors import Rejected
+from ingest.forwarding import is_https
+from ingest.headers import header_text
 from ingest.http_common import CONFIG
 from ingest.request_info import client_context, config_store, cookie_visitor
 from ingest.routes_track import accept
@@ -41,7 +44,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         click_id=click_id,
         visitor_id=visitor,
         utm=utm,
-        referrer=request.headers.get("Referer"),
+        referrer=header_text(request, "Referer", max_len=500) or None,
         ctx=ctx,
     )
     await accept(request, [event], "click")
@@ -54,7 +57,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         path="/",
         httponly=True,
         samesite="Lax",
-        secure=request.secure,
+        secure=is_https(request),
     )
     return resp
 

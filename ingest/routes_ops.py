@@ -12,13 +12,17 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingest.auth import require_metrics
 from ingest.http_common import HEALTH_CHECKS, METRICS, READY, SENDER, json_response
 
 HealthCheck = Callable[[], "str | None"]
 
 
 def health_problems(app: web.Application) -> list[str]:
-    checks: list[HealthCheck] = list(app.get(HEALTH_CHECKS, []))
+    checks: list[HealthCheck] = []
+    if HEALTH_CHECKS in app:
+        registered = app[HEALTH_CHECKS]
+        checks.extend(registered)
     sender = app.get(SENDER)
     if sender is not None:
         checks.append(sender.publisher_health)
@@ -41,6 +45,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; needs TRACKPIPE_METRICS_KEY or the admin key as a bearer key (with neither
+    configured: loopback clients only)."""
+    require_metrics(request)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -1,10 +1,12 @@
-"""Report endpoints: validate the parameters, ask the ReportSource, answer JSON (or CSV: ``?format=csv``)."""
+"""Report endpoints: check the reader's key, validate the parameters, ask the ReportSource, answer JSON (or
+CSV: ``?format=csv``). Who may read which project: ingest/auth.py."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from ingest.auth import require_project, require_read
 from ingest.csv_export import report_response, requested_format
 from ingest.errors import Rejected, bad_request
 from ingest.http_common import REPORTS
@@ -14,6 +16,7 @@ from schemas.reports import (
     GoalConversionsRow,
     ProjectRow,
     ProjectsQuery,
+    ProjectsReport,
     ReportSource,
     TopEventRow,
     TopEventsQuery,
@@ -32,6 +35,11 @@ TOP_EVENTS_PARAMS = {
     "variation",
     "currency",
 }
+
+
+#: How many of the most recently active projects are looked through for a read key's own (the most
+#: ``ProjectsQuery`` allows).
+PROJECTS_SCANNED = 1000
 
 
 def first_problem(exc: Exception) -> str:
@@ -60,6 +68,7 @@ def report_params(request: web.Request, allowed: set[str]) -> tuple[dict[str, st
 
 
 async def top_events(request: web.Request) -> web.Response:
+    grant = require_read(request)
     source = report_source(request)
     params, fmt = report_params(request, TOP_EVENTS_PARAMS)
     try:
@@ -67,34 +76,48 @@ async def top_events(request: web.Request) -> web.Response:
         query.period()
     except (ValidationError, ValueError) as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
+    require_project(grant, query.project)
     report = await source.top_events(query)
     return report_response(fmt, report, report.rows, TopEventRow, f"top-events-{query.project}")
 
 
 async def projects(request: web.Request) -> web.Response:
+    """The projects with events; for a read key only its own (from the most recent 1000 projects)."""
+    grant = require_read(request)
     source = report_source(request)
     params, fmt = report_params(request, {"limit"})
     try:
         query = ProjectsQuery.model_validate(params)
     except ValidationError as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
-    report = await source.projects(query)
+    if grant.admin:
+        report = await source.projects(query)
+    else:
+        everything = await source.projects(ProjectsQuery(limit=PROJECTS_SCANNED))
+        mine = [row for row in everything.rows if grant.reads(row.project)]
+        report = ProjectsReport(rows=mine[: query.limit])
     return report_response(fmt, report, report.rows, ProjectRow, "projects")
 
 
 async def conversion_analytics(request: web.Request) -> web.Response:
     """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
+    grant = require_read(request)
     source = report_source(request)
     params, fmt = report_params(request, {"link_id", "days", "project", "currency"})
     try:
         query = ConversionAnalyticsQuery.model_validate(params)
     except ValidationError as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
+    if query.project is None and not grant.admin:
+        raise Rejected(403, "forbidden", "this key reads only its own projects: add &project=<project>")
+    if query.project is not None:
+        require_project(grant, query.project)
     report = await source.conversion_analytics(query)
     return report_response(fmt, report, report.rows, GoalConversionsRow, f"conversions-{query.link_id}")
 
 
 async def experiment_report(request: web.Request) -> web.Response:
+    grant = require_read(request)
     source = report_source(request)
     params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline", "currency"})
     try:
@@ -102,6 +125,7 @@ async def experiment_report(request: web.Request) -> web.Response:
         query.period()
     except (ValidationError, ValueError) as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
+    require_project(grant, query.project)
     report = await source.experiment_report(query)
     return report_response(fmt, report, report.rows, VariationRow, f"experiment-{query.experiment}")
 

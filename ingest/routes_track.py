@@ -11,20 +11,18 @@ from ingest.context import RequestContext
 from ingest.convert_legacy import is_legacy_query, parse_legacy_query
 from ingest.convert_tracking import ConvertRecords, convert_payload_records
 from ingest.errors import bad_request
+from ingest.forwarding import client_ip
+from ingest.headers import header_text
 from ingest.http_common import CONFIG, METRICS, SENDER, json_response
 from ingest.phpquery import parse_bracket_query
 from schemas.events import Event
 
 
 def request_context(request: web.Request) -> RequestContext:
-    ua = request.headers.get("User-Agent", "").strip()
+    ua = header_text(request, "User-Agent")
     if not ua:
         raise bad_request("missing_user_agent", "a User-Agent header with a value is required")
-    cfg = request.app[CONFIG]
-    ip = request.remote
-    if cfg.trust_forwarded_for and (fwd := request.headers.get("X-Forwarded-For")):
-        ip = fwd.split(",")[0].strip()
-    return RequestContext(received_at=datetime.now(UTC), client_ip=ip, user_agent=ua[:512])
+    return RequestContext(received_at=datetime.now(UTC), client_ip=client_ip(request), user_agent=ua)
 
 
 async def accept(request: web.Request, events: list[Event], fmt: str) -> None:

@@ -67,3 +67,26 @@ def test_one_default_goal_per_project():
     (demoted,) = others_losing_default(state, new, NOW)
     assert demoted.id == "g-old" and demoted.default is False
     assert others_losing_default(state, new_goal(GoalCreate(name="X"), NOW, "x", "t3"), NOW) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"name": "A", "value": "1_000"}, "value"),
+        ({"name": "A", "value": "\u0661\u0662"}, "value"),
+        ({"name": "A", "value": "nan"}, "value"),
+        ({"name": "A", "currency": "ZZZ"}, "currency"),
+        ({"name": "A", "currency": "NaN"}, "currency"),
+        ({"name": "A\u202e"}, "name"),
+        ({"name": "A\x00"}, "name"),
+    ],
+)
+@pytest.mark.parametrize("model", [GoalCreate, GoalPatch])
+def test_goal_value_currency_and_name_are_checked_like_events(spec, field, model):
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(spec)
+    assert exc.value.errors()[0]["loc"][0] == field
+
+
+def test_goal_currency_is_normalised():
+    assert GoalCreate.model_validate({"name": "A", "currency": " eur ", "value": "12.50"}).currency == "EUR"

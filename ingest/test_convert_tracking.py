@@ -199,3 +199,79 @@ def test_memos_stay_bounded():
         evs = [{"evt": "hitGoal", "goals": [g]} for g in range(lo, lo + 500)]
         ct.convert_payload_records({**REF, "ev": evs}, CTXS[0], source_format="convert_json", max_events=500)
         assert 0 < len(ct._event_memo) <= ct._EVENT_MEMO_MAX
+
+
+# --- issue 11: what no client means is refused, on the fast path and the wire models alike ---------------
+
+_TR = {"evt": "tr", "goals": [1], "r": "10"}
+
+
+def _as_query_values(data: Any) -> Any:
+    """The payload as a bracket query gives it: every value a string."""
+    if isinstance(data, dict):
+        return {k: _as_query_values(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_as_query_values(v) for v in data]
+    return str(data)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"cid": "a\x00"}, "cid"),
+        ({"pid": "p\r\nq"}, "pid"),
+        ({"vid": "v\u202e"}, "vid"),
+        ({"vid": "v\x85"}, "vid"),
+        ({"ev": [{**_TR, "tid": "T\u2066"}]}, "ev.0.tid"),
+        ({"ev": [{**_TR, "goals": ["g\x00"]}]}, "ev.0.goals.0"),
+        ({"ev": [{"evt": "viewExp", "exps": ["e\n"], "vars": ["v"]}]}, "ev.0.exps.0"),
+        ({"ev": [{"evt": "viewExp", "exps": ["e"], "vars": ["\u200fv"]}]}, "ev.0.vars.0"),
+        ({"seg": {"cust": ["c\x1b"]}}, "seg.cust.0"),
+        ({"seg": {"campaign": "spring\u202e"}}, "seg.campaign"),
+        ({"seg": {"source": "s\x00"}}, "seg.source"),
+        ({"seg": {"browser": "\x7f"}}, "seg.browser"),
+        ({"seg": {"devices": ["DESK\r"]}}, "seg.devices.0"),
+    ],
+)
+@pytest.mark.parametrize("as_query", [False, True])
+def test_control_characters_are_refused_naming_the_field(patch: dict[str, Any], field: str, as_query: bool):
+    data: Any = {**REF, "ev": [_TR], **patch}
+    if as_query:
+        data = _as_query_values(data)
+    with pytest.raises(Rejected) as exc:
+        ct.convert_payload_records(data, CTXS[0], source_format="convert_json", max_events=10)
+    assert exc.value.status == 400 and exc.value.code == "invalid_field"
+    assert exc.value.message.startswith(f"{field}: ") and "control character" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    "r",
+    ["1_000", "\u0661\u0662\u0663", "\uff11\uff12\uff13", "\u0967\u0968\u0969", "nan", "inf", "1e3", "+5"],
+)
+def test_amount_as_text_must_be_a_plain_ascii_decimal(r: str):
+    with pytest.raises(Rejected) as exc:
+        ct.convert_payload_records(
+            {**REF, "ev": [{**_TR, "r": r}]}, CTXS[0], source_format="convert_query", max_events=10
+        )
+    assert exc.value.code == "invalid_field" and exc.value.message.startswith("ev.0.r: ")
+
+
+@pytest.mark.parametrize("prc", ["1_0", "\u0661", "\uff11", "+1"])
+def test_products_count_as_text_must_be_ascii_digits(prc: str):
+    with pytest.raises(Rejected) as exc:
+        ct.convert_payload_records(
+            {**REF, "ev": [{**_TR, "prc": prc}]}, CTXS[0], source_format="convert_query", max_events=10
+        )
+    assert exc.value.code == "invalid_field" and exc.value.message.startswith("ev.0.prc: ")
+
+
+def test_plain_amounts_as_text_and_as_json_numbers():
+    for r, expected in (("12.5", "12.5"), (12.5, "12.5"), (7, "7"), ("0.0001", "0.0001")):
+        recs = ct.convert_payload_records(
+            {**REF, "ev": [{**_TR, "r": r, "prc": "2"}]},
+            CTXS[0],
+            source_format="convert_query",
+            max_events=10,
+        )
+        ev = orjson.loads(recs.blobs[0])
+        assert float(ev["revenue"]) == float(expected) and ev["products_count"] == 2

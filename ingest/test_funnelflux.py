@@ -65,8 +65,15 @@ def test_explicit_goal_wins_and_must_match_the_project():
         ({"hit": HIT, "vid": "v"}, "not both"),
         ({"hit": HIT, "tx": "a\x00b"}, "control characters"),
         ({"hit": HIT, "status": "s" * 51}, "longer than 50"),
-        ({"hit": HIT, "rev": "nan"}, "out of range"),
-        ({"hit": HIT, "rev": "1e13"}, "out of range"),
+        ({"hit": HIT, "rev": "nan"}, "not a plain decimal"),
+        ({"hit": HIT, "rev": "1e13"}, "not a plain decimal"),
+        ({"hit": HIT, "rev": "10000000000000"}, "out of range"),
+        ({"hit": HIT, "rev": "1_000"}, "rev: '1_000' is not a plain decimal"),
+        ({"hit": HIT, "rev": "\uff11\uff12"}, "rev: .* is not a plain decimal"),
+        ({"hit": HIT, "currency": "ZZZ"}, "currency: 'ZZZ' is not an ISO 4217"),
+        ({"hit": HIT, "currency": "NaN"}, "currency: 'NaN' is not an ISO 4217"),
+        ({"vid": "v\u202e", "goal": "g-def"}, "vid: contains control characters \\(U\\+202E\\)"),
+        ({"hit": HIT, "tx": "T\x85"}, "tx: contains control characters \\(U\\+0085\\)"),
     ],
 )
 def test_rejections(params, needle):

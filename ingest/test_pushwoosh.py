@@ -61,3 +61,32 @@ def test_post_event_attribute_limits():
     assert info.value.status == 413
     with pytest.raises(Rejected, match="longer than"):
         parse_post_event({"request": {**base, "attributes": {"k": "v" * 2000}}}, CTX)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("hwid", "hw\x00"), ("hash", "h\u202e"), ("userId", "u\r\n"), ("application", "A\x85")],
+)
+def test_push_stat_ids_without_control_characters(key, value):
+    req = {"application": "A", "hwid": "hw", "hash": "h", key: value}
+    with pytest.raises(Rejected) as exc:
+        parse_push_stat({"request": req}, CTX)
+    assert exc.value.status == 400 and exc.value.code == "invalid_field"
+    assert exc.value.message.startswith(f"request.{key}: ")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("event", "Buy\x00", "request.event"),
+        ("hwid", "\u2066hw", "request.hwid"),
+        ("attributes", {"msgHash": "m\r\n"}, "request.attributes.msgHash"),
+        ("attributes", {"k\x00": "v"}, "request.attributes"),
+    ],
+)
+def test_post_event_ids_without_control_characters(key, value, field):
+    req = {"application": "A", "hwid": "hw", "event": "Buy", key: value}
+    with pytest.raises(Rejected) as exc:
+        parse_post_event({"request": req}, CTX)
+    assert exc.value.status == 400 and exc.value.code == "invalid_field"
+    assert exc.value.message.startswith(f"{field}: ")

@@ -74,3 +74,37 @@ def test_our_click_id_names_its_link_in_the_same_project_only():
 def test_bad_fields_are_named(data, needle):
     with pytest.raises(Rejected, match=needle):
         parse(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"value": "1_000"}, "value: '1_000' is not a plain decimal"),
+        ({"value": "\u0661\u0662\u0663"}, "value: '\u0661\u0662\u0663' is not a plain decimal"),
+        ({"value": "\u0967\u0968\u0969"}, "value: '\u0967\u0968\u0969' is not a plain decimal"),
+        ({"value": "\uff11\uff12\uff13"}, "value: '\uff11\uff12\uff13' is not a plain decimal"),
+        ({"value": "nan"}, "value: 'nan' is not a plain decimal"),
+        ({"currency": "ZZZ"}, "currency: 'ZZZ' is not an ISO 4217"),
+        ({"currency": "NaN"}, "currency: 'NaN' is not an ISO 4217"),
+        ({"order_id": "O-1\x00"}, "order_id: contains control characters (U+0000)"),
+        ({"order_id": "O-1\r\n"}, "order_id: contains control characters (U+000D)"),
+        ({"click_id": "\u202eC"}, "click_id: contains control characters (U+202E)"),
+    ],
+)
+def test_revenue_currency_and_ids_refused(data, message):
+    with pytest.raises(Rejected) as exc:
+        parse(data)
+    assert exc.value.status == 400 and exc.value.code == "invalid_field"
+    assert exc.value.message.startswith(message)
+
+
+def test_five_pixels_of_odd_digits_count_no_revenue():
+    """The issue's example: five pixels with digits no client means produced revenue 2025."""
+    odd = ["1_000", "\u0661\u0662\u0663", "\uff11\uff12\uff13", "\u0967\u0968\u0969", "8\u00b2"]
+    counted = []
+    for value in odd:
+        try:
+            counted.append(parse({"value": value}).revenue)
+        except Rejected:
+            pass
+    assert counted == []

@@ -37,3 +37,17 @@ def test_enforce_answers_429_with_retry_after():
     with pytest.raises(Rejected) as info:
         enforce(limiter, "t", "token")
     assert info.value.status == 429 and info.value.headers["Retry-After"] == "60"
+
+
+def test_waiting_looks_without_taking():
+    clock = Clock()
+    limiter = RateLimiter(3, clock=clock)  # a burst of 3, then one every 20 s
+    assert limiter.waiting("ip") is None  # never seen
+    for _ in range(3):
+        assert limiter.waiting("ip") is None
+        limiter.check("ip")
+    wait = limiter.waiting("ip")
+    assert wait is not None and 19.9 < wait <= 20.0
+    assert limiter.waiting("ip") == wait  # looking took nothing
+    clock.now += 20
+    assert limiter.waiting("ip") is None and limiter.check("ip") is None

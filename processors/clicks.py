@@ -24,7 +24,7 @@ from processors.messages import (
     Resolved,
     route,
 )
-from processors.outcome import Drop
+from processors.outcome import Drop, DropReason
 from processors.stage import StageOutput, load, save
 from processors.store import KeyValueStore
 
@@ -77,7 +77,7 @@ class ClickStage:
     def _one(self, state: ClickState, m: ClickReg | ClickLookup, out: StageOutput) -> bool:
         if isinstance(m, ClickReg):
             if state.click is not None:
-                out.count(Drop("replay: click already registered"))
+                out.count(Drop(DropReason.REPLAY, "click already registered"))
                 return False
             state.click = m.click
             for conv in state.pending.values():
@@ -90,7 +90,7 @@ class ClickStage:
         # unknown click: count now (unattributed), resolve when the click arrives
         out.messages.append(Attributed(conv=m.conv, res=Resolution(method="none")))
         if m.conv.event_id in state.pending:
-            out.count(Drop("replay: postback already waiting for its click"))
+            out.count(Drop(DropReason.REPLAY, "postback already waiting for its click"))
             return False
         state.pending[m.conv.event_id] = m.conv
         return True

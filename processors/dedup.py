@@ -24,7 +24,7 @@ from pydantic import ConfigDict, TypeAdapter
 
 from processors.codec import dumps
 from processors.messages import Attributed
-from processors.outcome import Drop, Ok, Outcome
+from processors.outcome import Drop, DropReason, Merged, Ok, Outcome
 from schemas.events import Event, EventType
 
 #: Event types that can make conversions.
@@ -59,19 +59,18 @@ class Ledger:
     events: dict[str, Attributed] = field(default_factory=dict)
 
     def merge(self, msg: Attributed) -> Outcome[Attributed]:
-        """Add or improve one event. Drop = it changed nothing (replay, or no better information)."""
+        """Add or improve one event. Merged = a further event of the conversion (a duplicate or a status
+        update), Drop = it changed nothing (replay, or no better information)."""
         eid = msg.conv.event_id
         held = self.events.get(eid)
         if held is None:
             duplicate = bool(self.events)
             self.events[eid] = msg
-            if duplicate:
-                return Drop("duplicate: joins an existing conversion")  # counted, and still merged
-            return Ok(msg)
+            return Merged(msg) if duplicate else Ok(msg)
         if msg.info > held.info:
             self.events[eid] = msg
             return Ok(msg)
-        return Drop("replay: event already merged")
+        return Drop(DropReason.REPLAY, "event already merged")
 
     @property
     def version(self) -> int:

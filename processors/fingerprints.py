@@ -24,7 +24,7 @@ from processors.messages import (
     Resolved,
     fingerprint_key,
 )
-from processors.outcome import Drop
+from processors.outcome import Drop, DropReason
 from processors.stage import StageOutput, load, save
 from processors.store import KeyValueStore
 
@@ -82,14 +82,14 @@ class FingerprintStage:
             for m in items:
                 if isinstance(m, FpReg):
                     if m.click.click_id in state.clicks:
-                        out.count(Drop("replay: click already registered"))
+                        out.count(Drop(DropReason.REPLAY, "click already registered"))
                         continue
                     state.clicks[m.click.click_id] = m.click
                     state.version += 1
                     changed = True
                 elif m.conv.event_id in state.convs:
                     replayed.add(m.conv.event_id)
-                    out.count(Drop("replay: conversion already held"))
+                    out.count(Drop(DropReason.REPLAY, "conversion already held"))
                 else:
                     state.convs[m.conv.event_id] = m.conv
                     changed = True

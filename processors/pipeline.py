@@ -29,15 +29,13 @@ from processors.messages import (
     Resolved,
     Stage,
 )
-from processors.outcome import DeadLetter
+from processors.outcome import DeadLetter, DeadLetterReason, DropReason
 from processors.stage import StageOutput
-from processors.store import DictStore, KeyValueStore, StagedStore, expired_keys
+from processors.store import DictStore, KeyValueStore, StagedStore, Sweeper
 from processors.visitors import SourceEvent, VisitorStage
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.events import Event
 from schemas.rows import ProcessedBatch
-
-SWEEP_EVERY_MS = 3_600_000  # expired state is swept when stream time moved on by an hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +49,28 @@ class SourceRecord:
 
 
 @dataclass
+class StageCounts:
+    """Outcomes of one stage within a batch (the in-process pipeline runs them all)."""
+
+    dropped: Counter[DropReason] = field(default_factory=Counter)
+    merged: int = 0
+
+    def add(self, out: StageOutput) -> None:
+        self.dropped.update(out.dropped)
+        self.merged += out.merged
+
+
+@dataclass
 class BatchResult:
     batch: ProcessedBatch
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[DropReason] = field(default_factory=Counter)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    merged: int = 0
+    stage_counts: dict[str, StageCounts] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> ProcessedBatch:
+        return self.batch
 
 
 class StateBackend(Protocol):
@@ -116,7 +132,7 @@ def decode_source(records: Iterable[bytes | SourceRecord]) -> tuple[list[SourceE
         try:
             events = decode_envelope(raw)
         except EnvelopeError as exc:
-            dead.append(DeadLetter(str(exc), raw))
+            dead.append(DeadLetter(DeadLetterReason.UNDECODABLE, str(exc), raw))
             continue
         if isinstance(rec, SourceRecord):
             sources.extend(SourceEvent(e, rec.topic, rec.offset) for e in events)
@@ -134,7 +150,7 @@ class ConversionPipeline:
             {s: state.store(s) for s in STAGES} if state else {s: DictStore() for s in STAGES}
         )
         self.stores: dict[Stage, StagedStore] = {s: StagedStore(backing[s]) for s in STAGES}
-        self._swept_ms = 0
+        self.sweeper = Sweeper()
 
     def committed_offset(self) -> int | None:
         return self.state.offset() if self.state else None
@@ -153,6 +169,7 @@ class ConversionPipeline:
 
     def _run(self, sources: list[SourceEvent]) -> BatchResult:
         out = self.stages.visitor.process(self.stores["visitor"], sources, [])
+        by_stage: dict[str, StageCounts] = {"visitor": StageCounts(Counter(out.dropped), out.merged)}
         pending, out.messages = out.messages, []
         while pending:
             groups = group_by_stage(pending)
@@ -162,19 +179,13 @@ class ConversionPipeline:
                     step = self.stages.run(stage, self.stores[stage], groups[stage])
                     pending.extend(step.messages)
                     step.messages = []
+                    by_stage.setdefault(stage, StageCounts()).add(step)
                     out.extend(step)
         self.stages.advance()
-        self._maybe_sweep()
-        return BatchResult(out.batch(), out.dropped, out.dead_letters)
-
-    def _maybe_sweep(self) -> None:
         now = self.stages.now_ms()
-        if now - self._swept_ms < SWEEP_EVERY_MS:
-            return
-        self._swept_ms = now
-        for store in self.stores.values():
-            for key in expired_keys(store, now):
-                store.delete(key)
+        for name, store in self.stores.items():
+            self.sweeper.maybe_sweep(name, store, now)
+        return BatchResult(out.batch(), out.dropped, out.dead_letters, out.merged, by_stage)
 
     def commit(self, offset: int | None = None) -> None:
         """The batch's rows are stored: make its state changes (and ``offset``) durable."""

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel
 
 from processors.messages import Message
-from processors.outcome import DeadLetter, Drop, Outcome
+from processors.outcome import DeadLetter, Drop, DropReason, Merged, Outcome
 from processors.store import KeyValueStore, StagedStore, pack, unpack
 from schemas.events import Event
 from schemas.rows import Conversion, ExposureRow, ProcessedBatch, SessionRow
@@ -28,13 +28,16 @@ class StageOutput:
     sessions: list[SessionRow] = field(default_factory=list)
     exposures: list[ExposureRow] = field(default_factory=list)
     conversions: list[Conversion] = field(default_factory=list)
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[DropReason] = field(default_factory=Counter)
+    merged: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def count(self, outcome: Outcome[Any]) -> None:
-        """Record a Drop / DeadLetter outcome (Ok needs nothing)."""
+        """Record a Merged / Drop / DeadLetter outcome (Ok needs nothing)."""
         if isinstance(outcome, Drop):
-            self.dropped[outcome.reason.split(":", 1)[0]] += 1
+            self.dropped[outcome.reason] += 1
+        elif isinstance(outcome, Merged):
+            self.merged += 1
         elif isinstance(outcome, DeadLetter):
             self.dead_letters.append(outcome)
 
@@ -71,6 +74,7 @@ class StageOutput:
         self.exposures.extend(other.exposures)
         self.conversions.extend(other.conversions)
         self.dropped.update(other.dropped)
+        self.merged += other.merged
         self.dead_letters.extend(other.dead_letters)
 
 

@@ -135,3 +135,26 @@ def unpack(value: bytes) -> tuple[int, bytes]:
 
 def expired_keys(store: KeyValueStore, now_ms: int) -> list[str]:
     return [k for k, v in store.items() if _EXP.unpack_from(v)[0] < now_ms]
+
+
+#: Expired state is swept when stream time moved on by an hour.
+SWEEP_EVERY_MS = 3_600_000
+
+
+class Sweeper:
+    """Deletes expired keys of each store once stream time moved on by ``every_ms`` since its last sweep
+    (the deletes are staged like any write and committed with the batch). One per runtime, shared by
+    its stages."""
+
+    def __init__(self, every_ms: int = SWEEP_EVERY_MS):
+        self.every_ms = every_ms
+        self._swept_ms: dict[str, int] = {}
+
+    def maybe_sweep(self, name: str, store: KeyValueStore, now_ms: int) -> int:
+        if now_ms - self._swept_ms.get(name, 0) < self.every_ms:
+            return 0
+        self._swept_ms[name] = now_ms
+        expired = expired_keys(store, now_ms)
+        for key in expired:
+            store.delete(key)
+        return len(expired)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.config import ProcessingConfig
+from processors.outcome import DropReason
 from processors.pipeline import ConversionPipeline, SourceRecord
 from processors.stage import load_with
 from processors.store import DictStore
@@ -279,7 +280,7 @@ def test_replayed_records_change_nothing_and_bad_records_go_to_dead_letter():
     again = p.process_records(records)  # a redelivery after a crash
     p.commit()
     assert len(first.batch.conversions) == 1 and again.batch.conversions == ()
-    assert again.dropped["replay"] >= 2 and len(again.batch.events) == 2
+    assert again.dropped[DropReason.REPLAY] >= 2 and len(again.batch.events) == 2
     assert len(first.dead_letters) == 1 and first.dead_letters[0].raw == b"garbage"
 
 

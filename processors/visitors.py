@@ -39,7 +39,7 @@ from processors.messages import (
     Resolved,
     Touch,
 )
-from processors.outcome import Drop
+from processors.outcome import Drop, DropReason
 from processors.sessions import Span, add_activity, find, prune, session_id
 from processors.stage import StageOutput, load_with, save_with
 from processors.store import KeyValueStore
@@ -283,7 +283,7 @@ class VisitorStage:
         gap = self._gap_ms
         t = ms(e.occurred_at)
         if not fresh:
-            out.count(Drop("replay: record already applied to the visitor state"))
+            out.count(Drop(DropReason.REPLAY, "record already applied to the visitor state"))
         p = state.projects.get(e.project_id) if visitor else None
         if visitor and fresh:
             p = state.projects.get(e.project_id)
@@ -351,7 +351,7 @@ class VisitorStage:
         key = conversion_key(e)
         if key is None:
             if e.type is EventType.POSTBACK:
-                out.count(Drop("no_goal: postback names no goal"))
+                out.count(Drop(DropReason.NO_GOAL, "postback names no goal"))
             return changed
         if not fresh:
             return changed
@@ -410,7 +410,7 @@ class VisitorStage:
         p = state.projects.get(r.conv.project_id)
         held = p.convs.get(r.conv.event_id) if p is not None else None
         if held is not None and held.res.rank >= r.res.rank:
-            out.count(Drop("replay: resolution already known"))
+            out.count(Drop(DropReason.REPLAY, "resolution already known"))
             return False
         if p is None:
             p = state.projects[r.conv.project_id] = VisitorProject(account_id=r.conv.account_id)

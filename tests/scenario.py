@@ -86,12 +86,17 @@ def send_scenario(base: str) -> None:
 
 
 def wait_report(
-    base: str, project: str, expected_rows: list[dict[str, Any]], timeout: float = 60
+    base: str,
+    project: str,
+    expected_rows: list[dict[str, Any]],
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The Top-5 report of ``project`` once its rows are ``expected_rows`` (``headers``: e.g. the key)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        status, last = http("GET", f"{base}/api/v1/reports/top-events?project={project}")
+        status, last = http("GET", f"{base}/api/v1/reports/top-events?project={project}", headers=headers)
         if status == 200 and last["rows"] == expected_rows:
             return last  # type: ignore[no-any-return]
         time.sleep(0.3)

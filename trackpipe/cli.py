@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -32,7 +33,17 @@ DataDirOption = Annotated[
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings, or exit 2 naming each bad one by its environment variable (never its value)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        typer.echo("invalid settings:", err=True)
+        for err in exc.errors(include_url=False, include_input=False):
+            name = "TRACKPIPE_" + "__".join(str(p) for p in err["loc"]).upper()
+            typer.echo(f"  {name}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _logging(level: str) -> None:
@@ -173,6 +184,15 @@ def report_top_events(
     ] = None,
     url: Annotated[str, typer.Option(help="a running trackpipe (run or edge)")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRACKPIPE_REPORT_KEY",
+            help="bearer key of the reports: the admin key or a read key (prefer the environment variable; "
+            "default: $TRACKPIPE_ADMIN_KEY); none needed on the edge's own host while it has no key set",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Top 5 goals of a project by conversions (at most one filter: campaign, link, push, variation)."""
     from pydantic import ValidationError
@@ -203,11 +223,16 @@ def report_top_events(
     if parsed.scheme not in ("http", "https"):
         raise typer.BadParameter("--url must be http(s)://host:port")
     full = url.rstrip("/") + "/api/v1/reports/top-events?" + urllib.parse.urlencode(params)
+    key = key or os.environ.get("TRACKPIPE_ADMIN_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(full, headers=headers)  # noqa: S310 - scheme checked above
     try:
-        with urllib.request.urlopen(full, timeout=30) as resp:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - scheme checked above
             body = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         typer.echo(f"error {exc.code}: {exc.read().decode(errors='replace')}", err=True)
+        if exc.code == 401:
+            typer.echo("the edge wants a key: set TRACKPIPE_REPORT_KEY (admin or read key)", err=True)
         raise typer.Exit(1) from None
     except urllib.error.URLError as exc:
         typer.echo(f"cannot reach {url}: {exc.reason}", err=True)

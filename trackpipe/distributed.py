@@ -15,9 +15,11 @@ from aiokafka.errors import TopicAlreadyExistsError
 from ingest.app import build_edge_app
 from ingest.config_kafka_store import KafkaConfigStore
 from ingest.kafka_publisher import KafkaPublisher
+from processors.batch import OutcomeCounts
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
+from trackpipe.metrics import serve_worker_metrics
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
@@ -53,7 +55,9 @@ async def ensure_topics(settings: Settings) -> bool:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        from processors.faust_app import topology_topics  # events, dead letters, stage and output topics
+        from processors.runtime.faust.topology import (
+            topology_topics,
+        )  # events, dead letters, stage and output topics
 
         wanted = topology_topics(settings.kafka_topic, settings.worker_app_id)
         missing = [
@@ -117,11 +121,13 @@ def build_distributed_edge(settings: Settings) -> web.Application:
         extra_cleanup=[reports_ctx],
         config_store=config_store,
         admin_key=settings.admin_key_value(),
+        read_keys=settings.read_keys_value(),
+        metrics_key=settings.metrics_key_value(),
     )
 
 
-def build_worker_app(settings: Settings):
-    from processors.faust_app import build_faust_app  # the edge never loads Faust
+def build_worker_app(settings: Settings, counts: OutcomeCounts | None = None):
+    from processors.runtime.faust.app import build_faust_app  # the edge never loads Faust
 
     backend = server_backend(settings)
     sink = ClickHouseSink(backend)
@@ -149,6 +155,7 @@ def build_worker_app(settings: Settings):
         store=settings.worker_store,
         stages=Stages(settings.processing_config()),
         broker_options=options,
+        counts=counts,
     )
 
 
@@ -160,7 +167,10 @@ def run_worker(settings: Settings) -> None:
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     asyncio.run(ensure_topics(settings))  # the stage topics must exist before Faust subscribes
-    app = build_worker_app(settings)
+    counts = OutcomeCounts()
+    if settings.worker_metrics_port:
+        serve_worker_metrics(counts, settings.worker_metrics_host, settings.worker_metrics_port)
+    app = build_worker_app(settings, counts)
     # long-lived start-up objects (modules, Faust services) out of the collector's way, and fewer
     # young collections: the cores allocate many short-lived objects per event (docs/performance.md)
     gc.collect()

@@ -5,19 +5,20 @@
     <data_dir>/state.sqlite the processors' state (sessions, clicks, conversions), committed in one
                             transaction with the log offset it describes (authoritative offset)
     <data_dir>/chdb/        embedded ClickHouse data
-    <data_dir>/deadletter/  records that could not be decoded, with the reason
+    <data_dir>/deadletter/  records that could not be decoded or were quarantined, with the reason
 
-The runner reads the log from the committed offset, runs the same pipeline core the Faust worker runs,
-writes the batch with a token naming its offset range, and only then commits the offset. A crash between
-write and commit replays the range, which the idempotent tables absorb: accepted events count exactly once.
+The runner reads the log from the committed offset and drives the same batch protocol and pipeline core
+the Faust worker drives (processors.batch): it writes the batch with a token naming its offset range, and
+only then commits state and offset. A crash between write and commit replays the range, which the
+idempotent tables absorb: accepted events count exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,14 +27,19 @@ from aiohttp import web
 
 from ingest.app import build_edge_app
 from ingest.config_file_store import FileConfigStore
-from processors.pipeline import ConversionPipeline, SourceRecord
-from processors.state_sqlite import SqliteState
+from ingest.http_common import METRICS
+from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
+from processors.outcome import DeadLetter
+from processors.pipeline import BatchResult, ConversionPipeline, SourceRecord
+from processors.runtime.sqlite_state import SqliteState
+from schemas.rows import ProcessedBatch
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
-from trackpipe.locallog import LocalLog, OffsetStore
+from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
+from trackpipe.metrics import register_outcomes
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
@@ -42,14 +48,73 @@ log = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "trackpipe"
 
 
-class EmbeddedRunner:
-    """Reads the local log from the committed position and drives the pipeline core batch by batch.
+class EmbeddedPort:
+    """The embedded mode's side of the batch protocol (processors.batch): records of the local log, state
+    and position in SQLite (one transaction), dead letters in their own local log."""
 
-    Any fault of a step (a full disk under the SQLite state, the chdb data or the dead-letter log, a
-    ClickHouse error, a bug) leaves the committed position and state as they were: the runner logs it,
-    reports it through :meth:`health` (so ``/healthz`` answers 503 while processing cannot advance) and
-    processes the same range again after a backoff, until it succeeds. It never skips a record and never
-    stops by itself."""
+    def __init__(
+        self,
+        pipeline: ConversionPipeline,
+        sink: ClickHouseSink,
+        deadletter: LocalLog,
+        executor: ThreadPoolExecutor,
+        on_commit: Callable[[int], None],
+    ):
+        self.pipeline = pipeline
+        self.sink = sink
+        self.deadletter = deadletter
+        self.executor = executor
+        self.on_commit = on_commit
+
+    def process(self, records: Sequence[LogRecord]) -> BatchResult:
+        return self.pipeline.process_records(
+            SourceRecord("local", r.partition, r.offset, r.payload) for r in records
+        )
+
+    def token(self, records: Sequence[LogRecord]) -> str:
+        return f"local:{records[0].offset}-{records[-1].next_offset}"
+
+    def raw(self, record: LogRecord) -> bytes:
+        return record.payload
+
+    async def write(self, rows: ProcessedBatch, token: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write_batch, rows, token)
+
+    async def deliver(self, work: BatchResult) -> None:
+        # Written before the commit: a fault after this retries the batch, so a dead letter may be
+        # written twice, never lost.
+        await self.quarantine(work.dead_letters)
+
+    async def quarantine(self, letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            self.deadletter.append_many([(0, dead_letter_record(d)) for d in letters])
+
+    async def commit(self, records: Sequence[LogRecord]) -> None:
+        end = records[-1].next_offset
+        # stage state + offset, one SQLite transaction (fsync: off the event loop)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.commit, end)
+        self.on_commit(end)
+
+    def discard(self) -> None:
+        self.pipeline.discard()
+
+
+def dead_letter_record(letter: DeadLetter) -> bytes:
+    """A dead letter in the local dead-letter log: reason, detail and the original bytes (as text)."""
+    return orjson.dumps(
+        {"reason": str(letter.reason), "detail": letter.detail, "raw": letter.raw.decode("utf-8", "replace")}
+    )
+
+
+class EmbeddedRunner:
+    """Reads the local log from the committed position and hands batches to the one batch protocol
+    (:class:`processors.batch.BatchRunner`), which the Faust worker drives too.
+
+    A fault of any step (a full disk under the SQLite state, the chdb data or the dead-letter log, a
+    ClickHouse error) leaves the committed position and state as they were; the batch is retried after a
+    backoff until it succeeds, and :meth:`health` says why (so ``/healthz`` answers 503 while processing
+    cannot advance). Records that fail non-retriably are isolated and quarantined to the dead-letter log
+    (processors.batch). The runner never stops by itself."""
 
     def __init__(
         self,
@@ -62,138 +127,74 @@ class EmbeddedRunner:
         *,
         max_records: int = 1000,
         flush_wait_s: float = 0.2,
-        max_backoff_s: float = 5.0,
+        counts: OutcomeCounts | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self.log = log_
         self.offsets = offsets
-        self.pipeline = pipeline
-        self.sink = sink
         self.deadletter = deadletter
-        self.executor = executor
         self.max_records = max_records
         self.flush_wait_s = flush_wait_s
-        self.max_backoff_s = max_backoff_s
         self.appended = asyncio.Event()
         committed = pipeline.committed_offset()  # state and offset are committed together
         self.position = offsets.load() if committed is None else committed
-        self.last_error: str | None = None
-        self.failing_since: float | None = None
-        self.batches_committed = 0
+        self.counts = counts if counts is not None else OutcomeCounts()
+        port = EmbeddedPort(pipeline, sink, deadletter, executor, self._committed)
+        self.batches = BatchRunner(port, "embedded", self.counts, retry)
         self._stopping = False
-        self._wake = asyncio.Event()  # cuts a backoff short on stop
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="embedded-runner")
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Stop after the batch in hand (a batch still failing after ``grace_s`` is abandoned uncommitted:
+        it runs again at the next start)."""
         self.stop()
-        if self._task is not None:
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait([self._task], timeout=grace_s)
+        if not done:
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
     def health(self) -> str | None:
         """None while processing can advance; else what stops it (shown by ``/healthz``)."""
         if self._task is not None and self._task.done() and not self._stopping:
             return "embedded runner stopped unexpectedly; see the log"  # run() returns only when stopped
-        if self.last_error is None:
-            return None
-        since = 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
-        return (
-            f"embedded processing stalled for {since:.0f}s at log offset {self.position}: {self.last_error}"
-        )
+        problem = self.batches.health()
+        return None if problem is None else f"{problem} (log offset {self.position})"
 
     async def run(self) -> None:
-        backoff = 0.1
         while not self._stopping:
-            try:
-                await self._step()
-            except Exception as exc:
-                await self._failed(exc, backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
-                continue
-            backoff = 0.1
-            if self.last_error is not None:
-                log.warning("embedded processing resumed at log offset %d", self.position)
-                self.last_error = self.failing_since = None
-
-    async def _failed(self, exc: Exception, backoff: float) -> None:
-        """Forget the batch's uncommitted state (it is processed again from the committed state), say
-        why on /healthz and in the log, and wait before the retry."""
-        try:
-            self.pipeline.discard()
-        except Exception:  # a rollback that fails leaves SQLite to roll back at the next transaction
-            log.exception("embedded runner: could not discard the failed batch's state")
-        retriable = getattr(exc, "retriable", None)
-        detail = f"{type(exc).__name__}: {exc}" + ("" if retriable is None else f" (retriable={retriable})")
-        if detail != self.last_error:
-            # once per distinct fault with its traceback; repeats of it only as warnings
-            log.error(
-                "embedded processing failed at log offset %d, retrying: %s",
-                self.position,
-                detail,
-                exc_info=exc,
-            )
-        else:
-            log.warning("embedded processing still failing, retry in %.1fs: %s", backoff, detail)
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-        self.last_error = detail
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=backoff)
-        except TimeoutError:
-            pass
-
-    async def _step(self) -> None:
-        """One batch: read, process, store, dead-letter, commit state + position. Raises on any fault
-        before the commit (nothing of the batch is then committed)."""
-        loop = asyncio.get_running_loop()
-        records = self.log.read(self.position, max_records=self.max_records)
-        if not records:
-            self.appended.clear()
-            try:
-                await asyncio.wait_for(self.appended.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
-            return
-        if len(records) < self.max_records and self.flush_wait_s > 0:
-            # Let a few more linger cycles arrive: fewer, larger inserts (fewer ClickHouse parts).
-            await asyncio.sleep(self.flush_wait_s)
             records = self.log.read(self.position, max_records=self.max_records)
-        result = self.pipeline.process_records(
-            SourceRecord("local", r.partition, r.offset, r.payload) for r in records
-        )
-        token = f"local:{records[0].offset}-{records[-1].next_offset}"
-        # Backpressure: a failed write keeps the position; the same range is retried. Nothing is dropped.
-        await loop.run_in_executor(self.executor, self.sink.write_batch, result.batch, token)
-        if result.dead_letters:
-            # Written before the commit: a fault after this line retries the batch, so a dead letter may
-            # be written twice, never lost.
-            self.deadletter.append_many(
-                [
-                    (0, orjson.dumps({"reason": d.reason, "raw": d.raw.decode("utf-8", "replace")}))
-                    for d in result.dead_letters
-                ]
-            )
-        end = records[-1].next_offset
-        # stage state + offset, one SQLite transaction (fsync: off the event loop)
-        await loop.run_in_executor(self.executor, self.pipeline.commit, end)
-        self.position = end
-        self.batches_committed += 1
-        self._after_commit()
+            if not records:
+                self.appended.clear()
+                try:
+                    await asyncio.wait_for(self.appended.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+                continue
+            if len(records) < self.max_records and self.flush_wait_s > 0:
+                # Let a few more linger cycles arrive: fewer, larger inserts (fewer ClickHouse parts).
+                await asyncio.sleep(self.flush_wait_s)
+                records = self.log.read(self.position, max_records=self.max_records)
+            await self.batches.run(records)
 
-    def _after_commit(self) -> None:
-        """Housekeeping that the committed SQLite offset makes optional: a failure here only delays it."""
+    def _committed(self, position: int) -> None:
+        """After each committed (sub-)batch: the position moves; housekeeping that the SQLite offset makes
+        optional follows, and its failure only delays it."""
+        self.position = position
         try:
-            self.offsets.commit(self.position)  # a hint for tools; the SQLite offset is authoritative
-            self.log.delete_before(self.position)
+            self.offsets.commit(position)  # a hint for tools; the SQLite offset is authoritative
+            self.log.delete_before(position)
         except OSError as exc:
-            log.warning("embedded runner: housekeeping after offset %d failed: %s", self.position, exc)
+            log.warning("embedded runner: housekeeping after offset %d failed: %s", position, exc)
 
     def stop(self) -> None:
         self._stopping = True
         self.appended.set()
-        self._wake.set()
 
 
 #: The running app's runner (operators' tools and tests look at its position and health).
@@ -205,6 +206,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
     data.mkdir(parents=True, exist_ok=True)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chdb")
     state: dict[str, object] = {}
+    counts = OutcomeCounts()
 
     async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -218,6 +220,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
             ClickHouseSink(backend),
             LocalLog(data / "deadletter"),
             executor,
+            counts=counts,
         )
         state["backend"], state["runner"] = backend, runner
         app[RUNNER] = runner
@@ -245,12 +248,16 @@ def build_embedded_app(settings: Settings) -> web.Application:
         assert isinstance(found, ChdbBackend)
         return found
 
-    return build_edge_app(
+    app = build_edge_app(
         settings.edge,
         publisher,
         BackendReports(backend, executor),
         extra_cleanup=[embedded_ctx],
         config_store=FileConfigStore(data / "config.log"),
         admin_key=settings.admin_key_value(),
+        read_keys=settings.read_keys_value(),
+        metrics_key=settings.metrics_key_value(),
         health_checks=[runner_health],
     )
+    register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too
+    return app

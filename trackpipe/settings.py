@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.config import EdgeConfig
+from ingest.keys import check_key, parse_read_keys
 
 if TYPE_CHECKING:
     from processors.config import ProcessingConfig
@@ -19,7 +20,11 @@ if TYPE_CHECKING:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TRACKPIPE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="TRACKPIPE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,  # an error must never print a key or a password
     )
 
     host: str = Field("127.0.0.1", description="address the HTTP edge binds")
@@ -53,6 +58,10 @@ class Settings(BaseSettings):
     worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
     worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")
+    worker_metrics_host: str = Field("127.0.0.1", description="address of the worker's /metrics")
+    worker_metrics_port: int = Field(
+        9465, ge=0, le=65535, description="port of the worker's Prometheus /metrics (0 = not served)"
+    )
 
     # stream processing (issue 4): see README "Processing rules"
     attribution_model: str = Field("last_click", description="default attribution model of a project")
@@ -67,8 +76,28 @@ class Settings(BaseSettings):
 
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     admin_key: SecretStr | None = Field(
-        None, description="bearer key of the admin API (goals, links); unset = admin API disabled"
+        None,
+        description="bearer key (≥ 32 characters) of the admin API (goals, links), every report and "
+        "/metrics; unset = admin API disabled",
     )
+    read_keys: SecretStr | None = Field(
+        None, description="per-project report keys (≥ 32 characters): 'project=key,project2=key2'"
+    )
+    metrics_key: SecretStr | None = Field(None, description="bearer key (≥ 32 characters) of /metrics")
+
+    @field_validator("admin_key", "metrics_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            check_key(f"TRACKPIPE_{str(info.field_name).upper()}", value.get_secret_value())
+        return value
+
+    @field_validator("read_keys")
+    @classmethod
+    def _read_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_read_keys(value.get_secret_value())
+        return value
 
     def kafka_config_topic(self) -> str:
         """Compacted topic holding goals and links (distributed mode)."""
@@ -76,6 +105,13 @@ class Settings(BaseSettings):
 
     def admin_key_value(self) -> str | None:
         return self.admin_key.get_secret_value() if self.admin_key else None
+
+    def read_keys_value(self) -> dict[str, str]:
+        """{project: key} of ``TRACKPIPE_READ_KEYS``."""
+        return parse_read_keys(self.read_keys.get_secret_value()) if self.read_keys else {}
+
+    def metrics_key_value(self) -> str | None:
+        return self.metrics_key.get_secret_value() if self.metrics_key else None
 
     def processing_config(self) -> ProcessingConfig:
         """The processors' parameters (windows, models, gaps) from these settings."""

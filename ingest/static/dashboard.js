@@ -2,13 +2,40 @@
 // Everything that comes from the API is rendered with textContent / setAttribute, never as HTML.
 // Page parameters (kept in the address bar): project, period (1|7|30|90|365|custom), from, to
 // (YYYY-MM-DD, custom period, both days included), refresh (seconds between auto-refreshes).
+// The reports need a key (the admin key or a project's read key) unless the edge has none configured
+// and this browser runs on its host: on a 401 the page asks for it, keeps it in sessionStorage only
+// (gone with the tab, never in the address) and sends it as "Authorization: Bearer <key>".
 "use strict";
 
 (function () {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const DAY_MS = 86400000;
   const PERIODS = ["1", "7", "30", "90", "365", "custom"];
+  const KEY_ITEM = "trackpipe.key";
   const $ = (id) => document.getElementById(id);
+
+  function readStoredKey() {
+    try {
+      return window.sessionStorage.getItem(KEY_ITEM) || "";
+    } catch (_) {
+      return ""; // storage disabled: the key lasts as long as the page
+    }
+  }
+
+  let currentKey = readStoredKey();
+
+  function setKey(key) {
+    currentKey = key;
+    try {
+      if (key) window.sessionStorage.setItem(KEY_ITEM, key);
+      else window.sessionStorage.removeItem(KEY_ITEM);
+    } catch (_) {
+      // storage disabled: kept in memory only
+    }
+    $("forget-key").hidden = !key;
+  }
+
+  const authorization = () => (currentKey ? { Authorization: `Bearer ${currentKey}` } : {});
 
   const pageParams = new URL(window.location.href).searchParams;
   const refreshSeconds = Math.max(1, Number.parseInt(pageParams.get("refresh") || "30", 10) || 30);
@@ -43,7 +70,8 @@
   }
 
   async function getJSON(path, signal) {
-    const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store", signal });
+    const headers = { Accept: "application/json", ...authorization() };
+    const response = await fetch(path, { headers, cache: "no-store", signal });
     let body = null;
     try {
       body = await response.json();
@@ -52,9 +80,40 @@
     }
     if (!response.ok) {
       const error = body && body.error;
-      throw new Error(error ? `${error.code}: ${error.message}` : `HTTP ${response.status} from ${path}`);
+      const failure = new Error(error ? `${error.code}: ${error.message}` : `HTTP ${response.status} from ${path}`);
+      failure.status = response.status;
+      throw failure;
     }
     return body;
+  }
+
+  function lock(message) {
+    // Nothing read with a previous key stays on the page.
+    renderNothing();
+    shownProjects = null;
+    $("project").replaceChildren();
+    $("key-form").hidden = false;
+    setStatus(message, true);
+    document.body.dataset.state = "locked";
+    $("key").focus();
+  }
+
+  async function downloadCsv(event) {
+    if (!currentKey) return; // no key in use: the plain link works
+    event.preventDefault();
+    try {
+      const response = await fetch($("csv").getAttribute("href"), { headers: authorization(), cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status} from the CSV export`);
+      const url = URL.createObjectURL(await response.blob());
+      const name = `top-events-${state.project.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 100)}.csv`;
+      const link = html("a", { href: url, download: name });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      window.setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (error) {
+      setStatus(`Could not download the CSV: ${error.message}`, true);
+    }
   }
 
   function periodParams() {
@@ -203,11 +262,19 @@
         $("csv").setAttribute("href", `/api/v1/reports/top-events?${params}`);
         setStatus("");
       }
+      $("key-form").hidden = true;
       $("updated").textContent = `${new Date().toISOString().slice(11, 19)} UTC`;
       document.body.dataset.renders = String(++renders);
       document.body.dataset.state = "ready";
     } catch (error) {
       if (error.name === "AbortError") return;
+      if (error.status === 401) {
+        const refused = Boolean(currentKey);
+        setKey("");
+        lock(refused ? "The key was not accepted: type the admin key or a read key."
+          : "These reports need a key: type the admin key or a read key.");
+        return;
+      }
       setStatus(`Could not load the report: ${error.message}`, true);
       document.body.dataset.state = "error";
     } finally {
@@ -221,7 +288,7 @@
     const on = $("auto").checked;
     if (on) {
       timer = window.setInterval(() => {
-        if (!document.hidden) refresh();
+        if (!document.hidden && document.body.dataset.state !== "locked") refresh();
       }, refreshSeconds * 1000);
     }
     $("refresh-note").textContent = on ? `auto-refresh every ${refreshSeconds} s` : "auto-refresh off";
@@ -258,6 +325,22 @@
       changed();
     });
   }
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("key").value.trim();
+    if (!key) return;
+    $("key").value = "";
+    setKey(key);
+    $("key-form").hidden = true;
+    setStatus("");
+    refresh();
+  });
+  $("forget-key").addEventListener("click", () => {
+    setKey("");
+    refresh();
+  });
+  $("csv").addEventListener("click", downloadCsv);
+  $("forget-key").hidden = !currentKey;
   $("auto").addEventListener("change", schedule);
   $("refresh").addEventListener("click", refresh);
   $("controls").addEventListener("submit", (event) => event.preventDefault());

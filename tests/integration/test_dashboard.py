@@ -1,5 +1,6 @@
 """The dashboard (GET /) in headless Chromium against a `trackpipe run` subprocess, plus the API it reads
-(/api/v1/projects, ?format=csv).
+(/api/v1/projects, ?format=csv). The edge has an admin key and a read key for the shop project: the page
+asks for a key, and each test types one in.
 
 Chromium (Debian ``chromium``) is driven over the Chrome DevTools protocol with aiohttp's websocket
 client. The page is checked against the API: every number the chart and the table show must be the
@@ -32,6 +33,9 @@ import pytest
 from tests.scenario import EXPECTED_ROWS, Proc, free_port, http, send_scenario, wait_report
 
 SHOP = "shop-demo"
+ADMIN_KEY = "dashboard-admin-key-" + "a" * 24
+SHOP_KEY = "dashboard-shop-key-" + "s" * 24
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 XSS_PROJECT = '<b id="injected">p</b>'
 XSS_GOAL = '<img src=x onerror="window.__pwned=1">'
 WAIT = 90  # seconds: generous, the machine is shared
@@ -78,21 +82,22 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("dashboard")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = Proc(["run", "--port", str(port), "--data-dir", str(tmp / "data")], {}, tmp / "run.log")
+    env = {"TRACKPIPE_ADMIN_KEY": ADMIN_KEY, "TRACKPIPE_READ_KEYS": f"{SHOP}={SHOP_KEY}"}
+    proc = Proc(["run", "--port", str(port), "--data-dir", str(tmp / "data")], env, tmp / "run.log")
     try:
         proc.wait_healthy(base, timeout=WAIT)
         send_scenario(base)
         track(base, XSS_PROJECT, "xss-visitor", [{"evt": "hitGoal", "goals": [XSS_GOAL]}])
         send_shop(base)  # last: the most recently active project
-        wait_report(base, "12345", EXPECTED_ROWS, timeout=WAIT)
-        wait_report(base, SHOP, shop_rows(), timeout=WAIT)
+        wait_report(base, "12345", EXPECTED_ROWS, timeout=WAIT, headers=ADMIN)
+        wait_report(base, SHOP, shop_rows(), timeout=WAIT, headers=ADMIN)
         yield base
     finally:
         assert proc.stop() == 0, proc.tail()
 
 
-def get_raw(url: str) -> tuple[int, str, str]:
-    req = urllib.request.Request(url, headers={"User-Agent": "trackpipe-tests"})
+def get_raw(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    req = urllib.request.Request(url, headers={"User-Agent": "trackpipe-tests", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
@@ -102,7 +107,10 @@ def get_raw(url: str) -> tuple[int, str, str]:
 
 def api_report(base: str, project: str) -> dict[str, Any]:
     status, body = http(
-        "GET", f"{base}/api/v1/reports/top-events?" + urllib.parse.urlencode({"project": project})
+        "GET",
+        f"{base}/api/v1/reports/top-events?" + urllib.parse.urlencode({"project": project}),
+        None,
+        ADMIN,
     )
     assert status == 200, body
     return body  # type: ignore[no-any-return]
@@ -113,15 +121,15 @@ def api_report(base: str, project: str) -> dict[str, Any]:
 
 def test_csv_export_has_the_json_rows(edge: str) -> None:
     query = "/api/v1/reports/top-events?project=" + SHOP
-    status, ctype, text = get_raw(edge + query + "&format=csv")
+    status, ctype, text = get_raw(edge + query + "&format=csv", ADMIN)
     assert status == 200 and ctype.startswith("text/csv"), (status, ctype, text)
     assert text.splitlines()[0] == "goal_id,conversions,converters,conversion_rate,revenue"
     as_json = api_report(edge, SHOP)["rows"]
     assert as_json == shop_rows()
     assert list(csv.DictReader(io.StringIO(text))) == [{k: str(v) for k, v in r.items()} for r in as_json]
-    assert http("GET", edge + query + "&format=json")[1]["rows"] == as_json
+    assert http("GET", edge + query + "&format=json", None, ADMIN)[1]["rows"] == as_json
 
-    status, body = http("GET", edge + query + "&format=xml")
+    status, body = http("GET", edge + query + "&format=xml", None, ADMIN)
     assert status == 400 and body["error"]["code"] == "invalid_query", body
     assert "json, csv" in body["error"]["message"]
     assert body["error"]["details"] == [{"field": "format", "allowed": ["json", "csv"]}]
@@ -131,7 +139,7 @@ def test_projects_most_recent_first(edge: str) -> None:
     track(edge, "late-project", "late-visitor", [{"evt": "hitGoal", "goals": ["1"]}])
     deadline = time.monotonic() + WAIT
     while True:
-        status, body = http("GET", edge + "/api/v1/projects")
+        status, body = http("GET", edge + "/api/v1/projects", None, ADMIN)
         assert status == 200, body
         projects = [r["project"] for r in body["rows"]]
         if (projects and projects[0] == "late-project") or time.monotonic() > deadline:
@@ -142,12 +150,13 @@ def test_projects_most_recent_first(edge: str) -> None:
     stamps = [r["last_event_at"] for r in body["rows"]]
     assert stamps == sorted(stamps, reverse=True)
 
-    assert [r["project"] for r in http("GET", edge + "/api/v1/projects?limit=2")[1]["rows"]] == projects[:2]
-    status, ctype, text = get_raw(edge + "/api/v1/projects?format=csv")
+    limited = http("GET", edge + "/api/v1/projects?limit=2", None, ADMIN)[1]["rows"]
+    assert [r["project"] for r in limited] == projects[:2]
+    status, ctype, text = get_raw(edge + "/api/v1/projects?format=csv", ADMIN)
     assert status == 200 and ctype.startswith("text/csv")
     assert [r["project"] for r in csv.DictReader(io.StringIO(text))] == projects
     for bad in ("limit=0", "limit=x", "project=1", "format=html"):
-        status, body = http("GET", edge + "/api/v1/projects?" + bad)
+        status, body = http("GET", edge + "/api/v1/projects?" + bad, None, ADMIN)
         assert status == 400 and body["error"]["code"] == "invalid_query", (bad, body)
 
 
@@ -160,6 +169,14 @@ def test_page_and_static_files_are_served_with_a_strict_policy(edge: str) -> Non
         assert "innerHTML" not in resp.read().decode()
     status, body = http("GET", edge + "/static/..%2fapp.py")
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_the_api_the_page_reads_needs_a_key(edge: str) -> None:
+    for path in ("/api/v1/projects", f"/api/v1/reports/top-events?project={SHOP}"):
+        status, body = http("GET", edge + path)
+        assert status == 401 and body["error"]["code"] == "unauthorized", (path, body)
+    status, body = http("GET", edge + "/api/v1/projects", None, {"Authorization": f"Bearer {SHOP_KEY}"})
+    assert status == 200 and [r["project"] for r in body["rows"]] == [SHOP]
 
 
 # -- headless Chromium over the DevTools protocol ----------------------------------------------------
@@ -187,7 +204,10 @@ class Page:
             elif data.get("method") == "Runtime.consoleAPICalled" and data["params"]["type"] == "error":
                 self.problems.append(json.dumps(data["params"]["args"])[:500])
             elif data.get("method") == "Log.entryAdded" and data["params"]["entry"]["level"] == "error":
-                self.problems.append(json.dumps(data["params"]["entry"])[:500])
+                entry = data["params"]["entry"]
+                if entry.get("source") == "network" and "status of 401" in entry.get("text", ""):
+                    continue  # the API asking for a key: how the page learns to show the key prompt
+                self.problems.append(json.dumps(entry)[:500])
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         msg_id = next(self.ids)
@@ -214,6 +234,13 @@ class Page:
 
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", url=url)
+
+    async def type_key(self, key: str) -> None:
+        """Wait for the key prompt, type ``key`` into it as a user would and submit it."""
+        await self.wait_for("s.state === 'locked' && s.key_prompt", "the key prompt")
+        await self.js("document.getElementById('key').focus()")
+        await self.send("Input.insertText", text=key)
+        await self.js("document.getElementById('use-key').click()")
 
     async def wait_for(self, predicate: str, what: str) -> dict[str, Any]:
         """Poll the page until ``predicate`` (JS, over ``s`` = the page state) holds; return the state."""
@@ -254,6 +281,8 @@ PAGE_STATE = """(() => {
     pwned: window.__pwned || null,
     injected: document.querySelectorAll("#injected, img").length,
     status: text(q("#status")),
+    key_prompt: !q("#key-form").hidden,
+    stored_key: window.sessionStorage.getItem("trackpipe.key"),
     visitors: text(q("#visitors")),
     picker: [...q("#project").options].map(
       (o) => ({text: o.textContent, value: o.value, selected: o.selected})),
@@ -374,6 +403,7 @@ async def test_chart_and_table_show_the_api_numbers(edge: str, page: Page, tmp_p
     report = api_report(edge, SHOP)
     assert report["rows"] == shop_rows()  # 'contact' (6th goal) is not in the Top-5
     await page.goto(f"{edge}/?project={SHOP}")
+    await page.type_key(ADMIN_KEY)
     state = await page.wait_for(f"s.state === 'ready' && s.project === '{SHOP}'", "the shop report")
     assert_shows(state, report)
     assert "contact" not in json.dumps(state["chart"]) + json.dumps(state["table"])
@@ -394,8 +424,9 @@ async def test_chart_and_table_show_the_api_numbers(edge: str, page: Page, tmp_p
 
 async def test_pickers_and_auto_refresh(edge: str, page: Page) -> None:
     await page.goto(f"{edge}/?refresh=1")
+    await page.type_key(ADMIN_KEY)
     state = await page.wait_for("s.state === 'ready' && s.renders >= 1", "the first render")
-    status, projects = http("GET", edge + "/api/v1/projects")
+    status, projects = http("GET", edge + "/api/v1/projects", None, ADMIN)
     assert status == 200
     # the picker lists the projects as the API does, the most recently active one chosen
     assert [o["text"] for o in state["picker"]] == [r["project"] for r in projects["rows"]]
@@ -419,6 +450,8 @@ async def test_pickers_and_auto_refresh(edge: str, page: Page) -> None:
     status, body = http(
         "GET",
         f"{edge}/api/v1/reports/top-events?project=12345&from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z",
+        None,
+        ADMIN,
     )
     assert status == 200 and body["rows"] == [] and body["visitors"] == 0
 
@@ -432,7 +465,7 @@ async def test_pickers_and_auto_refresh(edge: str, page: Page) -> None:
         dict(EXPECTED_ROWS[0], conversions=3, converters=2, conversion_rate=0.666667),
         dict(EXPECTED_ROWS[1], conversion_rate=0.333333),
     ]
-    report = wait_report(edge, "12345", rows, timeout=WAIT)
+    report = wait_report(edge, "12345", rows, timeout=WAIT, headers=ADMIN)
     state = await page.wait_for("s.state === 'ready' && s.visitors === '3'", "the new visitor")
     assert_shows(state, report)
     assert state["marker"] == "same page"
@@ -441,6 +474,7 @@ async def test_pickers_and_auto_refresh(edge: str, page: Page) -> None:
 
 async def test_data_is_rendered_as_text_never_as_markup(edge: str, page: Page) -> None:
     await page.goto(f"{edge}/?" + urllib.parse.urlencode({"project": XSS_PROJECT}))
+    await page.type_key(ADMIN_KEY)
     state = await page.wait_for(
         f"s.state === 'ready' && s.project === {json.dumps(XSS_PROJECT)}", "the probe"
     )
@@ -448,4 +482,48 @@ async def test_data_is_rendered_as_text_never_as_markup(edge: str, page: Page) -
     assert state["table"][0][1] == XSS_GOAL and state["chart"][0]["goal"] == XSS_GOAL
     assert XSS_PROJECT in [o["text"] for o in state["picker"]]
     assert state["injected"] == 0 and state["pwned"] is None
+    assert page.problems == []
+
+
+async def test_the_page_asks_for_a_key_and_keeps_it_in_the_tab(edge: str, page: Page, tmp_path: Path) -> None:
+    await page.goto(f"{edge}/")
+    state = await page.wait_for("s.state === 'locked' && s.key_prompt", "the key prompt")
+    assert "need a key" in state["status"] and state["table"] == [["No conversions in this period"]]
+    assert state["picker"] == [] and state["stored_key"] is None
+
+    # a wrong key: asked again, nothing kept
+    await page.type_key("not-the-key-" + "x" * 30)
+    state = await page.wait_for("s.state === 'locked' && s.status.includes('not accepted')", "refusal")
+    assert state["stored_key"] is None
+
+    # the shop's read key: its project only, the key in sessionStorage and never in the address
+    await page.type_key(SHOP_KEY)
+    state = await page.wait_for(f"s.state === 'ready' && s.project === '{SHOP}'", "the shop report")
+    assert [o["value"] for o in state["picker"]] == [SHOP]
+    assert_shows(state, api_report(edge, SHOP))
+    assert state["stored_key"] == SHOP_KEY and SHOP_KEY not in state["address"]
+
+    # the CSV link downloads with the key too
+    await page.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(tmp_path))
+    await page.js("document.getElementById('csv').click()")
+    target = tmp_path / f"top-events-{SHOP}.csv"
+    expected = get_raw(f"{edge}/api/v1/reports/top-events?project={SHOP}&format=csv", ADMIN)[2]
+    deadline = time.monotonic() + WAIT
+    while True:
+        got = target.read_bytes().decode() if target.exists() else None
+        if got == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert got == expected
+
+    # a reload in the same tab does not ask again; another project is refused by name
+    await page.goto(f"{edge}/?project=12345")
+    state = await page.wait_for("s.state === 'error'", "the refusal of project 12345")
+    assert "forbidden" in state["status"] and not state["key_prompt"]
+    page.problems[:] = [p for p in page.problems if "status of 403" not in p]  # that refusal, as asked
+
+    # "Forget key": asked again, nothing kept
+    await page.js("document.getElementById('forget-key').click()")
+    state = await page.wait_for("s.state === 'locked' && s.key_prompt", "the key prompt again")
+    assert state["stored_key"] is None and state["table"] == [["No conversions in this period"]]
     assert page.problems == []

@@ -5,7 +5,26 @@ The expected rows are the same ones the embedded test checks, so both backends g
 
 from __future__ import annotations
 
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.scenario import EXPECTED_ROWS, Proc, free_port, run_cli, send_scenario, wait_report
+
+
+def worker_metrics(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The worker's Prometheus samples: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
 
 
 def test_distributed_reference_scenario(
@@ -20,6 +39,7 @@ def test_distributed_reference_scenario(
         "TRACKPIPE_CLICKHOUSE_DATABASE": ch_database,
         "TRACKPIPE_WORKER_APP_ID": unique_name("worker"),
         "TRACKPIPE_WORKER_BATCH_WITHIN_S": "0.2",
+        "TRACKPIPE_WORKER_METRICS_PORT": str(free_port()),
     }
     assert "created" in run_cli(["topics", "create"], env, tmp_path)
     assert "exists" in run_cli(["topics", "create"], env, tmp_path)
@@ -35,6 +55,15 @@ def test_distributed_reference_scenario(
         send_scenario(base)
         report = wait_report(base, "12345", EXPECTED_ROWS, timeout=90)
         assert report["visitors"] == 2
+        # the worker's /metrics counts every outcome: the repeated legacy transaction merged into its
+        # conversion, rows written, batches committed (by stage)
+        metrics = worker_metrics(int(env["TRACKPIPE_WORKER_METRICS_PORT"]))
+        merged = sample(
+            "trackpipe_processing_outcomes_total", stage="conversion", outcome="merged", reason=""
+        )
+        assert metrics[merged] >= 1
+        assert metrics[sample("trackpipe_processing_rows_total", table="events")] >= 5
+        assert metrics[sample("trackpipe_processing_batches_total", stage="visitor", result="committed")] >= 1
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
     finally:

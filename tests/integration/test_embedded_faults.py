@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from processors.state_sqlite import SqliteState
 from sinks.backend import BackendError
 from sinks.chdb_backend import ChdbBackend
 from trackpipe.embedded import RUNNER, build_embedded_app
@@ -55,15 +54,18 @@ def raise_for(what: str) -> None:
 
 def inject(monkeypatch: pytest.MonkeyPatch, app: Any, point: str, fault: Fault) -> None:
     if point == "sqlite_commit":
-        real_commit = SqliteState.commit
+        state = app[RUNNER].batches.port.pipeline.state
+        conn = state.conn
 
-        def commit(self: SqliteState, offset: int) -> None:
-            with self.lock:  # what COMMIT does on a full disk: the batch's writes are made, then refused
-                self.conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('offset', ?)", (offset,))
+        class RefusingCommit:  # COMMIT on a full disk: the batch's writes are made, then refused
+            def __getattr__(self, name: str) -> Any:
+                return getattr(conn, name)
+
+            def commit(self) -> None:
                 fault.check(point)
-            real_commit(self, offset)
+                conn.commit()
 
-        monkeypatch.setattr(SqliteState, "commit", commit)
+        monkeypatch.setattr(state, "conn", RefusingCommit())
     elif point == "chdb_insert":
         real_insert = ChdbBackend.insert_arrow
 
@@ -170,20 +172,25 @@ async def test_processing_survives_a_disk_error_and_resumes_by_itself(tmp_path, 
         body = await wait_for(unhealthy, "healthz reports the stalled runner")
         assert any("stalled" in p for p in body["problems"]), body
         assert fault.hits >= 1 and not app[RUNNER]._task.done()
-        hits = fault.hits
-        await wait_for(lambda: _true(fault.hits > hits), "the runner retries by itself")
+        seen = fault.hits
+        await wait_for(lambda: _true(fault.hits > seen), "the runner retries by itself")
         # the batch is retried from the committed state: its rows are either not stored yet (the insert
         # failed) or stored once however often the retries write them again (the commit after it failed)
         expected_while_failing = {"before": 5} if point == "chdb_insert" else {"before": 5, "during": 7}
         assert await conversions(client) == expected_while_failing
 
         fault.armed = False  # space returns
+        hits = float(fault.hits)
         await wait_for(lambda: _equals(client, {"before": 5, "during": 7}), "processing resumed")
         await wait_for(lambda: _status(client, 200), "healthz ok again")
         assert (await track(client, "after", 3, "a")) == (3, 0)
         await wait_for(lambda: _equals(client, {"before": 5, "during": 7, "after": 3}), "later events")
+        metrics = await (await client.get("/metrics", headers=AUTH)).text()
+        assert f'trackpipe_processing_batches_total{{result="retried",stage="embedded"}} {hits}' in metrics
         if point == "deadletter_append":
             assert [b'"raw":"not an envelope"' in r.payload for r in app[RUNNER].deadletter.read(0)][-1]
+            undecodable = 'outcome="dead_letter",reason="undecodable",stage="embedded"} 1.0'
+            assert undecodable in metrics
     monkeypatch.undo()
     # restart on the same data: every acknowledged event exactly once
     async with TestClient(TestServer(build_embedded_app(settings(tmp_path)))) as client:

@@ -271,7 +271,7 @@ def test_fx_load_refuses_a_bad_file_and_names_the_lines(tmp_path: Path) -> None:
 
 def top_report(base: str, project: str, **params: str) -> dict[str, Any]:
     query = urllib.parse.urlencode({"project": project, **params})
-    status, body = http("GET", f"{base}/api/v1/reports/top-events?{query}")
+    status, body = http("GET", f"{base}/api/v1/reports/top-events?{query}", headers=AUTH)
     assert status == 200, body
     return body  # type: ignore[no-any-return]
 
@@ -314,19 +314,21 @@ def test_embedded_reports_convert_revenue_after_fx_load(tmp_path: Path) -> None:
         top = top_report(base, P)
         assert {**money(top), "revenue": top["rows"][0]["revenue"]} == TOP_USD
         assert money(top_report(base, P, currency="EUR")) == TOP_EUR
-        status, analytics = http("GET", f"{base}/api/v1/analytics/conversions?link_id={link['id']}")
+        query = urllib.parse.urlencode({"link_id": link["id"]})
+        status, analytics = http("GET", f"{base}/api/v1/analytics/conversions?{query}", headers=AUTH)
         assert status == 200, analytics
         assert (analytics["currency"], analytics["total_value"]) == (None, 170.0)  # no project: as sent
         query = urllib.parse.urlencode({"link_id": link["id"], "project": P})
-        status, analytics = http("GET", f"{base}/api/v1/analytics/conversions?{query}")
+        status, analytics = http("GET", f"{base}/api/v1/analytics/conversions?{query}", headers=AUTH)
         assert (analytics["currency"], analytics["total_value"], analytics["conversions"]) == (
             "USD",
             160.0,
             3,
         )
         assert analytics["revenue_raw"] == TOP_USD["revenue_raw"]
-        # the CLI prints the converted report
-        out = run_cli(["report", "top-events", "--project", P, "--url", base], {}, tmp_path)
+        # the CLI prints the converted report (the edge has a key: the CLI sends it)
+        args = ["report", "top-events", "--project", P, "--url", base]
+        out = run_cli(args, {"TRACKPIPE_REPORT_KEY": ADMIN_KEY}, tmp_path)
         assert "revenue in USD (1 conversions without a rate)" in out and "160.00" in out
     finally:
         assert proc.stop() == 0, proc.tail()

@@ -22,7 +22,7 @@ from tests.edge_helpers import logged_events
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog
 
-ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN_KEY = "test-admin-key-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 UA = {"User-Agent": "pytest-inputs"}
 # PVTLNK reference, "Create conversion goal"
@@ -414,7 +414,7 @@ async def test_pixel_on_bad_input_still_answers_the_gif(edge):
         assert resp.status == status and resp.content_type == "image/gif"
         assert await resp.read() == PIXEL_GIF and "no-cache" in resp.headers["Cache-Control"]
     assert logged_events(log) == []
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await (await client.get("/metrics", headers=AUTH)).text()
     assert 'trackpipe_edge_pixel_rejected_total{reason="invalid_field"} 2.0' in metrics
     assert 'trackpipe_edge_pixel_rejected_total{reason="unknown_token"} 1.0' in metrics
 

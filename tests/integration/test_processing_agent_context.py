@@ -16,8 +16,8 @@ from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer
 
-from processors.faust_app import TopologyNames, build_faust_app
 from processors.messages import Attributed, ConvEvent, Resolution, encode_messages
+from processors.runtime.faust.app import TopologyNames, build_faust_app
 from schemas.rows import Conversion, ProcessedBatch
 from tests.scenario import create_topics, faust_test_options
 
@@ -88,7 +88,7 @@ async def test_conversion_agent_in_test_context(tmp_path, kafka_bootstrap, uniqu
             2,
             False,
         )
-        assert app.conf.trackpipe_stats["conversions"] == len(rows)
+        assert app.conf.trackpipe_counts.rows["conversions"] == len(rows)
     finally:
         await app.stop()
 

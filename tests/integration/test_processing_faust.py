@@ -10,8 +10,8 @@ from decimal import Decimal
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from processors.faust_app import TopologyNames, build_faust_app
 from processors.pipeline import ConversionPipeline
+from processors.runtime.faust.app import TopologyNames, build_faust_app
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
 from tests.scenario import create_topics, event, faust_test_options, produce_events
@@ -89,8 +89,8 @@ async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, uniqu
             await asyncio.sleep(0.5)
         assert final(rows) == expected
         assert sorted(set(raw_events)) == sorted(e.event_id for e in events)
-        stats = app.conf.trackpipe_stats
-        assert stats["conversions"] >= 12 and stats["messages"] > 0
+        counts = app.conf.trackpipe_counts
+        assert counts.rows["conversions"] >= 12 and counts.records["click"] > 0
     finally:
         await app.stop()
 
@@ -113,7 +113,9 @@ async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, uniqu
     finally:
         await consumer.stop()
     dead = seen[names.deadletter][0]
-    assert dead.value == b"not an envelope" and b"not JSON" in dict(dead.headers)["reason"]
+    headers = dict(dead.headers)
+    assert dead.value == b"not an envelope" and headers["reason"] == b"undecodable"
+    assert b"not JSON" in headers["detail"]
     body = orjson.loads(seen[names.conversions_out][0].value)
     assert body["kind"] == "conversions" and body["items"][0]["project_id"] == "p"
     assert orjson.loads(seen[names.sessions_out][0].value)["kind"] == "sessions"

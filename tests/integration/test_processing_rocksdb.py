@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
-from processors.faust_app import TopologyNames, build_faust_app, partition_for
 from processors.pipeline import ConversionPipeline
+from processors.runtime.faust.app import TopologyNames, build_faust_app, partition_for
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
 from tests.scenario import create_topics, event, faust_test_options, produce_events

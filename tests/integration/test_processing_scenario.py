@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from processors.faust_app import partition_for
 from processors.pipeline import ConversionPipeline
+from processors.runtime.faust.app import partition_for
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType, ExperimentVariation
 from schemas.rows import Conversion
@@ -364,7 +364,14 @@ async def test_distributed_scenario_with_a_worker_killed_mid_stream(
     )
 
     backend = ServerBackend(clickhouse_server.host, clickhouse_server.http_port, ch_database)
-    workers = [Proc(["worker"], env, tmp_path / f"worker{i}.log") for i in (0, 1)]
+    workers = [
+        Proc(
+            ["worker"],
+            {**env, "TRACKPIPE_WORKER_METRICS_PORT": str(free_port())},
+            tmp_path / f"worker{i}.log",
+        )
+        for i in (0, 1)
+    ]
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # both workers share the partitions and rows are landing
@@ -378,7 +385,9 @@ async def test_distributed_scenario_with_a_worker_killed_mid_stream(
             workers[0].stop(signal.SIGKILL)
         await _produce(kafka_bootstrap, topic, records(bulk[half:], per_record=2))
         if kill:
-            workers[0] = Proc(["worker"], env, tmp_path / "worker0-restarted.log")
+            workers[0] = Proc(
+                ["worker"], {**env, "TRACKPIPE_WORKER_METRICS_PORT": "0"}, tmp_path / "worker0-restarted.log"
+            )
         deadline = time.monotonic() + 150
         got: Any = None
         while time.monotonic() < deadline:

@@ -15,7 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.http_common import METRICS, REPORTS, EdgeMetrics
+from ingest.forwarding import PROXIES, TrustedProxies
+from ingest.http_common import ACCESS, METRICS, REPORTS, EdgeMetrics
+from ingest.keys import AccessKeys
 from ingest.middleware import error_middleware
 from ingest.routes_reports import add_report_routes
 from schemas.reports import ConversionAnalyticsQuery, ExperimentReportQuery
@@ -37,6 +39,8 @@ async def client(clickhouse_server, ch_database) -> AsyncIterator[tuple[TestClie
             app = web.Application(middlewares=[error_middleware])
             app[REPORTS] = BackendReports(lambda: b, executor)
             app[METRICS] = EdgeMetrics()
+            app[ACCESS] = AccessKeys()  # no key configured: the test client on 127.0.0.1 reads
+            app[PROXIES] = TrustedProxies()
             add_report_routes(app)
             async with TestClient(TestServer(app)) as c:
                 yield c, b

@@ -72,6 +72,7 @@ def test_embedded_and_distributed_answer_every_report_the_same(
         "TRACKPIPE_CLICKHOUSE_DATABASE": ch_database,
         "TRACKPIPE_WORKER_APP_ID": unique_name("worker"),
         "TRACKPIPE_WORKER_BATCH_WITHIN_S": "0.2",
+        "TRACKPIPE_WORKER_METRICS_PORT": "0",
     }
     run_cli(["topics", "create"], env, tmp_path)
     run_cli(["migrate"], env, tmp_path)

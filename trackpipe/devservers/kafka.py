@@ -4,7 +4,8 @@ The broker jars come from Maven Central through ``deploy/kafka/pom.xml`` and are
 ``.cache/kafka/libs`` at the repository root (see :func:`ensure_kafka_jars`).  Each
 :class:`KafkaBroker` gets its own temporary directory holding ``server.properties``, the
 log4j2 configuration, the KRaft metadata/data log dirs and ``broker.log``; it is removed on
-:meth:`KafkaBroker.stop`.
+:meth:`KafkaBroker.stop`.  :meth:`KafkaBroker.halt` and :meth:`KafkaBroker.restart` stop the JVM
+and start it again on the same storage and ports (a rolling restart).
 
 Developers can run one in the foreground::
 
@@ -388,8 +389,9 @@ class KafkaBroker:
         _live_brokers.add(self)
         return self
 
-    def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM the JVM (SIGKILL after ``timeout``) and delete the temp directory."""
+    def halt(self, timeout: float | None = None) -> None:
+        """SIGTERM the JVM (SIGKILL after ``timeout``) but keep its storage, ports and cluster id, so
+        :meth:`restart` can bring the same broker back (what a rolling restart does)."""
         timeout = self.stop_timeout if timeout is None else timeout
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
@@ -401,6 +403,25 @@ class KafkaBroker:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+
+    def restart(self) -> KafkaBroker:
+        """Start the JVM again on the storage and ports of the last :meth:`start` (halting it first if it
+        still runs) and block until it serves metadata. ``startup_seconds`` is updated."""
+        if self.workdir is None or self.port is None:
+            raise KafkaError("broker was never started (or was stopped): nothing to restart")
+        self.halt()
+        began = time.monotonic()
+        try:
+            self._launch()
+        except KafkaStartError:
+            self.halt()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the JVM (SIGKILL after ``timeout``) and delete the temp directory."""
+        self.halt(timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -517,6 +538,13 @@ class KafkaBroker:
                 f"formatting Kafka storage failed (exit {fmt.returncode}); {self._failure_details()}"
             )
 
+        self._launch()
+
+    def _launch(self) -> None:
+        """Run the broker JVM on the formatted storage in ``workdir`` and wait until it is ready."""
+        assert self.workdir is not None
+        props_path = self.workdir / "server.properties"
+        log_path = self.workdir / "broker.log"
         in_main_thread = threading.current_thread() is threading.main_thread()
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from processors.faust_app import build_faust_app
-from processors.faust_consumer import GaplessConsumer, InOrderAdmission, StallWatchdog
+from processors.runtime.faust.app import build_faust_app
+from processors.runtime.faust.consumer import GaplessConsumer, InOrderAdmission, StallWatchdog
 
 EVENTS = "ev-topic"
 EARLIEST = [0]  # the log start the `seeks` fixture answers with

@@ -1,7 +1,8 @@
 from datetime import UTC, datetime
 
+from processors.outcome import DropReason
 from processors.pipeline import ConversionPipeline, SourceRecord
-from processors.state_sqlite import SqliteState
+from processors.runtime.sqlite_state import SqliteState
 from schemas.envelope import encode_envelope
 from schemas.events import Event, EventType
 
@@ -36,7 +37,7 @@ def test_state_and_offset_commit_together_and_uncommitted_batches_vanish(tmp_pat
     p = ConversionPipeline(state=state)
     assert p.committed_offset() == 10
     again = p.process_records([rec])  # a redelivery of the committed record changes nothing
-    assert again.batch.sessions == () and again.dropped["replay"] == 1
+    assert again.batch.sessions == () and again.dropped[DropReason.REPLAY] == 1
     out = p.process_records([rec2])  # the uncommitted one is applied once
     assert [s.events for s in out.batch.sessions] == [2]
     p.discard()

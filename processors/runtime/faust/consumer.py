@@ -30,6 +30,8 @@ from typing import Any
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from processors.runtime.faust import private
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,7 @@ class GaplessConsumer(aiokafka_driver.Consumer):
 
     def next_offset(self, tp: TP) -> int | None:
         """The offset the next record processed from ``tp`` must have (None: not known yet)."""
-        committed = self._committed_offset.get(tp)
+        committed = private.committed_offset(self, tp)
         return committed if committed is not None else self._floor.get(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -70,24 +72,23 @@ class GaplessConsumer(aiokafka_driver.Consumer):
             self._floor.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
-    def _new_offset(self, tp: TP) -> int | None:
-        acked = self._acked[tp]
+    def _new_offset(self, tp: TP) -> int | None:  # overrides a private method: see private.py
+        acked = private.acked_offsets(self, tp)
         if acked and self._is_stream_tp(tp):
             start = self.next_offset(tp)
             lowest = min(acked)
             if start is not None and lowest > start and not self._gap_covers(tp, start, lowest):
                 return None  # the record at ``start`` is not processed yet: commit nothing
-        offset: int | None = super()._new_offset(tp)
-        return offset
+        return private.faust_new_offset(self, tp)
 
     def _gap_covers(self, tp: TP, start: int, end: int) -> bool:
         """Whether Faust recorded offsets ``start``..``end - 1`` as absent from the log (compaction,
         transaction markers), so there is nothing there to process."""
-        gap = self._gap.get(tp)
-        if not gap:
+        intervals = private.gap_intervals(self, tp, start, end)
+        if intervals is None:
             return False
         at = start
-        for iv in sorted(gap.overlap(start, end)):
+        for iv in sorted(intervals):
             if iv.begin > at:
                 return False
             at = max(at, iv.end)
@@ -223,6 +224,7 @@ class StallWatchdog:
         ends = await consumer.highwaters(*mine)
         now = self.clock()
         for tp in mine:
+            active, paused = private.fetch_state(consumer, tp)
             expected = self.admission.expected.get(tp)
             if expected is None:
                 expected = consumer.next_offset(tp)
@@ -241,8 +243,8 @@ class StallWatchdog:
                 now - since,
                 expected,
                 end - 1,
-                tp in consumer._get_active_partitions(),
-                tp in consumer._paused_partitions,
+                active,
+                paused,
             )
             consumer.resume_partitions({tp})
             await consumer.seek(tp, expected)

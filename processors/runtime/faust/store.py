@@ -23,6 +23,7 @@ from typing import Any
 import rocksdict
 from faust.stores.rocksdb import Store as RocksDBStore
 
+from processors.runtime.faust import private
 from schemas.partitioning import partition_for
 
 
@@ -78,7 +79,7 @@ class RocksDBState(MemoryState):
         self.store = table.data
 
     def get(self, key: str) -> bytes | None:
-        db = self.store._db_for_partition(partition_for(key, self.partitions))
+        db = private.rocksdb_for_partition(self.store, partition_for(key, self.partitions))
         value = db.get(key.encode())
         return None if value is None else bytes(value)
 
@@ -98,13 +99,13 @@ class RocksDBState(MemoryState):
 
     def delete(self, key: str) -> Any | None:
         k = key.encode()
-        if self.store._db_for_partition(partition_for(key, self.partitions)).get(k) is None:
+        if private.rocksdb_for_partition(self.store, partition_for(key, self.partitions)).get(k) is None:
             return None
         return self._send(key, k, None)
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         offset_key = self.store.offset_key
-        for _partition, db in list(self.store._dbs.items()):
+        for _partition, db in private.rocksdb_databases(self.store):
             for k, v in db.items():
                 if k != offset_key and v is not None:
                     yield bytes(k).decode(), bytes(v)
@@ -124,11 +125,8 @@ class RocksDBState(MemoryState):
             offsets[part] = max(offsets.get(part, -1), meta.offset)
         for part, batch in batches.items():
             batch.put(self.store.offset_key, str(offsets[part]).encode())
-            self.store._db_for_partition(part).write(batch)
-        # Faust's key -> partition cache (its own reads; ours compute the partition): a key never
-        # changes partition, so its entries stay right; deleted keys leave it (a put would cost ~6 us)
-        for k in deleted:
-            self.store._key_index.pop(k, None)
+            private.rocksdb_for_partition(self.store, part).write(batch)
+        private.forget_key_partitions(self.store, deleted)  # a put would cost ~6 us; deletes only
 
 
 def table_state(table: Any, partitions: int) -> MemoryState:

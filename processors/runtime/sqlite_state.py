@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from processors.messages import Stage
@@ -21,30 +22,49 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
+class StateError(Exception):
+    """A SQLite operation failed. ``retriable``: the condition can pass (a full disk, a locked or busy
+    database, an I/O error); the batch is then retried from the committed state."""
+
+    def __init__(self, message: str, *, retriable: bool):
+        super().__init__(message)
+        self.retriable = retriable
+
+
+@contextmanager
+def _sqlite_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY, SQLITE_LOCKED, ...
+        raise StateError(f"state {what} failed: {exc}", retriable=True) from exc
+    except sqlite3.DatabaseError as exc:  # corruption, constraint violations: not going to pass by itself
+        raise StateError(f"state {what} failed: {exc}", retriable=False) from exc
+
+
 class _StageTable:
     def __init__(self, owner: SqliteState, stage: Stage):
         self.owner = owner
         self.stage = stage
 
     def get(self, key: str) -> bytes | None:
-        with self.owner.lock:
+        with self.owner.lock, _sqlite_errors("read"):
             row = self.owner.conn.execute(
                 "SELECT value FROM state WHERE stage = ? AND key = ?", (self.stage, key)
             ).fetchone()
         return None if row is None else bytes(row[0])
 
     def put(self, key: str, value: bytes) -> None:
-        with self.owner.lock:
+        with self.owner.lock, _sqlite_errors("write"):
             self.owner.conn.execute(
                 "INSERT OR REPLACE INTO state (stage, key, value) VALUES (?, ?, ?)", (self.stage, key, value)
             )
 
     def delete(self, key: str) -> None:
-        with self.owner.lock:
+        with self.owner.lock, _sqlite_errors("write"):
             self.owner.conn.execute("DELETE FROM state WHERE stage = ? AND key = ?", (self.stage, key))
 
     def items(self) -> Iterator[tuple[str, bytes]]:
-        with self.owner.lock:
+        with self.owner.lock, _sqlite_errors("read"):
             rows = self.owner.conn.execute(
                 "SELECT key, value FROM state WHERE stage = ?", (self.stage,)
             ).fetchall()
@@ -72,12 +92,12 @@ class SqliteState:
         return None if row is None else int(row[0])
 
     def commit(self, offset: int) -> None:
-        with self.lock:
+        with self.lock, _sqlite_errors("commit"):
             self.conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('offset', ?)", (offset,))
             self.conn.commit()
 
     def rollback(self) -> None:
-        with self.lock:
+        with self.lock, _sqlite_errors("rollback"):
             self.conn.rollback()
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import RecordMetadata
 
-from processors.faust_store import MemoryState, RocksDBState, partition_for, table_state
+from processors.runtime.faust.store import MemoryState, RocksDBState, partition_for, table_state
 
 PARTITIONS = 4
 KEYS = [f"key-{i}" for i in range(20)]

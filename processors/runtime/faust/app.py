@@ -1,0 +1,177 @@
+"""The Faust topology: one agent per stage, feeding envelope records to the same cores the embedded runner
+uses (processors.pipeline.Stages), state in Faust tables; topic names in ``topology``.
+
+Records are envelopes (many messages each), produced to an explicit partition computed like Kafka's
+default partitioner (murmur2 of the key), and the tables use the same partitioner
+(``use_partitioner=True``), so a key's state lives in the changelog partition of its input partition.
+
+Exactness does not come from Faust's exactly-once mode (unreliable: faust-streaming #323, #502, #517)
+but from idempotent state and sinks. Each agent hands its batches (``take_events``) to a
+:class:`processors.batch.BatchRunner` over the stage's :class:`~processors.runtime.faust.port.StagePort`:
+process -> write rows -> deliver outputs -> commit state to the changelog -> return, and
+``take_events`` acks the offsets. Retriable failures are retried, records the sink refuses are
+quarantined to the dead-letter topic (processors.batch). If the worker is stopped while a batch cannot
+be completed, it exits (status 75) without acking (fail-stop); an unexpected error in the runner
+itself makes it exit (status 70) without acking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
+from processors.messages import STAGES, Stage
+from processors.pipeline import ConversionPipeline, Stages
+from processors.runtime.faust.consumer import InOrderAdmission, StallWatchdog, install_gapless_consumer
+from processors.runtime.faust.port import BatchWriter, Outputs, StagePort, StageWork, TableStore
+from processors.runtime.faust.topology import TopologyNames, topology_topics
+from processors.store import Sweeper
+from schemas.partitioning import partition_for
+
+__all__ = ["TopologyNames", "build_faust_app", "partition_for", "topology_topics"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 20.0
+WATCHDOG_EVERY_S = 5.0
+#: The worker retries longer between attempts than the embedded runner: its sink is a shared server.
+WORKER_RETRY = RetryPolicy(max_backoff_s=30.0)
+
+
+def build_faust_app(
+    *,
+    app_id: str,
+    broker: str,
+    topic: str,
+    partitions: int,
+    writer: BatchWriter,
+    batch_max: int = 2000,
+    batch_within_s: float = 0.5,
+    store: str = "memory://",
+    broker_options: dict[str, Any] | None = None,
+    pipeline: ConversionPipeline | None = None,
+    stages: Stages | None = None,
+    counts: OutcomeCounts | None = None,
+    retry: RetryPolicy = WORKER_RETRY,
+) -> faust.App:
+    """The worker app. ``counts`` (shared with the wiring's /metrics) receives every batch outcome; it is
+    also ``app.conf.trackpipe_counts``."""
+    names = TopologyNames(topic, app_id)
+    app = faust.App(
+        app_id,
+        broker=broker,
+        store=store,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=batch_max,
+        broker_commit_interval=1.0,
+        **(broker_options or {}),
+    )
+    cores = stages or (pipeline.stages if pipeline else Stages(ConversionPipeline().config))
+    counts = counts if counts is not None else OutcomeCounts()
+    app.conf.trackpipe_counts = counts
+
+    def raw_topic(*names_: str) -> Any:
+        return app.topic(
+            *names_,
+            value_type=bytes,
+            value_serializer="raw",
+            key_type=bytes,
+            key_serializer="raw",
+            partitions=partitions,
+        )
+
+    outputs = Outputs(
+        stages={s: raw_topic(names.stage(s)) for s in STAGES},
+        deadletter=raw_topic(names.deadletter),
+        conversions=raw_topic(names.conversions_out),
+        sessions=raw_topic(names.sessions_out),
+    )
+    input_topic_of: dict[Stage, str] = {s: names.stage(s) for s in STAGES}
+    input_topic_of["visitor"] = names.events
+
+    install_gapless_consumer(app, {names.events, *(names.stage(s) for s in STAGES)})
+
+    sweeper = Sweeper()
+    runners: dict[Stage, BatchRunner[Any, StageWork]] = {}
+    for s in STAGES:
+        table = app.Table(
+            f"{s}-state",
+            default=None,
+            key_type=bytes,  # bytes -> the "raw" serializer, also for the changelog (recovery)
+            value_type=bytes,
+            schema=faust.Schema(
+                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            ),
+            partitions=partitions,
+            use_partitioner=True,
+        )
+
+        def owned(key: str, _s: Stage = s) -> bool:
+            tp = TP(input_topic_of[_s], partition_for(key, partitions))
+            return tp in app.assignor.assigned_actives()
+
+        port = StagePort(
+            s,
+            app_id=app_id,
+            names=names,
+            cores=cores,
+            table=TableStore(table, owned, partitions),
+            outputs=outputs,
+            writer=writer,
+            partitions=partitions,
+            sweeper=sweeper,
+        )
+        runners[s] = BatchRunner(port, s, counts, retry)
+
+    order = InOrderAdmission()
+    watchdog = StallWatchdog(order)
+
+    @app.timer(interval=WATCHDOG_EVERY_S)
+    async def restart_stalled_partitions() -> None:
+        await watchdog.check(app)
+
+    async def run_batch(stage: Stage, events: Sequence[Any]) -> None:
+        admitted = await order.admit(app, events)
+        await runners[stage].run(admitted)
+
+    async def guarded(stage: Stage, events: Sequence[Any]) -> None:
+        """Finish the batch even if the agent is cancelled (take_events acks in its ``finally``)."""
+        task = asyncio.ensure_future(run_batch(stage, events))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                raise
+            done, _ = await asyncio.wait([task], timeout=SHUTDOWN_GRACE_S)
+            if not done or task.cancelled() or task.exception() is not None:
+                log.critical("stopped while a %s batch was not complete: exiting without ack", stage)
+                os._exit(75)
+            raise
+        except Exception:
+            # take_events would ack the batch on the way out: never let an unfinished batch be acked
+            log.critical("%s batch failed: exiting without ack (fail-stop)", stage, exc_info=True)
+            os._exit(70)
+
+    def make_agent(stage: Stage, source: Any) -> None:
+        async def agent(stream: faust.StreamT[bytes]) -> None:
+            async for events in stream.take_events(batch_max, within=batch_within_s):  # type: ignore[attr-defined]
+                await guarded(stage, events)
+
+        agent.__name__ = f"{stage}_agent"
+        app.agent(source, name=f"{app_id}.{stage}")(agent)
+
+    make_agent("visitor", raw_topic(names.events, names.stage("visitor")))
+    for s in STAGES:
+        if s != "visitor":
+            make_agent(s, raw_topic(names.stage(s)))
+    return app

@@ -1,0 +1,80 @@
+"""Names of the topics the worker reads and writes, batch tokens, and output records (no Faust import).
+
+Topics (all with the same partition count N, so Faust co-partitions them; created by
+``trackpipe topics create`` / :func:`topology_topics`):
+
+==================================  ==============  ===================================================
+topic                               key             carries
+==================================  ==============  ===================================================
+``<events>``                        visitor id      canonical event envelopes from the edge
+``<app>-visitor``                   visitor id      ``Resolved`` conversions (from click / fingerprint)
+``<app>-click``                     project+click   click registrations, postbacks naming a click
+``<app>-fingerprint``               project+IP+UA   clicks and id-less conversions (auto-attribution)
+``<app>-conversion``                project+key     ``Attributed`` conversion events
+``<events>.conversions`` (output)   project+key     attributed conversion rows, latest version
+``<events>.sessions`` (output)      visitor id      session rows
+``<events>.deadletter``             -               undecodable or quarantined records: original bytes,
+                                                    ``reason`` and ``detail`` headers
+``<app>-<stage>-changelog``         stage key       Faust table changelogs (compacted), N partitions
+==================================  ==============  ===================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processors.messages import STAGES, Stage, envelope_chunks
+from schemas.envelope import ENVELOPE_VERSION
+
+
+@dataclass(frozen=True)
+class TopologyNames:
+    events: str
+    app_id: str
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.events}.deadletter"
+
+    def stage(self, stage: Stage) -> str:
+        return f"{self.app_id}-{stage}"
+
+    @property
+    def conversions_out(self) -> str:
+        return f"{self.events}.conversions"
+
+    @property
+    def sessions_out(self) -> str:
+        return f"{self.events}.sessions"
+
+    def all(self) -> list[str]:
+        """Every topic the topology reads or writes, except Faust's own changelogs."""
+        return [
+            self.events,
+            self.deadletter,
+            *(self.stage(s) for s in STAGES if s != "visitor"),
+            self.stage("visitor"),
+            self.conversions_out,
+            self.sessions_out,
+        ]
+
+
+def topology_topics(events_topic: str, app_id: str) -> list[str]:
+    return TopologyNames(events_topic, app_id).all()
+
+
+def batch_token(spans: Sequence[tuple[str, int, int]]) -> str:
+    """Deterministic id of a batch: per topic partition, the first and last offset it holds."""
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for topic, partition, offset in spans:
+        lo, hi = ranges.get((topic, partition), (offset, offset))
+        ranges[(topic, partition)] = (min(lo, offset), max(hi, offset))
+    return ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
+
+
+def encode_rows(kind: str, rows: Sequence[Any]) -> list[bytes]:
+    """Output envelope records of ``rows``, each within the stage record size limit."""
+    head = b'{"envelope":%d,"kind":"%s","schema":1,"items":[' % (ENVELOPE_VERSION, kind.encode())
+    return envelope_chunks(head, (r.__pydantic_serializer__.to_json(r) for r in rows))
