@@ -32,8 +32,8 @@ def _edge(args: argparse.Namespace, profiler: Profiler) -> str:
     from bench.procs import free_port
     from bench.profiles import QUICK
     from ingest.app import build_edge_app
-    from ingest.config import EdgeConfig
-    from ingest.kafka_publisher import KafkaPublisher
+    from ingest.config.edge import EdgeConfig
+    from ingest.produce.kafka_publisher import KafkaPublisher
 
     topic = f"bench-profile-{uuid.uuid4().hex[:8]}"
     create_topics(args.kafka, topic, 4)

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from ingest.accumulator import RecordAccumulator, Ticket
-from ingest.context import RequestContext
-from ingest.convert_tracking import parse_convert_payload
+from ingest.formats.context import RequestContext
+from ingest.formats.convert_tracking import parse_convert_payload
+from ingest.produce.accumulator import RecordAccumulator, Ticket
 from schemas.events import Event
 from schemas.partitioning import partition_for
 

@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
-from ingest.accumulator import RecordAccumulator
-from ingest.aiohttp_private import install_expect_handler
-from ingest.config import EdgeConfig
-from ingest.forwarding import PROXIES, TrustedProxies
-from ingest.http_common import (
+from ingest.config.edge import EdgeConfig
+from ingest.http.aiohttp_private import install_expect_handler
+from ingest.http.common import (
     ACCESS,
     AUTH_FAILURES,
     CONFIG,
@@ -27,21 +25,23 @@ from ingest.http_common import (
     SENDER,
     EdgeMetrics,
 )
-from ingest.keys import AccessKeys
-from ingest.middleware import error_middleware, log_client_errors_at_info
-from ingest.openapi import add_openapi_routes
-from ingest.publisher import Publisher
-from ingest.ratelimit import RateLimiter
-from ingest.routes_admin import add_admin_routes
-from ingest.routes_clicks import add_click_routes
-from ingest.routes_dashboard import add_dashboard_routes
-from ingest.routes_ops import add_ops_routes
-from ingest.routes_postbacks import add_postback_routes
-from ingest.routes_pushwoosh import add_pushwoosh_routes
-from ingest.routes_pvtlnk import add_pvtlnk_routes
-from ingest.routes_reports import add_report_routes
-from ingest.routes_track import add_track_routes
-from ingest.sender import EdgeSender
+from ingest.http.forwarding import PROXIES, TrustedProxies
+from ingest.http.keys import AccessKeys
+from ingest.http.middleware import error_middleware, log_client_errors_at_info
+from ingest.http.openapi import add_openapi_routes
+from ingest.http.ratelimit import RateLimiter
+from ingest.http.routes.admin import add_admin_routes
+from ingest.http.routes.clicks import add_click_routes
+from ingest.http.routes.ops import add_ops_routes
+from ingest.http.routes.postbacks import add_postback_routes
+from ingest.http.routes.pushwoosh import add_pushwoosh_routes
+from ingest.http.routes.pvtlnk import add_pvtlnk_routes
+from ingest.http.routes.track import add_track_routes
+from ingest.produce.accumulator import RecordAccumulator
+from ingest.produce.publisher import Publisher
+from ingest.produce.sender import EdgeSender
+from ingest.read.dashboard import add_dashboard_routes
+from ingest.read.reports import add_report_routes
 from schemas.config import ConfigStore
 from schemas.partitioning import partition_for
 from schemas.reports import ReportSource
@@ -96,11 +96,11 @@ def build_edge_app(
     conversion endpoints answer 503. Without ``admin_key`` the admin API is disabled. ``read_keys``
     ({project: key}) read their projects' reports, the admin key every project's, ``metrics_key`` (or the
     admin key) ``/metrics``; with no such key, reports and metrics are served to loopback clients only
-    (ingest/auth.py). Keys shorter than 32 characters are refused (ValueError). ``health_checks``
+    (ingest/http/auth.py). Keys shorter than 32 characters are refused (ValueError). ``health_checks``
     are asked by ``/healthz`` (None: fine, else the problem)."""
     access = AccessKeys(admin=admin_key or None, read=read_keys, metrics=metrics_key or None)
     log_client_errors_at_info()
-    install_expect_handler()  # before any route is made: see ingest/aiohttp_private.py
+    install_expect_handler()  # before any route is made: see ingest/http/aiohttp_private.py
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     if reports is not None:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
+from ingest.config.edge import EdgeConfig
 from schemas.envelope import decode_envelope
 from schemas.events import Event
 from trackpipe.local_publisher import LocalLogPublisher

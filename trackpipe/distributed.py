@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ingest.app import build_edge_app
-from ingest.config_kafka_store import KafkaConfigStore
-from ingest.kafka_publisher import KafkaPublisher
+from ingest.config.kafka_store import KafkaConfigStore
+from ingest.produce.kafka_publisher import KafkaPublisher
 from processors.batch import OutcomeCounts
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink

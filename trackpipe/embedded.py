@@ -26,8 +26,8 @@ import orjson
 from aiohttp import web
 
 from ingest.app import build_edge_app
-from ingest.config_file_store import FileConfigStore
-from ingest.http_common import METRICS
+from ingest.config.file_store import FileConfigStore
+from ingest.http.common import METRICS
 from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
 from processors.outcome import DeadLetter
 from processors.pipeline import BatchResult, ConversionPipeline, SourceRecord

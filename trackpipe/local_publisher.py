@@ -7,7 +7,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ingest.publisher import PublishError
+from ingest.produce.publisher import PublishError
 from trackpipe.locallog import LocalLog
 
 #: Bytes a health probe writes (and removes) in the log's directory after a failed append.

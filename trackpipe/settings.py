@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.config import EdgeConfig
-from ingest.keys import check_key, parse_read_keys
+from ingest.config.edge import EdgeConfig
+from ingest.http.keys import check_key, parse_read_keys
 
 if TYPE_CHECKING:
     from processors.config import ProcessingConfig

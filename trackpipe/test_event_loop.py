@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import uvloop
 
-from ingest.config import EdgeConfig
+from ingest.config.edge import EdgeConfig
 from trackpipe.cli import _event_loop
 from trackpipe.settings import Settings
 

@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
-from ingest.kafka_publisher import KafkaPublisher
+from ingest.config.edge import EdgeConfig
+from ingest.produce.kafka_publisher import KafkaPublisher
 from schemas.envelope import decode_envelope
 from schemas.partitioning import partition_for
 from tests.scenario import create_topics

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
-from ingest.config_file_store import FileConfigStore
+from ingest.config.edge import EdgeConfig
+from ingest.config.file_store import FileConfigStore
 from schemas.reports import (
     ConversionAnalytics,
     ConversionAnalyticsQuery,

@@ -178,3 +178,6 @@ async def test_healthz_and_metrics(edge):
     await client.post("/track", data=orjson.dumps(REF_JSON), headers=UA)
     text = await (await client.get("/metrics")).text()
     assert 'trackpipe_edge_events_accepted_total{format="convert_json"} 3.0' in text
+    # the hot path served it, and still writes the canonical JSON itself
+    assert 'trackpipe_edge_convert_requests_total{path="fast"}' in text
+    assert "trackpipe_edge_convert_fast_layout_exact 1.0" in text

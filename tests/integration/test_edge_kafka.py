@@ -11,9 +11,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
-from ingest.kafka_publisher import KafkaPublisher
-from ingest.publisher import PublishError
+from ingest.config.edge import EdgeConfig
+from ingest.produce.kafka_publisher import KafkaPublisher
+from ingest.produce.publisher import PublishError
 from schemas.envelope import decode_envelope
 from schemas.partitioning import partition_for
 

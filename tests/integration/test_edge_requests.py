@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.config import EdgeConfig
-from ingest.http_common import CONFIG, METRICS, EdgeMetrics
-from ingest.middleware import error_middleware
+from ingest.config.edge import EdgeConfig
+from ingest.http.common import CONFIG, METRICS, EdgeMetrics
+from ingest.http.middleware import error_middleware
 from tests.edge_helpers import local_edge, logged_events, raw_request, read_answer, served
 from tests.integration.test_inputs_edge import inputs_app
 
@@ -214,4 +214,4 @@ async def test_a_dependency_connection_error_is_still_an_internal_error(caplog):
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/x")
         assert resp.status == 500 and (await resp.json())["error"]["code"] == "internal"
-    assert [r.levelno for r in caplog.records if r.name == "ingest.middleware"] == [logging.ERROR]
+    assert [r.levelno for r in caplog.records if r.name == "ingest.http.middleware"] == [logging.ERROR]

@@ -29,7 +29,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.config import EdgeConfig
+from ingest.config.edge import EdgeConfig
 from trackpipe.embedded import build_embedded_app
 from trackpipe.settings import Settings
 

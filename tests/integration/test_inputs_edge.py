@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
-from ingest.config_file_store import FileConfigStore
-from ingest.routes_pvtlnk import PIXEL_GIF
+from ingest.config.edge import EdgeConfig
+from ingest.config.file_store import FileConfigStore
+from ingest.http.routes.pvtlnk import PIXEL_GIF
 from schemas.events import EventType
 from schemas.reports import ReportSource
 from tests.edge_helpers import logged_events

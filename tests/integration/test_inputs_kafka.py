@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ingest.app import build_edge_app
-from ingest.config import EdgeConfig
-from ingest.config_kafka_store import KafkaConfigStore
-from ingest.kafka_publisher import KafkaPublisher
+from ingest.config.edge import EdgeConfig
+from ingest.config.kafka_store import KafkaConfigStore
+from ingest.produce.kafka_publisher import KafkaPublisher
 from schemas.envelope import decode_envelope
 from schemas.events import Event, EventType
 from tests.integration.test_inputs_edge import ADMIN_KEY, AUTH, REF_GOAL, REF_PVTLNK, UA

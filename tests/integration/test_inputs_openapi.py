@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ingest.openapi import openapi_spec
+from ingest.http.openapi import openapi_spec
 from schemas.reports import ReportSource
 from sinks.migrate import migrate
 from sinks.server_backend import ServerBackend
@@ -214,4 +214,4 @@ def test_every_route_is_documented(served_edge: ServedEdge) -> None:
         for r in app.router.routes()
         if r.resource is not None and r.method != "HEAD" and not r.resource.canonical.startswith("/static")
     }
-    assert routes - documented == set(), "routes missing from ingest/openapi.py"
+    assert routes - documented == set(), "routes missing from ingest/http/openapi.py"

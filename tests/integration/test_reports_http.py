@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.forwarding import PROXIES, TrustedProxies
-from ingest.http_common import ACCESS, METRICS, REPORTS, EdgeMetrics
-from ingest.keys import AccessKeys
-from ingest.middleware import error_middleware
-from ingest.routes_reports import add_report_routes
+from ingest.http.common import ACCESS, METRICS, REPORTS, EdgeMetrics
+from ingest.http.forwarding import PROXIES, TrustedProxies
+from ingest.http.keys import AccessKeys
+from ingest.http.middleware import error_middleware
+from ingest.read.reports import add_report_routes
 from schemas.reports import ConversionAnalyticsQuery, ExperimentReportQuery
 from sinks import reports
 from sinks.migrate import migrate

@@ -1,0 +1,1 @@
+"""Edge settings and the configuration stores (goals, links, tokens)."""

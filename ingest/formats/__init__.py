@@ -1,0 +1,1 @@
+"""Wire formats: each parser turns one reference format into canonical events (pure)."""

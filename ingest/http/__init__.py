@@ -1,0 +1,1 @@
+"""The aiohttp layer: middleware, authentication, request context, the API description."""

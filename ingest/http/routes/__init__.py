@@ -1,0 +1,1 @@
+"""Route modules: handlers only parse, validate and hand off."""

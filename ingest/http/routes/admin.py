@@ -1,0 +1,167 @@
+"""Admin API: conversion goals (PVTLNK reference) and tracking links. Bearer admin key required.
+
+Every write returns once the configuration store made it durable and applied it on this edge, so the
+answer's goal / link is usable at once here and, through the shared store, shortly on every edge.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ingest.errors import Rejected, bad_request
+from ingest.formats.admin_models import (
+    GoalCreate,
+    GoalPatch,
+    LinkCreate,
+    goal_answer,
+    link_answer,
+    new_goal,
+    new_id,
+    new_link,
+    new_token,
+    others_losing_default,
+    patched_goal,
+    unwrap,
+    validation_rejection,
+)
+from ingest.http.auth import require_admin
+from ingest.http.common import json_response
+from ingest.http.request_info import config_store, decode_json_object, public_base, read_body
+from schemas.config import ConfigRecord as Record
+from schemas.config import ConfigStore, ConfigStoreError, goal_key, goal_record, link_record
+
+
+async def _write(store: ConfigStore, records: list[Record]) -> None:
+    try:
+        await store.write(records)
+    except ConfigStoreError as exc:
+        if exc.retriable:
+            raise Rejected(503, "config_unavailable", str(exc), headers={"Retry-After": "1"}) from None
+        raise
+
+
+def _project_filter(request: web.Request) -> str | None:
+    unknown = set(request.rel_url.query) - {"project"}
+    if unknown:
+        raise bad_request("invalid_query", f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    project = request.rel_url.query.get("project")
+    return project.strip() if project and project.strip() else None
+
+
+async def _body(request: web.Request, wrapper: str) -> dict[str, object]:
+    return unwrap(decode_json_object(await read_body(request), f"a {wrapper} object"), wrapper)
+
+
+async def create_goal(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    try:
+        spec = GoalCreate.model_validate(await _body(request, "goal"))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    now = datetime.now(UTC)
+    goal_id = new_id()
+    while store.state.goal(goal_id) is not None:  # 72 random bits: practically never loops
+        goal_id = new_id()
+    goal = new_goal(spec, now, goal_id, new_token())
+    records = [goal_record(g) for g in others_losing_default(store.state, goal, now)] + [goal_record(goal)]
+    await _write(store, records)
+    return json_response(goal_answer(goal, public_base(request)), status=201)
+
+
+async def list_goals(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    base = public_base(request)
+    goals = store.state.goals(_project_filter(request))
+    return json_response({"goals": [goal_answer(g, base) for g in goals]})
+
+
+async def get_goal(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    goal = store.state.goal(request.match_info["goal_id"])
+    if goal is None:
+        raise Rejected(404, "unknown_goal", f"no goal with id {request.match_info['goal_id'][:80]!r}")
+    return json_response(goal_answer(goal, public_base(request)))
+
+
+async def patch_goal(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    goal_id = request.match_info["goal_id"]
+    goal = store.state.goal(goal_id)
+    if goal is None:
+        raise Rejected(404, "unknown_goal", f"no goal with id {goal_id[:80]!r}")
+    try:
+        patch = GoalPatch.model_validate(await _body(request, "goal"))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    now = datetime.now(UTC)
+    updated = patched_goal(goal, patch, now)
+    records = [goal_record(g) for g in others_losing_default(store.state, updated, now)]
+    await _write(store, [*records, goal_record(updated)])
+    return json_response(goal_answer(updated, public_base(request)))
+
+
+async def delete_goal(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    goal_id = request.match_info["goal_id"]
+    if store.state.goal(goal_id) is None:
+        raise Rejected(404, "unknown_goal", f"no goal with id {goal_id[:80]!r}")
+    await _write(store, [Record(goal_key(goal_id), None)])
+    return web.Response(status=204)
+
+
+async def create_link(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    try:
+        spec = LinkCreate.model_validate(await _body(request, "link"))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    if spec.goal is not None:
+        goal = store.state.goal(spec.goal)
+        if goal is None:
+            raise bad_request("invalid_field", f"goal: {spec.goal!r} is not a known goal")
+        if goal.project != spec.project:
+            raise bad_request("invalid_field", f"goal: {spec.goal!r} belongs to project {goal.project!r}")
+    link_id = new_id()
+    while store.state.link(link_id) is not None:
+        link_id = new_id()
+    link = new_link(spec, datetime.now(UTC), link_id)
+    await _write(store, [link_record(link)])
+    return json_response(link_answer(link, public_base(request)), status=201)
+
+
+async def list_links(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    base = public_base(request)
+    return json_response(
+        {"links": [link_answer(ln, base) for ln in store.state.links(_project_filter(request))]}
+    )
+
+
+async def get_link(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    link = store.state.link(request.match_info["link_id"])
+    if link is None:
+        raise Rejected(404, "unknown_link", f"no link with id {request.match_info['link_id'][:80]!r}")
+    return json_response(link_answer(link, public_base(request)))
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/conversions/goals", create_goal)
+    app.router.add_get("/api/v1/conversions/goals", list_goals, allow_head=False)
+    app.router.add_get("/api/v1/conversions/goals/{goal_id}", get_goal, allow_head=False)
+    app.router.add_patch("/api/v1/conversions/goals/{goal_id}", patch_goal)
+    app.router.add_delete("/api/v1/conversions/goals/{goal_id}", delete_goal)
+    app.router.add_post("/api/v1/links", create_link)
+    app.router.add_get("/api/v1/links", list_links, allow_head=False)
+    app.router.add_get("/api/v1/links/{link_id}", get_link, allow_head=False)

@@ -1,0 +1,83 @@
+"""Convert Experiences tracking on ``/track``: JSON POST, bracket-query GET and the legacy push."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+
+from ingest.errors import bad_request
+from ingest.formats.context import RequestContext
+from ingest.formats.convert_fast import convert_payload_records
+from ingest.formats.convert_legacy import is_legacy_query, parse_legacy_query
+from ingest.formats.convert_tracking import ConvertRecords
+from ingest.formats.phpquery import parse_bracket_query
+from ingest.http.common import CONFIG, METRICS, SENDER, json_response
+from ingest.http.forwarding import client_ip
+from ingest.http.headers import header_text
+from schemas.events import Event
+
+
+def request_context(request: web.Request) -> RequestContext:
+    ua = header_text(request, "User-Agent")
+    if not ua:
+        raise bad_request("missing_user_agent", "a User-Agent header with a value is required")
+    return RequestContext(received_at=datetime.now(UTC), client_ip=client_ip(request), user_agent=ua)
+
+
+async def accept(request: web.Request, events: list[Event], fmt: str) -> None:
+    """Hand events to the sender; returns once they are durable."""
+    await request.app[SENDER].submit(events)
+    request.app[METRICS].accepted_events(fmt, len(events))
+
+
+async def _answer(request: web.Request, events: list[Event], fmt: str) -> web.Response:
+    await accept(request, events, fmt)
+    return json_response({"status": "ok", "accepted": len(events), "event_ids": [e.event_id for e in events]})
+
+
+async def _answer_records(request: web.Request, recs: ConvertRecords, fmt: str) -> web.Response:
+    """The hot path: events already written as canonical JSON, all of one visitor."""
+    app = request.app
+    await app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
+    n = len(recs.event_ids)
+    app[METRICS].accepted_events(fmt, n)
+    return json_response({"status": "ok", "accepted": n, "event_ids": recs.event_ids})
+
+
+async def track_post(request: web.Request) -> web.Response:
+    ctx = request_context(request)
+    cfg = request.app[CONFIG]
+    raw = await request.read()
+    if not raw:
+        raise bad_request("invalid_body", "empty body: a JSON object with cid, pid, vid and ev is expected")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
+    recs = convert_payload_records(
+        data, ctx, source_format="convert_json", max_events=cfg.max_events_per_request
+    )
+    return await _answer_records(request, recs, "convert_json")
+
+
+async def track_get(request: web.Request) -> web.Response:
+    ctx = request_context(request)
+    cfg = request.app[CONFIG]
+    query = request.rel_url.query
+    if is_legacy_query(query):
+        return await _answer(request, parse_legacy_query(query, ctx), "convert_legacy")
+    if len(query) > 20 * cfg.max_events_per_request:
+        raise bad_request("invalid_query", "too many query parameters")
+    data = parse_bracket_query(query.items())
+    recs = convert_payload_records(
+        data, ctx, source_format="convert_query", max_events=cfg.max_events_per_request
+    )
+    return await _answer_records(request, recs, "convert_query")
+
+
+def add_track_routes(app: web.Application) -> None:
+    for path in ("/track", "/track/"):
+        app.router.add_post(path, track_post)
+        app.router.add_get(path, track_get)

@@ -1,0 +1,1 @@
+"""Record production: the pure accumulator, the I/O sender, and the publishers."""

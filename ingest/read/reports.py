@@ -1,0 +1,137 @@
+"""Report endpoints: check the reader's key, validate the parameters, ask the ReportSource, answer JSON (or
+CSV: ``?format=csv``). Who may read which project: ingest/http/auth.py."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ingest.errors import Rejected, bad_request
+from ingest.http.auth import require_project, require_read
+from ingest.http.common import REPORTS
+from ingest.read.csv_export import report_response, requested_format
+from schemas.reports import (
+    ConversionAnalyticsQuery,
+    ExperimentReportQuery,
+    GoalConversionsRow,
+    ProjectRow,
+    ProjectsQuery,
+    ProjectsReport,
+    ReportSource,
+    TopEventRow,
+    TopEventsQuery,
+    VariationRow,
+)
+
+TOP_EVENTS_PARAMS = {
+    "project",
+    "from",
+    "to",
+    "limit",
+    "campaign",
+    "link",
+    "push",
+    "experiment",
+    "variation",
+    "currency",
+}
+
+
+#: How many of the most recently active projects are looked through for a read key's own (the most
+#: ``ProjectsQuery`` allows).
+PROJECTS_SCANNED = 1000
+
+
+def first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+    return str(exc)
+
+
+def report_source(request: web.Request) -> ReportSource:
+    source = request.app.get(REPORTS)
+    if source is None:
+        raise Rejected(501, "reports_disabled", "this edge has no ClickHouse configured for reports")
+    return source
+
+
+def report_params(request: web.Request, allowed: set[str]) -> tuple[dict[str, str], str]:
+    """The query parameters without ``format``, and the requested format; unknown names are a 400."""
+    params = dict(request.rel_url.query)
+    fmt = requested_format(params.pop("format", None))
+    unknown = set(params) - allowed
+    if unknown:
+        raise bad_request("invalid_query", f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return params, fmt
+
+
+async def top_events(request: web.Request) -> web.Response:
+    grant = require_read(request)
+    source = report_source(request)
+    params, fmt = report_params(request, TOP_EVENTS_PARAMS)
+    try:
+        query = TopEventsQuery.model_validate(params)
+        query.period()
+    except (ValidationError, ValueError) as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    require_project(grant, query.project)
+    report = await source.top_events(query)
+    return report_response(fmt, report, report.rows, TopEventRow, f"top-events-{query.project}")
+
+
+async def projects(request: web.Request) -> web.Response:
+    """The projects with events; for a read key only its own (from the most recent 1000 projects)."""
+    grant = require_read(request)
+    source = report_source(request)
+    params, fmt = report_params(request, {"limit"})
+    try:
+        query = ProjectsQuery.model_validate(params)
+    except ValidationError as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    if grant.admin:
+        report = await source.projects(query)
+    else:
+        everything = await source.projects(ProjectsQuery(limit=PROJECTS_SCANNED))
+        mine = [row for row in everything.rows if grant.reads(row.project)]
+        report = ProjectsReport(rows=mine[: query.limit])
+    return report_response(fmt, report, report.rows, ProjectRow, "projects")
+
+
+async def conversion_analytics(request: web.Request) -> web.Response:
+    """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
+    grant = require_read(request)
+    source = report_source(request)
+    params, fmt = report_params(request, {"link_id", "days", "project", "currency"})
+    try:
+        query = ConversionAnalyticsQuery.model_validate(params)
+    except ValidationError as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    if query.project is None and not grant.admin:
+        raise Rejected(403, "forbidden", "this key reads only its own projects: add &project=<project>")
+    if query.project is not None:
+        require_project(grant, query.project)
+    report = await source.conversion_analytics(query)
+    return report_response(fmt, report, report.rows, GoalConversionsRow, f"conversions-{query.link_id}")
+
+
+async def experiment_report(request: web.Request) -> web.Response:
+    grant = require_read(request)
+    source = report_source(request)
+    params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline", "currency"})
+    try:
+        query = ExperimentReportQuery.model_validate({**params, "experiment": request.match_info["id"]})
+        query.period()
+    except (ValidationError, ValueError) as exc:
+        raise bad_request("invalid_query", first_problem(exc)) from None
+    require_project(grant, query.project)
+    report = await source.experiment_report(query)
+    return report_response(fmt, report, report.rows, VariationRow, f"experiment-{query.experiment}")
+
+
+def add_report_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/reports/top-events", top_events)
+    app.router.add_get("/api/v1/projects", projects)
+    app.router.add_get("/api/v1/analytics/conversions", conversion_analytics)
+    app.router.add_get("/api/v1/experiments/{id}/report", experiment_report)
