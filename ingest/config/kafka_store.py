@@ -5,6 +5,11 @@ then tails it in the background, so a goal created through one edge reaches the 
 consumer's fetch wait. Writes go through an idempotent ``acks=all`` producer, and :meth:`write` returns
 only when this edge's own reader has applied them: a read after a write on the same edge sees it.
 Records are keyed (``goal/<id>``, ``link/<id>``); compaction keeps the latest record of each key.
+
+A write that fails (e.g. during a broker restart) spends the idempotent producer's sequence number, and
+the broker would refuse every later write of that producer (``OutOfOrderSequenceNumber``): so a failed
+write replaces the producer before it is answered (retriable; the client writes again). A write that
+reached the topic and is then repeated is harmless: the record is the same goal or link, keyed.
 """
 
 from __future__ import annotations
@@ -45,14 +50,15 @@ class KafkaConfigStore:
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # one producer replacement at a time
         self.last_error: str | None = None
 
     @property
     def state(self) -> ConfigState:
         return self._state
 
-    async def start(self) -> None:
-        producer = AIOKafkaProducer(
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
@@ -61,6 +67,26 @@ class KafkaConfigStore:
             request_timeout_ms=int(self._write_timeout * 1000),
             **self._security,
         )
+
+    async def _replace_producer(self) -> None:
+        """A fresh producer for the next write (the old one may be unusable: see the module docstring)."""
+        async with self._writing:
+            old, self._producer = self._producer, None
+            if old is not None:
+                try:
+                    await asyncio.wait_for(old.stop(), self._write_timeout)
+                except Exception as exc:  # it is replaced either way
+                    log.warning("stopping the old configuration producer failed: %r", exc)
+            producer = self._new_producer()
+            try:
+                await asyncio.wait_for(producer.start(), self._write_timeout)
+            except Exception:
+                await producer.stop()
+                raise
+            self._producer = producer
+
+    async def start(self) -> None:
+        producer = self._new_producer()
         await producer.start()
         try:
             cluster = await producer.client.fetch_all_metadata()
@@ -136,16 +162,23 @@ class KafkaConfigStore:
                 backoff = min(backoff * 2, 10.0)
 
     async def write(self, records: Sequence[ConfigRecord]) -> None:
-        if self._producer is None:
+        if self._consumer is None:
             raise ConfigStoreError("configuration store is not started")
         check_readable(records)
         try:
+            if self._producer is None:  # a replacement after a failed write did not start yet
+                await self._replace_producer()
+            assert self._producer is not None
             futures = [
                 await self._producer.send(self.topic, key=rec.key.encode(), value=rec.value)
                 for rec in records
             ]
             metas = await asyncio.wait_for(asyncio.gather(*futures), self._write_timeout)
         except (KafkaError, TimeoutError) as exc:
+            try:
+                await self._replace_producer()
+            except Exception as again:  # the broker is still away: the next write tries again
+                log.warning("configuration producer not replaced yet: %r", again)
             raise ConfigStoreError(f"configuration not stored, retry: {exc!r}") from exc
         wanted: dict[TopicPartition, int] = {}
         for meta in metas:
