@@ -1,6 +1,8 @@
 """The aiohttp edge application: middleware, routes, and the sender created once in cleanup_ctx.
 
-Route modules (``routes_*.py``) hold the handlers; handlers only parse, validate and hand off.
+Route modules (``ingest/http/routes/``, ``ingest/read/``) hold the handlers and declare them in the route
+table (``ENDPOINTS``, ingest/http/api.py) the routes are registered from and ``/openapi.json`` is built
+from; handlers only parse, validate and hand off.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from aiohttp import web
 
 from ingest.config.edge import EdgeConfig
+from ingest.http import openapi
 from ingest.http.aiohttp_private import install_expect_handler
+from ingest.http.api import check_documented, register
 from ingest.http.common import (
     ACCESS,
     AUTH_FAILURES,
@@ -28,20 +32,13 @@ from ingest.http.common import (
 from ingest.http.forwarding import PROXIES, TrustedProxies
 from ingest.http.keys import AccessKeys
 from ingest.http.middleware import error_middleware, log_client_errors_at_info
-from ingest.http.openapi import add_openapi_routes
 from ingest.http.ratelimit import RateLimiter
-from ingest.http.routes.admin import add_admin_routes
-from ingest.http.routes.clicks import add_click_routes
-from ingest.http.routes.ops import add_ops_routes
-from ingest.http.routes.postbacks import add_postback_routes
-from ingest.http.routes.pushwoosh import add_pushwoosh_routes
-from ingest.http.routes.pvtlnk import add_pvtlnk_routes
-from ingest.http.routes.track import add_track_routes
+from ingest.http.routes import admin, clicks, ops, postbacks, pushwoosh, pvtlnk, track
 from ingest.produce.accumulator import RecordAccumulator
 from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
+from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
-from ingest.read.reports import add_report_routes
 from schemas.config import ConfigStore
 from schemas.partitioning import partition_for
 from schemas.reports import ReportSource
@@ -138,7 +135,11 @@ def build_edge_app(
             max_record_bytes=config.max_record_bytes,
         )
         sender = EdgeSender(
-            acc, publisher, linger_ms=config.linger_ms, max_buffered_events=config.max_buffered_events
+            acc,
+            publisher,
+            linger_ms=config.linger_ms,
+            max_buffered_events=config.max_buffered_events,
+            delivery_timeout_s=config.delivery_timeout_s,
         )
         await sender.start()
         app[SENDER] = sender
@@ -153,14 +154,18 @@ def build_edge_app(
             await publisher.stop()
 
     app.cleanup_ctx.append(sender_ctx)
-    add_track_routes(app)
-    add_report_routes(app)
-    add_ops_routes(app)
-    add_click_routes(app)
-    add_postback_routes(app)
-    add_pvtlnk_routes(app)
-    add_pushwoosh_routes(app)
-    add_admin_routes(app)
-    add_openapi_routes(app)
+    for endpoints in (
+        track.ENDPOINTS,
+        report_routes.ENDPOINTS,
+        ops.ENDPOINTS,
+        clicks.ENDPOINTS,
+        postbacks.ENDPOINTS,
+        pvtlnk.ENDPOINTS,
+        pushwoosh.ENDPOINTS,
+        admin.ENDPOINTS,
+        openapi.ENDPOINTS,
+    ):
+        register(app, endpoints)
     add_dashboard_routes(app)
+    check_documented(app)  # every route is in the table, so in /openapi.json
     return app

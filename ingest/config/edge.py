@@ -23,6 +23,12 @@ class EdgeConfig(BaseModel):
     max_events_per_record: int = Field(default=500, ge=1, description="events carried by one Kafka record")
     max_record_bytes: int = Field(default=900_000, ge=10_000, description="bytes of one envelope record")
     max_buffered_events: int = Field(default=200_000, ge=1000, description="events waiting before 503")
+    delivery_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="longest wait for a request's events to become durable; then 503 not_durable (retry)",
+    )
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
         default=(),
         description="reverse proxies (comma-separated addresses / CIDRs) whose X-Forwarded-For and "

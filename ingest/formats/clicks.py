@@ -24,7 +24,8 @@ LINK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CLICK_ID_RE = re.compile(
     r"^([A-Za-z0-9_-]{1,64})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
-_UTM_KEY_RE = re.compile(r"^utm_[A-Za-z0-9_]{1,30}$")
+UTM_KEY_PATTERN = r"^utm_[A-Za-z0-9_]{1,30}$"
+_UTM_KEY_RE = re.compile(UTM_KEY_PATTERN)
 _VISITOR_RE = re.compile(r"^[A-Za-z0-9_.-]{8,128}$")
 MAX_UTM = 10
 MAX_UTM_VALUE = 200

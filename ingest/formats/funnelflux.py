@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ingest.errors import bad_request
 from ingest.formats import fields
 from ingest.formats.clicks import LINK_ID_RE, link_of_click
@@ -24,7 +26,28 @@ from ingest.formats.goal_events import goal_postback
 from schemas.config import ConfigState, Goal, Link
 from schemas.events import Event
 
-PARAMS = ("hit", "vid", "p", "tx", "rev", "status", "currency", "disable_postbacks", "goal")
+#: A parameter in the query string is text; in a JSON body any scalar is taken as its text.
+Scalar = str | int | float | bool
+
+
+class PostbackParams(BaseModel):
+    """The parameters :func:`parse_postback` reads (``PARAMS``), in the query string, a form body or a
+    JSON object body. It describes them; the checks are those of :mod:`ingest.formats.fields`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hit: Scalar | None = Field(None, description="click id (hit id) from the click's redirect")
+    vid: Scalar | None = Field(None, description="visitor id (with p: the visitor's latest click on it)")
+    p: Scalar | None = Field(None, description="link (page) id")
+    tx: Scalar | None = Field(None, description="transaction id")
+    rev: Scalar | None = Field(None, description="revenue, a plain decimal (default: the goal's value)")
+    status: Scalar | None = Field(None, description="conversion status, carried as sent (pending, ...)")
+    currency: Scalar | None = Field(None, description="active ISO 4217 code (default: the goal's)")
+    disable_postbacks: Scalar | None = Field(None, description="true: do not forward to the traffic source")
+    goal: Scalar | None = Field(None, description="goal id (default: the link's, then the project's default)")
+
+
+PARAMS = tuple(PostbackParams.model_fields)
 
 
 def _link(state: ConfigState, link_id: str, field: str) -> Link:

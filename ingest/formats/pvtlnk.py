@@ -11,7 +11,10 @@ attribute it automatically.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.formats import fields
 from ingest.formats.clicks import link_of_click
@@ -20,7 +23,26 @@ from ingest.formats.goal_events import goal_postback
 from schemas.config import ConfigState, Goal
 from schemas.events import Event
 
-FIELDS = ("value", "currency", "order_id", "click_id")
+
+class ConversionFields(BaseModel):
+    """What a conversion may carry (JSON body, or the pixel's query). It describes the fields
+    :func:`parse_conversion` reads (``FIELDS``); the checks are those of :mod:`ingest.formats.fields`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    value: Decimal | None = Field(None, ge=0, le=Decimal("1e12"), description="default: the goal's value")
+    currency: str | None = Field(None, description="active ISO 4217 code, any case; default: the goal's")
+    order_id: str | int | None = Field(None, description="transaction id: conversions dedup by it")
+    click_id: str | int | None = Field(None, description="the click that led here (one of ours or any id)")
+
+
+class TokenConversionFields(ConversionFields):
+    """The server-side API: the goal's postback token in the body."""
+
+    postback_token: str = Field(description="the goal's postback token")
+
+
+FIELDS = tuple(ConversionFields.model_fields)
 
 
 def parse_conversion(

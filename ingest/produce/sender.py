@@ -46,11 +46,13 @@ class EdgeSender:
         *,
         linger_ms: float = 5.0,
         max_buffered_events: int = 200_000,
+        delivery_timeout_s: float | None = None,
     ):
         self._acc = accumulator
         self._publisher = publisher
         self._linger = linger_ms / 1000.0
         self._max_buffered = max_buffered_events
+        self._deadline = delivery_timeout_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -73,7 +75,7 @@ class EdgeSender:
         fut = asyncio.get_running_loop().create_future()
         self._acc.append(events, Ticket(partial(_resolve, fut)))
         self._wake.set()
-        await fut
+        await self._durable(fut)
 
     async def submit_serialized(self, key: str, blobs: Sequence[bytes]) -> None:
         """Like :meth:`submit` for events already serialized (canonical Event JSON), all of the partition of
@@ -82,7 +84,23 @@ class EdgeSender:
         fut = asyncio.get_running_loop().create_future()
         self._acc.append_serialized(key, blobs, Ticket(partial(_resolve, fut)))
         self._wake.set()
-        await fut
+        await self._durable(fut)
+
+    async def _durable(self, fut: asyncio.Future[None]) -> None:
+        """Wait for the request's records, at most ``delivery_timeout_s``: a broker that vanished without
+        a word (a crash: the producer keeps retrying) must not hold clients for ever. On time-out the
+        client gets a retriable 503; the records may still be stored later (the retry then adds its
+        events again: raw rows are per event id, conversions are keyed, docs/architecture.md)."""
+        if self._deadline is None:
+            await fut
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self._deadline)
+        except TimeoutError:
+            fut.add_done_callback(_consume)  # its outcome arrives later; nobody waits for it any more
+            raise PublishError(
+                f"events not acknowledged within {self._deadline:g}s", retriable=True
+            ) from None
 
     def _admit(self, count: int) -> None:
         if self._closing:
@@ -154,6 +172,11 @@ class EdgeSender:
         self._wake.set()
         if self._task is not None:
             await self._task
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def _failed(records: list[ReadyRecord], exc: Exception) -> list[BaseException | None]:

@@ -85,3 +85,19 @@ async def test_stop_waits_for_records_in_flight():
     await asyncio.wait_for(req, 1)
     with pytest.raises(Overloaded):
         await sender.submit_serialized("v", [b"{}"])
+
+
+async def test_a_request_whose_records_are_never_acknowledged_gets_a_retriable_error_in_time():
+    """A broker that crashed (the producer retries for ever) must not hold the client: after the delivery
+    timeout the request fails retriably; a later acknowledgement of its record changes nothing."""
+    pub = PipelinedMemoryPublisher()
+    acc = RecordAccumulator(pub.partitions, partition_for)
+    sender = EdgeSender(acc, pub, linger_ms=0, delivery_timeout_s=0.2)
+    await sender.start()
+    with pytest.raises(PublishError) as exc:
+        await sender.submit_serialized("v1", [b'{"e":1}'])
+    assert exc.value.retriable and "within 0.2s" in str(exc.value)
+    assert len(pub.enqueued) == 1  # handed to the publisher, never acknowledged
+    pub.pending[0].set_result([None])  # acknowledged at last: nobody waits, nothing breaks
+    await sender.stop()
+    assert sender.records_sent == 1

@@ -14,6 +14,8 @@ from pathlib import PurePosixPath
 
 from aiohttp import web
 
+from ingest.http.api import Answer, Endpoint, Param, register
+
 _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -46,21 +48,45 @@ def load_static() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+STATIC = web.AppKey("dashboard_files", dict[str, tuple[bytes, str]])
+
+
+def _respond(request: web.Request, name: str) -> web.Response:
+    body, ctype = request.app[STATIC][name]
+    return web.Response(body=body, content_type=ctype, charset="utf-8", headers=SECURITY_HEADERS)
+
+
+async def index(request: web.Request) -> web.Response:
+    return _respond(request, "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in request.app[STATIC]:
+        raise web.HTTPNotFound()
+    return _respond(request, name)
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET", ("/",), index, "Dashboard page", "dashboard", Answer(200, "HTML", media_type="text/html")
+    ),
+    Endpoint(
+        "GET",
+        ("/static/{name}",),
+        static,
+        "Dashboard files",
+        "dashboard",
+        Answer(
+            200, "the file", media_type="text/javascript", also=("text/css", "text/html", "image/svg+xml")
+        ),
+        (404,),
+        params=(Param("name", "file name", where="path"),),
+    ),
+)
+
+
 def add_dashboard_routes(app: web.Application) -> None:
-    files = load_static()
-
-    def respond(name: str) -> web.Response:
-        body, ctype = files[name]
-        return web.Response(body=body, content_type=ctype, charset="utf-8", headers=SECURITY_HEADERS)
-
-    async def index(request: web.Request) -> web.Response:
-        return respond("index.html")
-
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in files:
-            raise web.HTTPNotFound()
-        return respond(name)
-
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
+    """The routes, with the files read now (served from memory)."""
+    app[STATIC] = load_static()
+    register(app, ENDPOINTS)

@@ -4,14 +4,17 @@ CSV: ``?format=csv``). Who may read which project: ingest/http/auth.py."""
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ingest.errors import Rejected, bad_request
+from ingest.http.api import Answer, Endpoint, Handler, Param, query_names, register
 from ingest.http.auth import require_project, require_read
 from ingest.http.common import REPORTS
-from ingest.read.csv_export import report_response, requested_format
+from ingest.read.csv_export import FORMATS, report_response, requested_format
 from schemas.reports import (
+    ConversionAnalytics,
     ConversionAnalyticsQuery,
+    ExperimentReport,
     ExperimentReportQuery,
     GoalConversionsRow,
     ProjectRow,
@@ -20,22 +23,9 @@ from schemas.reports import (
     ReportSource,
     TopEventRow,
     TopEventsQuery,
+    TopEventsReport,
     VariationRow,
 )
-
-TOP_EVENTS_PARAMS = {
-    "project",
-    "from",
-    "to",
-    "limit",
-    "campaign",
-    "link",
-    "push",
-    "experiment",
-    "variation",
-    "currency",
-}
-
 
 #: How many of the most recently active projects are looked through for a read key's own (the most
 #: ``ProjectsQuery`` allows).
@@ -57,8 +47,12 @@ def report_source(request: web.Request) -> ReportSource:
     return source
 
 
-def report_params(request: web.Request, allowed: set[str]) -> tuple[dict[str, str], str]:
-    """The query parameters without ``format``, and the requested format; unknown names are a 400."""
+def report_params(
+    request: web.Request, model: type[BaseModel], from_path: str = ""
+) -> tuple[dict[str, str], str]:
+    """The query parameters without ``format``, and the requested format; names that are not fields of
+    the query ``model`` (or the one ``from_path`` fills) are a 400."""
+    allowed = query_names(model) - {from_path}
     params = dict(request.rel_url.query)
     fmt = requested_format(params.pop("format", None))
     unknown = set(params) - allowed
@@ -70,7 +64,7 @@ def report_params(request: web.Request, allowed: set[str]) -> tuple[dict[str, st
 async def top_events(request: web.Request) -> web.Response:
     grant = require_read(request)
     source = report_source(request)
-    params, fmt = report_params(request, TOP_EVENTS_PARAMS)
+    params, fmt = report_params(request, TopEventsQuery)
     try:
         query = TopEventsQuery.model_validate(params)
         query.period()
@@ -85,7 +79,7 @@ async def projects(request: web.Request) -> web.Response:
     """The projects with events; for a read key only its own (from the most recent 1000 projects)."""
     grant = require_read(request)
     source = report_source(request)
-    params, fmt = report_params(request, {"limit"})
+    params, fmt = report_params(request, ProjectsQuery)
     try:
         query = ProjectsQuery.model_validate(params)
     except ValidationError as exc:
@@ -103,7 +97,7 @@ async def conversion_analytics(request: web.Request) -> web.Response:
     """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
     grant = require_read(request)
     source = report_source(request)
-    params, fmt = report_params(request, {"link_id", "days", "project", "currency"})
+    params, fmt = report_params(request, ConversionAnalyticsQuery)
     try:
         query = ConversionAnalyticsQuery.model_validate(params)
     except ValidationError as exc:
@@ -119,7 +113,7 @@ async def conversion_analytics(request: web.Request) -> web.Response:
 async def experiment_report(request: web.Request) -> web.Response:
     grant = require_read(request)
     source = report_source(request)
-    params, fmt = report_params(request, {"project", "from", "to", "goal", "baseline", "currency"})
+    params, fmt = report_params(request, ExperimentReportQuery, "experiment")
     try:
         query = ExperimentReportQuery.model_validate({**params, "experiment": request.match_info["id"]})
         query.period()
@@ -130,8 +124,68 @@ async def experiment_report(request: web.Request) -> web.Response:
     return report_response(fmt, report, report.rows, VariationRow, f"experiment-{query.experiment}")
 
 
+FORMAT = Param(
+    "format", "json (default) or csv (the rows, RFC 4180)", {"type": "string", "enum": list(FORMATS)}
+)
+
+
+def _report(
+    path: str,
+    handler: Handler,
+    summary: str,
+    model: type[BaseModel],
+    query: type[BaseModel],
+    *params: Param,
+    from_path: tuple[str, ...] = (),
+) -> Endpoint:
+    return Endpoint(
+        "GET",
+        (path,),
+        handler,
+        summary,
+        "reports",
+        Answer(200, "the report (format=csv: its rows)", model, also=("text/csv",)),
+        (400, 501, 503),
+        auth="read",
+        query_model=query,
+        from_path=from_path,
+        params=(*params, FORMAT),
+    )
+
+
+ENDPOINTS = (
+    _report(
+        "/api/v1/reports/top-events",
+        top_events,
+        "Top goals of a project by conversions (at most one filter)",
+        TopEventsReport,
+        TopEventsQuery,
+    ),
+    _report(
+        "/api/v1/projects",
+        projects,
+        "Projects with events, most recently active first",
+        ProjectsReport,
+        ProjectsQuery,
+    ),
+    _report(
+        "/api/v1/analytics/conversions",
+        conversion_analytics,
+        "PVTLNK conversion metrics of a link over the last days",
+        ConversionAnalytics,
+        ConversionAnalyticsQuery,
+    ),
+    _report(
+        "/api/v1/experiments/{id}/report",
+        experiment_report,
+        "Per variation exposures, conversions, rate, revenue, difference to the baseline",
+        ExperimentReport,
+        ExperimentReportQuery,
+        Param("id", "experiment id", where="path"),
+        from_path=("experiment",),
+    ),
+)
+
+
 def add_report_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/reports/top-events", top_events)
-    app.router.add_get("/api/v1/projects", projects)
-    app.router.add_get("/api/v1/analytics/conversions", conversion_analytics)
-    app.router.add_get("/api/v1/experiments/{id}/report", experiment_report)
+    register(app, ENDPOINTS)

@@ -27,6 +27,8 @@ from ingest.formats.admin_models import (
     unwrap,
     validation_rejection,
 )
+from ingest.http.answers import GoalAnswer, Goals, LinkAnswer, Links
+from ingest.http.api import Answer, Body, Endpoint, Handler, Param
 from ingest.http.auth import require_admin
 from ingest.http.common import json_response
 from ingest.http.request_info import config_store, decode_json_object, public_base, read_body
@@ -156,12 +158,89 @@ async def get_link(request: web.Request) -> web.Response:
     return json_response(link_answer(link, public_base(request)))
 
 
-def add_admin_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/conversions/goals", create_goal)
-    app.router.add_get("/api/v1/conversions/goals", list_goals, allow_head=False)
-    app.router.add_get("/api/v1/conversions/goals/{goal_id}", get_goal, allow_head=False)
-    app.router.add_patch("/api/v1/conversions/goals/{goal_id}", patch_goal)
-    app.router.add_delete("/api/v1/conversions/goals/{goal_id}", delete_goal)
-    app.router.add_post("/api/v1/links", create_link)
-    app.router.add_get("/api/v1/links", list_links, allow_head=False)
-    app.router.add_get("/api/v1/links/{link_id}", get_link, allow_head=False)
+_GOALS = "/api/v1/conversions/goals"
+_GOAL = "/api/v1/conversions/goals/{goal_id}"
+_GOAL_ID = Param("goal_id", "goal id", where="path")
+_LINK_ID = Param("link_id", "link id", where="path")
+_PROJECT = Param("project", "only this project's (no other parameter is accepted)")
+_THE_GOAL = Answer(200, "the goal", GoalAnswer)
+
+
+def _admin(
+    method: str,
+    path: str,
+    handler: Handler,
+    summary: str,
+    answer: Answer,
+    *errors: int,
+    body: Body | None = None,
+    params: tuple[Param, ...] = (),
+) -> Endpoint:
+    return Endpoint(
+        method,
+        (path,),
+        handler,
+        summary,
+        "admin",
+        answer,
+        errors,
+        auth="admin",
+        body=body,
+        params=params,
+        allow_head=False,
+    )
+
+
+ENDPOINTS = (
+    _admin(
+        "POST",
+        _GOALS,
+        create_goal,
+        'Create a goal (body flat or {"goal": {...}})',
+        Answer(201, "created", GoalAnswer),
+        *(400, 408, 413),
+        body=Body(GoalCreate, wrapper="goal"),
+    ),
+    _admin("GET", _GOALS, list_goals, "List goals", Answer(200, "goals", Goals), 400, params=(_PROJECT,)),
+    _admin("GET", _GOAL, get_goal, "One goal", _THE_GOAL, 404, params=(_GOAL_ID,)),
+    _admin(
+        "PATCH",
+        _GOAL,
+        patch_goal,
+        "Change a goal (project and token are fixed)",
+        _THE_GOAL,
+        *(400, 404, 408, 413),
+        body=Body(GoalPatch, wrapper="goal"),
+        params=(_GOAL_ID,),
+    ),
+    _admin(
+        "DELETE",
+        _GOAL,
+        delete_goal,
+        "Delete a goal (its token stops working)",
+        Answer(204, "deleted", media_type=None),
+        404,
+        params=(_GOAL_ID,),
+    ),
+    _admin(
+        "POST",
+        "/api/v1/links",
+        create_link,
+        'Create a tracking link (body flat or {"link": {...}})',
+        Answer(201, "created", LinkAnswer),
+        *(400, 408, 413),
+        body=Body(LinkCreate, wrapper="link"),
+    ),
+    _admin(
+        "GET", "/api/v1/links", list_links, "List links", Answer(200, "links", Links), 400, params=(_PROJECT,)
+    ),
+    _admin(
+        "GET",
+        "/api/v1/links/{link_id}",
+        get_link,
+        "One link",
+        Answer(200, "the link", LinkAnswer),
+        404,
+        params=(_LINK_ID,),
+    ),
+)

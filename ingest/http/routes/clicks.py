@@ -12,12 +12,15 @@ from aiohttp import web
 from ingest.errors import Rejected
 from ingest.formats.clicks import (
     LINK_ID_RE,
+    MAX_UTM_VALUE,
+    UTM_KEY_PATTERN,
     click_event,
     destination,
     new_click_id,
     new_visitor_id,
     utm_from_query,
 )
+from ingest.http.api import Answer, Endpoint, Param
 from ingest.http.common import CONFIG
 from ingest.http.forwarding import is_https
 from ingest.http.headers import header_text
@@ -62,6 +65,40 @@ async def click(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def add_click_routes(app: web.Application) -> None:
-    # No HEAD: link previewers probe with HEAD, and a probe is not a click.
-    app.router.add_get("/c/{link_id}", click, allow_head=False)
+def _utm(name: str) -> Param:
+    return Param(name, "kept on the click and passed through to the destination", {"type": "string"})
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        ("/c/{link_id}",),
+        click,
+        "Tracking link: records a click, then 302 to the link's registered URL",
+        "clicks",
+        Answer(
+            302,
+            "to the destination with the UTM parameters and the click id added",
+            media_type=None,
+            headers=(("Location", "destination"), ("Set-Cookie", "visitor id cookie")),
+        ),
+        (404, 503),
+        params=(
+            Param("link_id", "link id", where="path"),
+            *(_utm(f"utm_{n}") for n in ("source", "medium", "campaign", "term", "content")),
+            Param(
+                "utm",
+                f"any other utm_* parameter likewise (at most {MAX_UTM_VALUE} characters are kept); "
+                "no other parameter is read",
+                {
+                    "type": "object",
+                    "patternProperties": {UTM_KEY_PATTERN: {"type": "string"}},
+                    "additionalProperties": False,
+                },
+                style="form",
+            ),
+        ),
+        # No HEAD: link previewers probe with HEAD, and a probe is not a click.
+        allow_head=False,
+    ),
+)

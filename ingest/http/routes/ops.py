@@ -12,6 +12,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingest.http.answers import Health
+from ingest.http.api import Answer, Endpoint
 from ingest.http.auth import require_metrics
 from ingest.http.common import HEALTH_CHECKS, METRICS, READY, SENDER, json_response
 
@@ -52,6 +54,30 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_ops_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        ("/healthz",),
+        healthz,
+        "Readiness: 200 only when started and every health check is fine",
+        "ops",
+        Answer(200, "ready", Health),
+        other=(
+            Answer(
+                503,
+                "starting, or unavailable: the problems named",
+                Health,
+                headers=(("Retry-After", "seconds"),),
+            ),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        ("/metrics",),
+        metrics,
+        "Prometheus metrics (TRACKPIPE_METRICS_KEY or the admin key)",
+        "ops",
+        Answer(200, "metrics", schema={"type": "string"}, media_type="text/plain"),
+        auth="metrics",
+    ),
+)

@@ -12,10 +12,11 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from ingest.errors import bad_request
-from ingest.formats.funnelflux import PARAMS, parse_postback
+from ingest.formats.funnelflux import PARAMS, PostbackParams, parse_postback
+from ingest.http.api import Body, Endpoint
 from ingest.http.common import json_response
 from ingest.http.request_info import client_context, config_store, decode_json_object, read_body
-from ingest.http.routes.track import accept
+from ingest.http.routes.track import DURABLE, accept
 
 
 def _merge(params: dict[str, str], extra: dict[str, Any]) -> None:
@@ -53,7 +54,26 @@ async def postback(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "accepted": 1, "event_ids": [event.event_id]})
 
 
-def add_postback_routes(app: web.Application) -> None:
-    for path in ("/pb", "/pb/"):
-        app.router.add_get(path, postback, allow_head=False)
-        app.router.add_post(path, postback)
+_SUMMARY = "FunnelFlux postback: by hit id (hit=), or by visitor and link (vid=, p=)"
+ENDPOINTS = tuple(
+    Endpoint(
+        method,
+        ("/pb", "/pb/"),
+        postback,
+        _SUMMARY,
+        "funnelflux",
+        DURABLE,
+        (400, 408, 413, 503),
+        query_model=PostbackParams,
+        body=Body(
+            PostbackParams,
+            required=False,
+            description="the same parameters as a JSON object (or a form body, a=1&b=2); one given "
+            "twice with different values is refused",
+        )
+        if method == "POST"
+        else None,
+        allow_head=False,
+    )
+    for method in ("GET", "POST")
+)

@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from ingest.errors import Rejected
-from ingest.formats.pushwoosh import parse_post_event, parse_push_stat
+from ingest.formats.pushwoosh import PostEventRequest, PushStatRequest, parse_post_event, parse_push_stat
+from ingest.http.answers import PushwooshAnswer
+from ingest.http.api import Answer, Body, Endpoint
 from ingest.http.common import CONFIG, LIMITER, METRICS, json_response
 from ingest.http.ratelimit import enforce
 from ingest.http.request_info import client_context, decode_json_object, read_body
@@ -70,6 +72,31 @@ def _post_event(request: web.Request, body: Any) -> Event:
     return parse_post_event(body, client_context(request), max_attributes=max_attrs)
 
 
-def add_pushwoosh_routes(app: web.Application) -> None:
-    app.router.add_post("/json/1.3/pushStat", _endpoint(_push_stat, "pushwoosh_pushstat"))
-    app.router.add_post("/json/1.3/postEvent", _endpoint(_post_event, "pushwoosh_postevent"))
+def _pushwoosh(
+    path: str, parse: Callable[[web.Request, Any], Event], fmt: str, model: type, what: str
+) -> Endpoint:
+    return Endpoint(
+        "POST",
+        (path,),
+        _endpoint(parse, fmt),
+        what,
+        "pushwoosh",
+        Answer(200, "recorded", PushwooshAnswer),
+        (400, 408, 413, 429, 503),
+        body=Body(model, wrapper="request", wrapped="required"),
+        error_shape="pushwoosh",
+    )
+
+
+ENDPOINTS = (
+    _pushwoosh(
+        "/json/1.3/pushStat", _push_stat, "pushwoosh_pushstat", PushStatRequest, "Pushwoosh push open"
+    ),
+    _pushwoosh(
+        "/json/1.3/postEvent",
+        _post_event,
+        "pushwoosh_postevent",
+        PostEventRequest,
+        "Pushwoosh in-app event (the event name is the goal)",
+    ),
+)

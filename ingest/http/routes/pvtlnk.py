@@ -18,7 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from ingest.errors import Rejected
-from ingest.formats.pvtlnk import FIELDS, parse_conversion
+from ingest.formats.pvtlnk import FIELDS, ConversionFields, TokenConversionFields, parse_conversion
+from ingest.http.answers import ConversionAccepted
+from ingest.http.api import Answer, Body, Endpoint, Param
 from ingest.http.common import LIMITER, METRICS, json_response
 from ingest.http.ratelimit import enforce
 from ingest.http.request_info import (
@@ -116,7 +118,47 @@ async def track_pixel(request: web.Request) -> web.Response:
     return _gif(200)
 
 
-def add_pvtlnk_routes(app: web.Application) -> None:
-    app.router.add_post("/api/conversions/track/{token}", track_token_post)
-    app.router.add_get("/api/conversions/track/{token}", track_pixel, allow_head=False)
-    app.router.add_post("/api/v1/conversions/track", track_body_token)
+_TOKEN = Param("token", "the goal's postback token", where="path")
+_RECORDED = Answer(200, "durable", ConversionAccepted)
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        ("/api/conversions/track/{token}",),
+        track_token_post,
+        "PVTLNK conversion for the goal of the postback token",
+        "pvtlnk",
+        _RECORDED,
+        (400, 404, 408, 413, 429, 503),
+        body=Body(ConversionFields, required=False),
+        params=(_TOKEN,),
+    ),
+    Endpoint(
+        "GET",
+        ("/api/conversions/track/{token}",),
+        track_pixel,
+        "Conversion pixel: always a 1x1 GIF; nothing recorded on a 4xx",
+        "pvtlnk",
+        Answer(
+            200,
+            "recorded",
+            schema={"type": "string", "format": "binary"},
+            media_type="image/gif",
+            headers=(("Cache-Control", "no-store, no-cache"),),
+        ),
+        (400, 404, 429, 503),
+        query_model=ConversionFields,
+        params=(_TOKEN,),
+        error_shape="gif",
+        allow_head=False,
+    ),
+    Endpoint(
+        "POST",
+        ("/api/v1/conversions/track",),
+        track_body_token,
+        "PVTLNK server-side conversion with postback_token in the body",
+        "pvtlnk",
+        _RECORDED,
+        (400, 401, 408, 413, 429, 503),
+        body=Body(TokenConversionFields),
+    ),
+)

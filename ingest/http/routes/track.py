@@ -11,8 +11,10 @@ from ingest.errors import bad_request
 from ingest.formats.context import RequestContext
 from ingest.formats.convert_fast import convert_payload_records
 from ingest.formats.convert_legacy import is_legacy_query, parse_legacy_query
-from ingest.formats.convert_tracking import ConvertRecords
+from ingest.formats.convert_tracking import ConvertRecords, WireTrack
 from ingest.formats.phpquery import parse_bracket_query
+from ingest.http.answers import Accepted
+from ingest.http.api import Answer, Body, Endpoint, Param
 from ingest.http.common import CONFIG, METRICS, SENDER, json_response
 from ingest.http.forwarding import client_ip
 from ingest.http.headers import header_text
@@ -77,7 +79,56 @@ async def track_get(request: web.Request) -> web.Response:
     return await _answer_records(request, recs, "convert_query")
 
 
-def add_track_routes(app: web.Application) -> None:
-    for path in ("/track", "/track/"):
-        app.router.add_post(path, track_post)
-        app.router.add_get(path, track_get)
+USER_AGENT = Param(
+    "User-Agent", "required by the Convert formats", {"type": "string", "minLength": 1}, True, "header"
+)
+DURABLE = Answer(200, "durable: stored (fsynced / acknowledged by Kafka)", Accepted)
+
+
+def _wire_param(name: str, style: str | None = None) -> Param:
+    """A field of WireTrack as a query parameter of the bracket form (its schema is the model's)."""
+    schema = WireTrack.model_json_schema(ref_template="#/components/schemas/{model}")
+    sub = schema["properties"][name]
+    text = "PHP bracket notation, e.g. seg[devices][]=DESK, ev[0][evt]=hitGoal" if style else "Convert"
+    return Param(name, f"bracket form: {name} of the JSON body ({text})", sub, style=style)  # type: ignore[arg-type]
+
+
+#: GET /track: the new tracking structure as a bracket query (the WireTrack fields), or the legacy push.
+TRACK_QUERY = (
+    USER_AGENT,
+    _wire_param("cid"),
+    _wire_param("pid"),
+    _wire_param("seg", "deepObject"),
+    _wire_param("ev", "deepObject"),
+    Param("vid", "visitor id (bracket form: required; legacy push: optional extension)"),
+    Param("c", "legacy push: account id"),
+    Param("p", "legacy push: project id"),
+    Param("e", "legacy push: EXPERIMENT-VARIATION[,...]"),
+    Param("g", "legacy push: goal ids, comma-separated"),
+    Param("ga", "legacy push: number of goals in g"),
+    Param("t", "legacy push: GOAL[.GOAL]|TRANSACTION_ID|VALUE|PRODUCTS_COUNT"),
+)
+PATHS = ("/track", "/track/")
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        PATHS,
+        track_post,
+        "Convert tracking, JSON body (new tracking structure)",
+        "convert",
+        DURABLE,
+        (400, 408, 413, 503),
+        body=Body(WireTrack),
+        params=(USER_AGENT,),
+    ),
+    Endpoint(
+        "GET",
+        PATHS,
+        track_get,
+        "Convert tracking as PHP-style bracket query, or the legacy push (c=, p=)",
+        "convert",
+        DURABLE,
+        (400, 413, 503),
+        params=TRACK_QUERY,
+    ),
+)
