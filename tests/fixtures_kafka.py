@@ -7,6 +7,9 @@ If the broker cannot be had the tests that need it fail with the reason; they ne
 
 ``unique_name`` (function) is a factory of unique topic / group / app names, so tests
 sharing the one broker never see each other's data.
+
+``dedicated_broker`` (function) is a broker of the test's own, for tests that stop and restart it,
+which the shared one must never be.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ def _check_external(value: str) -> str:
     except OSError as exc:
         pytest.fail(f"{ENV_EXTERNAL}={value}: cannot connect: {exc}", pytrace=False)
     return value
+
+
+@pytest.fixture
+def dedicated_broker() -> Iterator[KafkaBroker]:
+    try:
+        broker = KafkaBroker(ensure_kafka_jars()).start()
+    except KafkaError as exc:
+        pytest.fail(f"cannot start a dedicated Kafka broker: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

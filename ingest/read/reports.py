@@ -3,12 +3,14 @@ CSV: ``?format=csv``). Who may read which project: ingest/http/auth.py."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ingest.errors import Rejected, bad_request
 from ingest.http.api import Answer, Endpoint, Handler, Param, query_names, register
-from ingest.http.auth import require_project, require_read
+from ingest.http.auth import Grant, require_project, require_read
 from ingest.http.common import REPORTS
 from ingest.read.csv_export import FORMATS, report_response, requested_format
 from schemas.reports import (
@@ -61,15 +63,31 @@ def report_params(
     return params, fmt
 
 
-async def top_events(request: web.Request) -> web.Response:
+Q = TypeVar("Q", bound=BaseModel)
+
+
+def read_query(
+    request: web.Request, model: type[Q], path_field: str = ""
+) -> tuple[Grant, ReportSource, Q, str]:
+    """What every report handler starts with: the reader's grant, the report source, the validated query
+    (``path_field`` filled from the path's ``{id}``) and the requested format. Bad parameters are a 400."""
     grant = require_read(request)
     source = report_source(request)
-    params, fmt = report_params(request, TopEventsQuery)
+    params, fmt = report_params(request, model, path_field)
+    if path_field:
+        params = {**params, path_field: request.match_info["id"]}
     try:
-        query = TopEventsQuery.model_validate(params)
-        query.period()
+        query = model.model_validate(params)
+        period = getattr(query, "period", None)
+        if period is not None:
+            period()  # a period that cannot be is a 400 too
     except (ValidationError, ValueError) as exc:
         raise bad_request("invalid_query", first_problem(exc)) from None
+    return grant, source, query, fmt
+
+
+async def top_events(request: web.Request) -> web.Response:
+    grant, source, query, fmt = read_query(request, TopEventsQuery)
     require_project(grant, query.project)
     report = await source.top_events(query)
     return report_response(fmt, report, report.rows, TopEventRow, f"top-events-{query.project}")
@@ -77,13 +95,7 @@ async def top_events(request: web.Request) -> web.Response:
 
 async def projects(request: web.Request) -> web.Response:
     """The projects with events; for a read key only its own (from the most recent 1000 projects)."""
-    grant = require_read(request)
-    source = report_source(request)
-    params, fmt = report_params(request, ProjectsQuery)
-    try:
-        query = ProjectsQuery.model_validate(params)
-    except ValidationError as exc:
-        raise bad_request("invalid_query", first_problem(exc)) from None
+    grant, source, query, fmt = read_query(request, ProjectsQuery)
     if grant.admin:
         report = await source.projects(query)
     else:
@@ -95,13 +107,7 @@ async def projects(request: web.Request) -> web.Response:
 
 async def conversion_analytics(request: web.Request) -> web.Response:
     """PVTLNK: ``GET /api/v1/analytics/conversions?link_id=&days=30``."""
-    grant = require_read(request)
-    source = report_source(request)
-    params, fmt = report_params(request, ConversionAnalyticsQuery)
-    try:
-        query = ConversionAnalyticsQuery.model_validate(params)
-    except ValidationError as exc:
-        raise bad_request("invalid_query", first_problem(exc)) from None
+    grant, source, query, fmt = read_query(request, ConversionAnalyticsQuery)
     if query.project is None and not grant.admin:
         raise Rejected(403, "forbidden", "this key reads only its own projects: add &project=<project>")
     if query.project is not None:
@@ -111,14 +117,7 @@ async def conversion_analytics(request: web.Request) -> web.Response:
 
 
 async def experiment_report(request: web.Request) -> web.Response:
-    grant = require_read(request)
-    source = report_source(request)
-    params, fmt = report_params(request, ExperimentReportQuery, "experiment")
-    try:
-        query = ExperimentReportQuery.model_validate({**params, "experiment": request.match_info["id"]})
-        query.period()
-    except (ValidationError, ValueError) as exc:
-        raise bad_request("invalid_query", first_problem(exc)) from None
+    grant, source, query, fmt = read_query(request, ExperimentReportQuery, "experiment")
     require_project(grant, query.project)
     report = await source.experiment_report(query)
     return report_response(fmt, report, report.rows, VariationRow, f"experiment-{query.experiment}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from ingest.produce.kafka_publisher import KafkaPublisher
 from schemas.envelope import decode_envelope
 from schemas.partitioning import partition_for
 from tests.scenario import create_topics
-from trackpipe.devservers.kafka import KafkaBroker, KafkaError, ensure_kafka_jars
+from trackpipe.devservers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
@@ -63,19 +62,6 @@ class Health:
     at: float
     status: int
     body: Any
-
-
-@pytest.fixture
-def own_broker() -> Iterator[KafkaBroker]:
-    """A broker of this test's own: it is stopped and restarted, which the shared one must never be."""
-    try:
-        broker = KafkaBroker(ensure_kafka_jars()).start()
-    except KafkaError as exc:
-        pytest.fail(f"cannot start a dedicated Kafka broker: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _phase(at: float, marks: dict[str, float]) -> str:
@@ -121,9 +107,9 @@ async def _read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
         await consumer.stop()
 
 
-async def test_edge_answers_again_after_broker_restart(own_broker: KafkaBroker, unique_name) -> None:
+async def test_edge_answers_again_after_broker_restart(dedicated_broker: KafkaBroker, unique_name) -> None:
     began = time.monotonic()
-    bootstrap = own_broker.bootstrap
+    bootstrap = dedicated_broker.bootstrap
     topic = unique_name("restart")
     await create_topics(bootstrap, [topic], PARTITIONS)
 
@@ -213,12 +199,12 @@ async def test_edge_answers_again_after_broker_restart(own_broker: KafkaBroker, 
             )
 
             marks["halt"] = time.monotonic()
-            await asyncio.to_thread(own_broker.halt)  # SIGTERM; storage and port are kept
+            await asyncio.to_thread(dedicated_broker.halt)  # SIGTERM; storage and port are kept
             marks["down"] = time.monotonic()
             # The outage's length is the scenario, not a wait for a condition (asserted at the end).
             await asyncio.sleep(OUTAGE_S)
             marks["restart"] = time.monotonic()
-            await asyncio.to_thread(own_broker.restart)
+            await asyncio.to_thread(dedicated_broker.restart)
             marks["up"] = time.monotonic()
 
             def recovered_at() -> float | None:
@@ -290,7 +276,7 @@ async def test_edge_answers_again_after_broker_restart(own_broker: KafkaBroker, 
     statuses = dict(Counter(a.status for a in answers))
     print(
         f"\nbroker restart: down {marks['restart'] - marks['down']:.1f}s,"
-        f" restart {own_broker.startup_seconds:.1f}s,"
+        f" restart {dedicated_broker.startup_seconds:.1f}s,"
         f" first 2xx {marks['recovered'] - marks['up']:.2f}s after the broker was back,"
         f" /healthz 200 after {marks['healthy'] - marks['up']:.2f}s;"
         f" {len(answers)} requests {statuses}, {len(acked)} acked events;"

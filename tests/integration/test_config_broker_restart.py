@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +13,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ingest.config.kafka_store import KafkaConfigStore
 from schemas.config import ConfigStoreError, Goal, goal_record
-from trackpipe.devservers.kafka import KafkaBroker, KafkaError, ensure_kafka_jars
 
 pytestmark = pytest.mark.integration
 
@@ -26,28 +24,15 @@ def goal(i: int) -> Goal:
     return Goal(id=f"g{i}", project="p", name=f"G{i}", token=f"token-{i:04d}", created_at=NOW, updated_at=NOW)
 
 
-@pytest.fixture
-def own_broker() -> Iterator[KafkaBroker]:
-    """A broker of this test's own: it is stopped and restarted, which the shared one must never be."""
-    try:
-        broker = KafkaBroker(ensure_kafka_jars()).start()
-    except KafkaError as exc:
-        pytest.fail(f"cannot start a dedicated Kafka broker: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-async def test_config_writes_work_again_after_a_broker_restart(own_broker, unique_name):
+async def test_config_writes_work_again_after_a_broker_restart(dedicated_broker, unique_name):
     topic = unique_name("config")
-    admin = AIOKafkaAdminClient(bootstrap_servers=own_broker.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=dedicated_broker.bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
-    store = KafkaConfigStore(own_broker.bootstrap, topic, write_timeout_s=2.0)
+    store = KafkaConfigStore(dedicated_broker.bootstrap, topic, write_timeout_s=2.0)
     await store.start()
     outcomes: list[tuple[float, str, bool]] = []  # (when, goal id, stored)
     back_at: list[float] = []
@@ -71,9 +56,9 @@ async def test_config_writes_work_again_after_a_broker_restart(own_broker, uniqu
     try:
         await store.write([goal_record(goal(1))])
         writes = asyncio.create_task(admin_writes())
-        own_broker.halt()
+        dedicated_broker.halt()
         await asyncio.sleep(OUTAGE_S)  # the scenario's length, not a wait for a condition
-        await asyncio.to_thread(own_broker.restart)
+        await asyncio.to_thread(dedicated_broker.restart)
         back_at.append(time.monotonic())
         await writes
         refused = [g for _, g, ok in outcomes if not ok]
@@ -85,7 +70,7 @@ async def test_config_writes_work_again_after_a_broker_restart(own_broker, uniqu
     finally:
         await store.stop()
     # a new reader sees everything that was acknowledged
-    again = KafkaConfigStore(own_broker.bootstrap, topic)
+    again = KafkaConfigStore(dedicated_broker.bootstrap, topic)
     await again.start()
     try:
         assert all(again.state.goal(g) is not None for g in ["g1", *stored])
