@@ -24,6 +24,7 @@ from ingest.http.common import (
     HEALTH_CHECKS,
     LIMITER,
     METRICS,
+    OUTBOUND,
     READY,
     REPORTS,
     SENDER,
@@ -40,6 +41,7 @@ from ingest.produce.sender import EdgeSender
 from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
 from schemas.config import ConfigStore
+from schemas.outbound.config import OutboundConfig
 from schemas.partitioning import partition_for
 from schemas.reports import ReportSource
 
@@ -86,6 +88,7 @@ def build_edge_app(
     read_keys: Mapping[str, str] | None = None,
     metrics_key: str | None = None,
     health_checks: list[Callable[[], str | None]] | None = None,
+    outbound: OutboundConfig | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
     ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
@@ -94,7 +97,8 @@ def build_edge_app(
     ({project: key}) read their projects' reports, the admin key every project's, ``metrics_key`` (or the
     admin key) ``/metrics``; with no such key, reports and metrics are served to loopback clients only
     (ingest/http/auth.py). Keys shorter than 32 characters are refused (ValueError). ``health_checks``
-    are asked by ``/healthz`` (None: fine, else the problem)."""
+    are asked by ``/healthz`` (None: fine, else the problem). ``outbound``: the SSRF allow-list and
+    signing-secret grace period used when goals and links are saved (default: public addresses only)."""
     access = AccessKeys(admin=admin_key or None, read=read_keys, metrics=metrics_key or None)
     log_client_errors_at_info()
     install_expect_handler()  # before any route is made: see ingest/http/aiohttp_private.py
@@ -109,6 +113,7 @@ def build_edge_app(
     app[ACCESS] = access
     app[AUTH_FAILURES] = RateLimiter(config.auth_failures_per_minute)
     app[PROXIES] = TrustedProxies(config.trusted_proxies)
+    app[OUTBOUND] = outbound or OutboundConfig()
 
     for ctx in extra_cleanup or []:
         app.cleanup_ctx.append(ctx)

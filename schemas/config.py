@@ -20,6 +20,9 @@ from typing import NamedTuple, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas.outbound.postbacks import Method
+from schemas.outbound.signing import KeyRing, SigningKey, parse_secret
+
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
@@ -32,8 +35,19 @@ class GoalType(StrEnum):
     CUSTOM = "custom"
 
 
-class Goal(BaseModel):
-    """A conversion goal (PVTLNK reference). ``token`` authenticates conversions sent for it."""
+class SigningKeyRecord(BaseModel):
+    """One webhook signing secret of a goal, as stored (``schemas.outbound.signing.SigningKey``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret: str = Field(repr=False)  # whsec_<base64>; shown to the admin once, never in an answer
+    created_at: datetime
+    expires_at: datetime | None = None  # set when rotated out: signs until then (grace period)
+
+
+class GoalFields(BaseModel):
+    """A conversion goal (PVTLNK reference) as the admin API shows it. ``token`` authenticates
+    conversions sent for it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -49,6 +63,27 @@ class Goal(BaseModel):
     token: str
     created_at: datetime
     updated_at: datetime
+
+
+class Goal(GoalFields):
+    """A stored goal: its fields and its webhook signing key ring (newest first; never in an answer)."""
+
+    signing_keys: tuple[SigningKeyRecord, ...] = Field(default=(), repr=False)
+
+    def key_ring(self) -> KeyRing | None:
+        """The signing key ring (None for a goal stored before secrets existed, until rotated)."""
+        if not self.signing_keys:
+            return None
+        return KeyRing(
+            tuple(SigningKey(parse_secret(k.secret), k.created_at, k.expires_at) for k in self.signing_keys)
+        )
+
+
+def signing_key_records(ring: KeyRing) -> tuple[SigningKeyRecord, ...]:
+    return tuple(
+        SigningKeyRecord(secret=k.secret.text, created_at=k.created_at, expires_at=k.expires_at)
+        for k in ring.keys
+    )
 
 
 class Link(BaseModel):
@@ -67,6 +102,14 @@ class Link(BaseModel):
     utm_content: str | None = None
     goal: str | None = None  # the goal conversions of this link's clicks count for
     created_at: datetime
+    # Traffic-source S2S postback (issue 13; checked when saved with schemas.outbound.postbacks):
+    external_click_param: str | None = None  # query parameter carrying the source's click id on clicks
+    postback_template: str | None = None  # URL with {macros}
+    postback_method: Method = Method.GET
+    postback_statuses: str | None = None  # which statuses fire it (blank: normal conversions only)
+    postback_status_map: str | None = None  # Keitaro-style renames: "lead=install sale=bill"
+    postback_updates: bool = False  # fire again when the rendered request changes
+    updated_at: datetime | None = None
 
     def utm(self) -> dict[str, str]:
         pairs = {

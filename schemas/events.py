@@ -54,9 +54,13 @@ class ExperimentVariation(BaseModel):
 
 
 class Event(BaseModel):
-    """One tracking event, canonical form."""
+    """One tracking event, canonical form.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Within a schema version, changes are additive only (a new optional field with a default), and
+    readers ignore fields they do not know: a worker still on the previous release reads the events of a
+    newer edge (rolling upgrades in any order). A change that is not additive bumps ``SCHEMA_VERSION``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     v: int = SCHEMA_VERSION
     event_id: str
@@ -79,6 +83,8 @@ class Event(BaseModel):
     # Clicks, postbacks and push platforms (added in schema 1 as optional fields):
     click_id: str | None = None  # our click id (FunnelFlux "hit id"), set on clicks, carried by postbacks
     link_id: str | None = None  # tracking link (FunnelFlux page id) the click or postback refers to
+    # the traffic source's own click id, taken on a click from the link's external_click_param (issue 13)
+    external_click_id: str | None = None
     status: str | None = None  # postback status exactly as sent (pending, rejected, approved, ...)
     disable_postbacks: bool = False  # do not forward this conversion to the traffic source
     push_hash: str | None = None  # Pushwoosh msgHash of the push that was opened / led to the event

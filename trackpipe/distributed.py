@@ -123,6 +123,7 @@ def build_distributed_edge(settings: Settings) -> web.Application:
         admin_key=settings.admin_key_value(),
         read_keys=settings.read_keys_value(),
         metrics_key=settings.metrics_key_value(),
+        outbound=settings.outbound,
     )
 
 

@@ -257,6 +257,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         admin_key=settings.admin_key_value(),
         read_keys=settings.read_keys_value(),
         metrics_key=settings.metrics_key_value(),
+        outbound=settings.outbound,
         health_checks=[runner_health],
     )
     register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.config.edge import EdgeConfig
 from ingest.http.keys import check_key, parse_read_keys
+from schemas.outbound.config import OutboundConfig
 
 if TYPE_CHECKING:
     from processors.config import ProcessingConfig
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     processing_lateness_hours: float = Field(48, ge=0, description="how late an event may arrive")
 
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    outbound: OutboundConfig = Field(
+        default_factory=OutboundConfig, description="outbound webhooks and postbacks (TRACKPIPE_OUTBOUND__*)"
+    )
     admin_key: SecretStr | None = Field(
         None,
         description="bearer key (≥ 32 characters) of the admin API (goals, links), every report and "

@@ -65,6 +65,21 @@ def utm_from_query(query: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+MAX_EXTERNAL_CLICK_ID = 200
+
+
+def external_click_id(link: Link, query: Mapping[str, str]) -> str | None:
+    """The traffic source's own click id, from the link's ``external_click_param`` (issue 13): kept on
+    the click so a postback to the source can carry it. Over-long values are cut; a value with control
+    characters is not kept."""
+    if not link.external_click_param:
+        return None
+    value = query.get(link.external_click_param, "").strip()
+    if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value[:MAX_EXTERNAL_CLICK_ID]
+
+
 def destination(link: Link, click_utm: Mapping[str, str], click_id: str, click_param: str) -> str:
     """The redirect target: the registered URL with the link's UTM fields, the click's UTM parameters
     (they win over the link's) and the click id. Parameters of the same name already in the URL are
@@ -82,6 +97,7 @@ def click_event(
     utm: Mapping[str, str],
     referrer: str | None,
     ctx: RequestContext,
+    external_click_id: str | None = None,
 ) -> Event:
     attributes = dict(utm)
     if referrer:
@@ -102,6 +118,7 @@ def click_event(
         user_agent=ctx.user_agent or None,
         source_format="click",
         click_id=click_id,
+        external_click_id=external_click_id,
         link_id=link.id,
         attributes=attributes,
     )

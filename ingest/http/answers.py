@@ -3,11 +3,12 @@ schemathesis checks every answer against them, tests/integration/test_inputs_ope
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.config import Goal, Link
+from schemas.config import GoalFields, Link
 
 
 class Problem(BaseModel):
@@ -41,9 +42,19 @@ class PushwooshAnswer(BaseModel):
     response: dict[str, Any] | None
 
 
-class GoalAnswer(Goal):
+class GoalAnswer(GoalFields):
     value: float | None = None  # type: ignore[assignment]  # a JSON number in the answer
     track_url: str  # POST conversions here (GET: the pixel)
+
+
+class GoalCreated(GoalAnswer):
+    signing_secret: str  # whsec_...: verifies this goal's webhooks; shown here once, never again
+
+
+class SecretRotated(BaseModel):
+    goal_id: str
+    signing_secret: str  # the new whsec_... secret, shown once
+    previous_expires_at: datetime | None  # until then the previous secret signs too (None: there was none)
 
 
 class LinkAnswer(Link):

@@ -17,6 +17,7 @@ from ingest.http.keys import AccessKeys
 from ingest.http.ratelimit import RateLimiter
 from ingest.produce.sender import EdgeSender
 from schemas.config import ConfigStore
+from schemas.outbound.config import OutboundConfig
 from schemas.reports import ReportSource
 
 
@@ -71,6 +72,7 @@ REPORTS = web.AppKey("reports", ReportSource)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 READY = web.AppKey("ready", dict)
 CONFIG_STORE = web.AppKey("config_store", ConfigStore)
+OUTBOUND = web.AppKey("outbound", OutboundConfig)  # SSRF allow-list and secret grace (issue 13)
 ACCESS = web.AppKey("access", AccessKeys)  # the configured admin / read / metrics keys
 #: Failed authentications per client IP (429 once over the limit, whatever key is presented then).
 AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)

@@ -1,4 +1,7 @@
-"""Traffic-source S2S postbacks: a link's URL template, which statuses fire it and what it sends.
+"""Traffic-source S2S postbacks, the delivery half: rendering a link's template and deciding what fires.
+
+The save-time half (template, status filter and rename map parsing) is ``schemas/outbound/postbacks.py``
+(the edge checks links with it); its names are re-exported here.
 
 A template is a GET or POST URL with macros ``{external_id}`` (the traffic source's own click id,
 captured on the click), ``{click_id}``, ``{conversion_id}``, ``{goal_id}``, ``{payout}``, ``{currency}``,
@@ -19,171 +22,41 @@ into updates (then again whenever the rendered request changes).
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import quote
 
+from schemas.outbound.postbacks import (
+    MACRO,
+    MACROS,
+    Method,
+    PostbackTemplate,
+    StatusFilter,
+    StatusMap,
+    TemplateError,
+    TemplateProblem,
+    parse_status_filter,
+    parse_status_map,
+    parse_template,
+)
 from schemas.rows import Conversion
 from sinks.outbound.events import conversion_id, money_text
-from sinks.outbound.ssrf import AllowList, Refused, check_url
 
-MACROS = (
-    "external_id",
-    "click_id",
-    "conversion_id",
-    "goal_id",
-    "payout",
-    "currency",
-    "status",
-    "order_id",
-    "timestamp",
-)
-MAX_TEMPLATE_LENGTH = 2048
+__all__ = [
+    "MACROS",
+    "Method",
+    "PostbackTemplate",
+    "StatusFilter",
+    "StatusMap",
+    "TemplateError",
+    "TemplateProblem",
+    "parse_status_filter",
+    "parse_status_map",
+    "parse_template",
+]
+
 MAX_FIRED_STATUSES = 16
-STATUS_CLASSES = ("normal", "provisional", "reversed")
-CLASS_ALIASES = {"sale": "normal", "lead": "provisional", "rejected": "reversed"}  # Keitaro's names
-DEFAULT_STATUS_TEXT = "approved"  # a normal conversion sent without a status
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-
-_MACRO = re.compile(r"\{([^{}]*)\}")
-_STATUS_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-class Method(StrEnum):
-    GET = "GET"
-    POST = "POST"
-
-
-class TemplateProblem(StrEnum):
-    BAD_METHOD = "bad_method"
-    EMPTY = "empty"
-    TOO_LONG = "too_long"
-    UNKNOWN_MACRO = "unknown_macro"
-    BAD_BRACE = "bad_brace"
-    MACRO_IN_HOST = "macro_in_host"
-    FRAGMENT = "fragment"
-    DESTINATION = "destination"  # refused by the SSRF guard
-    BAD_STATUS_FILTER = "bad_status_filter"
-    BAD_STATUS_MAP = "bad_status_map"
-
-
-class TemplateError(ValueError):
-    """A link setting refused when saving it (the message names the problem). Never retriable."""
-
-    retriable = False
-
-    def __init__(self, problem: TemplateProblem, message: str):
-        super().__init__(message)
-        self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class PostbackTemplate:
-    method: Method
-    text: str
-    macros: frozenset[str]
-
-    def uses(self, macro: str) -> bool:
-        return macro in self.macros
-
-
-def parse_template(text: str, method: Method | str = Method.GET, *, allow: AllowList) -> PostbackTemplate:
-    try:
-        verb = Method(method.upper() if isinstance(method, str) else method)
-    except ValueError:
-        raise TemplateError(TemplateProblem.BAD_METHOD, "a postback method is GET or POST") from None
-    text = text.strip()
-    if not text:
-        raise TemplateError(TemplateProblem.EMPTY, "a postback template is a URL")
-    if len(text) > MAX_TEMPLATE_LENGTH:
-        raise TemplateError(
-            TemplateProblem.TOO_LONG, f"a postback template has at most {MAX_TEMPLATE_LENGTH} characters"
-        )
-    names = _MACRO.findall(text)
-    unknown = sorted({n for n in names if n not in MACROS})
-    if unknown:
-        listed = ", ".join("{" + n + "}" for n in unknown)
-        known = ", ".join("{" + n + "}" for n in MACROS)
-        raise TemplateError(TemplateProblem.UNKNOWN_MACRO, f"unknown macros {listed}; known: {known}")
-    if "{" in _MACRO.sub("", text) or "}" in _MACRO.sub("", text):
-        raise TemplateError(TemplateProblem.BAD_BRACE, "a '{' or '}' that is not part of a {macro}")
-    scheme, sep, rest = text.partition("://")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if sep and ("{" in scheme or "{" in authority):
-        raise TemplateError(
-            TemplateProblem.MACRO_IN_HOST, "macros may not appear in the scheme, host or port"
-        )
-    if "#" in text:
-        raise TemplateError(TemplateProblem.FRAGMENT, "a postback URL has no '#fragment'")
-    checked = check_url(_MACRO.sub("0", text), allow)
-    if isinstance(checked, Refused):
-        raise TemplateError(
-            TemplateProblem.DESTINATION, f"postback URL refused ({checked.reason.value}): {checked.detail}"
-        )
-    return PostbackTemplate(verb, text, frozenset(names))
-
-
-# --- statuses -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatusFilter:
-    """Which conversions fire: by class (normal, provisional, reversed) or by raw status."""
-
-    classes: frozenset[str] = frozenset({"normal"})
-    statuses: frozenset[str] = frozenset()
-
-    def fires(self, row: Conversion) -> bool:
-        return row.status_class in self.classes or row.status.strip().lower() in self.statuses
-
-
-def parse_status_filter(text: str | None) -> StatusFilter:
-    """``"normal,provisional"`` or ``"sale lead approved"``; blank -> normal conversions only."""
-    tokens = [t for t in re.split(r"[\s,]+", (text or "").strip()) if t]
-    if not tokens:
-        return StatusFilter()
-    classes, statuses = set(), set()
-    for t in tokens:
-        low = t.lower()
-        if not _STATUS_TOKEN.match(t):
-            raise TemplateError(TemplateProblem.BAD_STATUS_FILTER, f"status {t!r} is not a status name")
-        if low in STATUS_CLASSES:
-            classes.add(low)
-        elif low in CLASS_ALIASES:
-            classes.add(CLASS_ALIASES[low])
-        else:
-            statuses.add(low)
-    return StatusFilter(frozenset(classes), frozenset(statuses))
-
-
-@dataclass(frozen=True, slots=True)
-class StatusMap:
-    renames: tuple[tuple[str, str], ...] = ()  # (from, lower-case; to, as given)
-
-    def text_for(self, row: Conversion) -> str:
-        table = dict(self.renames)
-        raw = row.status.strip()
-        for key in (raw.lower(), row.status_class):
-            if key and key in table:
-                return table[key]
-        for alias, cls in CLASS_ALIASES.items():
-            if cls == row.status_class and alias in table:
-                return table[alias]
-        return raw or DEFAULT_STATUS_TEXT
-
-
-def parse_status_map(text: str | None) -> StatusMap:
-    """``"lead=install sale=bill rejected=trash"`` (spaces or commas between pairs)."""
-    pairs: dict[str, str] = {}
-    for item in (t for t in re.split(r"[\s,]+", (text or "").strip()) if t):
-        src, eq, dst = item.partition("=")
-        if not eq or not _STATUS_TOKEN.match(src) or not _STATUS_TOKEN.match(dst):
-            raise TemplateError(TemplateProblem.BAD_STATUS_MAP, f"{item!r} is not status=new_name")
-        if src.lower() in pairs:
-            raise TemplateError(TemplateProblem.BAD_STATUS_MAP, f"status {src!r} is renamed twice")
-        pairs[src.lower()] = dst
-    return StatusMap(tuple(sorted(pairs.items())))
 
 
 # --- rendering and firing -----------------------------------------------------------------------------
@@ -195,8 +68,8 @@ class PostbackRule:
 
     link_id: str
     template: PostbackTemplate
-    statuses: StatusFilter = StatusFilter()
-    status_map: StatusMap = StatusMap()
+    statuses: StatusFilter = field(default_factory=StatusFilter)
+    status_map: StatusMap = field(default_factory=StatusMap)
     updates: bool = False  # fire again when the rendered request changes (default: once per status)
 
 
@@ -224,7 +97,7 @@ def macro_values(row: Conversion, external_id: str, status_text: str) -> dict[st
 
 def render(template: PostbackTemplate, values: dict[str, str]) -> PostbackRequest:
     """Fill the macros, each value percent-encoded completely (no character of it stays special)."""
-    url = _MACRO.sub(lambda m: quote(values.get(m.group(1), ""), safe=""), template.text)
+    url = MACRO.sub(lambda m: quote(values.get(m.group(1), ""), safe=""), template.text)
     if template.method is Method.GET:
         return PostbackRequest(Method.GET, url)
     base, _, query = url.partition("?")

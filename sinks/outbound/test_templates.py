@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas.outbound.ssrf import AllowList, parse_allow_networks
 from schemas.rows import Conversion
 from sinks.outbound.events import conversion_id
-from sinks.outbound.ssrf import AllowList, parse_allow_networks
 from sinks.outbound.templates import (
     FORM_CONTENT_TYPE,
     Fire,

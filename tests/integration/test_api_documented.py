@@ -39,6 +39,7 @@ from schemas.reports import (
 )
 from tests.integration.test_inputs_edge import AUTH, REF_GOAL, REF_PVTLNK, UA, inputs_app
 
+PB_TEMPLATE = "https://source.example/pb?cid={external_id}&payout={payout}&status={status}"
 READS: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("query_reads", default=None)
 
 
@@ -155,7 +156,9 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
     goal = await (await client.post("/api/v1/conversions/goals", json=REF_GOAL, headers=AUTH)).json()
     link = await (
         await client.post(
-            "/api/v1/links", json={"url": "https://shop.example/", "goal": goal["id"]}, headers=AUTH
+            "/api/v1/links",
+            json={"url": "https://shop.example/", "goal": goal["id"], "external_click_param": "clickid"},
+            headers=AUTH,
         )
     ).json()
     utm = "utm_source=a&utm_medium=b&utm_campaign=c&utm_term=d&utm_content=e&utm_extra=f"
@@ -177,7 +180,7 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
     requests: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
         ("POST", "/track"): [("/track", {"json": track})],
         ("GET", "/track"): [("/track/?" + legacy, {}), ("/track?" + bracket, {})],
-        ("GET", "/c/{link_id}"): [(f"/c/{link['id']}?{utm}", {"allow_redirects": False})],
+        ("GET", "/c/{link_id}"): [(f"/c/{link['id']}?{utm}&clickid=XYZ", {"allow_redirects": False})],
         ("GET", "/pb"): [(f"/pb/?{pb}", {})],
         ("POST", "/pb"): [("/pb?tx=T2", {"json": {"hit": hit, "rev": 3, "disable_postbacks": False}})],
         ("POST", "/api/conversions/track/{token}"): [
@@ -218,6 +221,12 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
         ],
         ("GET", "/api/v1/links"): [("/api/v1/links?project=default", {})],
         ("GET", "/api/v1/links/{link_id}"): [(f"/api/v1/links/{link['id']}", {})],
+        ("PATCH", "/api/v1/links/{link_id}"): [
+            (f"/api/v1/links/{link['id']}", {"json": {"link": {"postback_template": PB_TEMPLATE}}})
+        ],
+        ("POST", "/api/v1/conversions/goals/{goal_id}/secret/rotate"): [
+            (f"/api/v1/conversions/goals/{goal['id']}/secret/rotate", {})
+        ],
         ("POST", "/api/v1/links"): [("/api/v1/links", {"json": {"url": "https://shop.example/b"}})],
         ("POST", "/api/v1/conversions/goals"): [
             ("/api/v1/conversions/goals", {"json": {"name": "n", "value": "1"}})

@@ -16,24 +16,30 @@ from ingest.formats.admin_models import (
     GoalCreate,
     GoalPatch,
     LinkCreate,
+    LinkPatch,
     goal_answer,
     link_answer,
     new_goal,
     new_id,
     new_link,
+    new_signing_secret,
     new_token,
     others_losing_default,
     patched_goal,
+    patched_link,
+    refused_destination,
+    refused_postback,
+    rotated_goal,
     unwrap,
     validation_rejection,
 )
-from ingest.http.answers import GoalAnswer, Goals, LinkAnswer, Links
+from ingest.http.answers import GoalAnswer, GoalCreated, Goals, LinkAnswer, Links, SecretRotated
 from ingest.http.api import Answer, Body, Endpoint, Handler, Param
 from ingest.http.auth import require_admin
-from ingest.http.common import json_response
+from ingest.http.common import OUTBOUND, json_response
 from ingest.http.request_info import config_store, decode_json_object, public_base, read_body
 from schemas.config import ConfigRecord as Record
-from schemas.config import ConfigStore, ConfigStoreError, goal_key, goal_record, link_record
+from schemas.config import ConfigStore, ConfigStoreError, Goal, Link, goal_key, goal_record, link_record
 
 
 async def _write(store: ConfigStore, records: list[Record]) -> None:
@@ -53,6 +59,35 @@ def _project_filter(request: web.Request) -> str | None:
     return project.strip() if project and project.strip() else None
 
 
+def _check_goal_url(request: web.Request, goal: Goal) -> None:
+    if goal.postback_url is not None:
+        refused = refused_destination("postback_url", goal.postback_url, request.app[OUTBOUND].allow_list)
+        if refused is not None:
+            raise refused
+
+
+def _check_link(request: web.Request, link: Link) -> None:
+    refused = refused_postback(link, request.app[OUTBOUND].allow_list)
+    if refused is not None:
+        raise refused
+
+
+def _check_link_goal(store: ConfigStore, goal_id: str | None, project: str) -> None:
+    if goal_id is not None:
+        goal = store.state.goal(goal_id)
+        if goal is None:
+            raise bad_request("invalid_field", f"goal: {goal_id!r} is not a known goal")
+        if goal.project != project:
+            raise bad_request("invalid_field", f"goal: {goal_id!r} belongs to project {goal.project!r}")
+
+
+def _goal_or_404(store: ConfigStore, goal_id: str) -> Goal:
+    goal = store.state.goal(goal_id)
+    if goal is None:
+        raise Rejected(404, "unknown_goal", f"no goal with id {goal_id[:80]!r}")
+    return goal
+
+
 async def _body(request: web.Request, wrapper: str) -> dict[str, object]:
     return unwrap(decode_json_object(await read_body(request), f"a {wrapper} object"), wrapper)
 
@@ -68,10 +103,14 @@ async def create_goal(request: web.Request) -> web.Response:
     goal_id = new_id()
     while store.state.goal(goal_id) is not None:  # 72 random bits: practically never loops
         goal_id = new_id()
-    goal = new_goal(spec, now, goal_id, new_token())
+    secret = new_signing_secret()
+    goal = new_goal(spec, now, goal_id, new_token(), secret)
+    _check_goal_url(request, goal)
     records = [goal_record(g) for g in others_losing_default(store.state, goal, now)] + [goal_record(goal)]
     await _write(store, records)
-    return json_response(goal_answer(goal, public_base(request)), status=201)
+    answer = goal_answer(goal, public_base(request))
+    answer["signing_secret"] = secret.text  # the only answer that ever shows it
+    return json_response(answer, status=201)
 
 
 async def list_goals(request: web.Request) -> web.Response:
@@ -104,9 +143,26 @@ async def patch_goal(request: web.Request) -> web.Response:
         raise validation_rejection(exc) from None
     now = datetime.now(UTC)
     updated = patched_goal(goal, patch, now)
+    if "postback_url" in patch.model_fields_set:
+        _check_goal_url(request, updated)
     records = [goal_record(g) for g in others_losing_default(store.state, updated, now)]
     await _write(store, [*records, goal_record(updated)])
     return json_response(goal_answer(updated, public_base(request)))
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    goal = _goal_or_404(store, request.match_info["goal_id"])
+    if request.rel_url.query:
+        raise bad_request("invalid_query", "this call takes no parameters")
+    secret = new_signing_secret()
+    now = datetime.now(UTC)
+    updated = rotated_goal(goal, secret, now, request.app[OUTBOUND].secret_grace)
+    await _write(store, [goal_record(updated)])
+    previous = updated.signing_keys[1].expires_at if len(updated.signing_keys) > 1 else None
+    body = {"goal_id": goal.id, "signing_secret": secret.text, "previous_expires_at": previous}
+    return json_response(SecretRotated.model_validate(body).model_dump(mode="json"))
 
 
 async def delete_goal(request: web.Request) -> web.Response:
@@ -126,16 +182,12 @@ async def create_link(request: web.Request) -> web.Response:
         spec = LinkCreate.model_validate(await _body(request, "link"))
     except ValidationError as exc:
         raise validation_rejection(exc) from None
-    if spec.goal is not None:
-        goal = store.state.goal(spec.goal)
-        if goal is None:
-            raise bad_request("invalid_field", f"goal: {spec.goal!r} is not a known goal")
-        if goal.project != spec.project:
-            raise bad_request("invalid_field", f"goal: {spec.goal!r} belongs to project {goal.project!r}")
+    _check_link_goal(store, spec.goal, spec.project)
     link_id = new_id()
     while store.state.link(link_id) is not None:
         link_id = new_id()
     link = new_link(spec, datetime.now(UTC), link_id)
+    _check_link(request, link)
     await _write(store, [link_record(link)])
     return json_response(link_answer(link, public_base(request)), status=201)
 
@@ -156,6 +208,25 @@ async def get_link(request: web.Request) -> web.Response:
     if link is None:
         raise Rejected(404, "unknown_link", f"no link with id {request.match_info['link_id'][:80]!r}")
     return json_response(link_answer(link, public_base(request)))
+
+
+async def patch_link(request: web.Request) -> web.Response:
+    require_admin(request)
+    store = config_store(request)
+    link_id = request.match_info["link_id"]
+    link = store.state.link(link_id)
+    if link is None:
+        raise Rejected(404, "unknown_link", f"no link with id {link_id[:80]!r}")
+    try:
+        patch = LinkPatch.model_validate(await _body(request, "link"))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
+    updated = patched_link(link, patch, datetime.now(UTC))
+    if "goal" in patch.model_fields_set:
+        _check_link_goal(store, updated.goal, updated.project)
+    _check_link(request, updated)
+    await _write(store, [link_record(updated)])
+    return json_response(link_answer(updated, public_base(request)))
 
 
 _GOALS = "/api/v1/conversions/goals"
@@ -197,7 +268,7 @@ ENDPOINTS = (
         _GOALS,
         create_goal,
         'Create a goal (body flat or {"goal": {...}})',
-        Answer(201, "created", GoalAnswer),
+        Answer(201, "created; signing_secret is shown in this answer only", GoalCreated),
         *(400, 408, 413),
         body=Body(GoalCreate, wrapper="goal"),
     ),
@@ -211,6 +282,15 @@ ENDPOINTS = (
         _THE_GOAL,
         *(400, 404, 408, 413),
         body=Body(GoalPatch, wrapper="goal"),
+        params=(_GOAL_ID,),
+    ),
+    _admin(
+        "POST",
+        _GOAL + "/secret/rotate",
+        rotate_secret,
+        "New webhook signing secret (shown once); the previous one signs for the grace period too",
+        Answer(200, "the new secret", SecretRotated),
+        *(400, 404),
         params=(_GOAL_ID,),
     ),
     _admin(
@@ -241,6 +321,16 @@ ENDPOINTS = (
         "One link",
         Answer(200, "the link", LinkAnswer),
         404,
+        params=(_LINK_ID,),
+    ),
+    _admin(
+        "PATCH",
+        "/api/v1/links/{link_id}",
+        patch_link,
+        "Change a link (project is fixed; null clears an optional field)",
+        Answer(200, "the link", LinkAnswer),
+        *(400, 404, 408, 413),
+        body=Body(LinkPatch, wrapper="link"),
         params=(_LINK_ID,),
     ),
 )

@@ -16,6 +16,7 @@ from ingest.formats.clicks import (
     UTM_KEY_PATTERN,
     click_event,
     destination,
+    external_click_id,
     new_click_id,
     new_visitor_id,
     utm_from_query,
@@ -49,6 +50,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         utm=utm,
         referrer=header_text(request, "Referer", max_len=500) or None,
         ctx=ctx,
+        external_click_id=external_click_id(link, request.rel_url.query),
     )
     await accept(request, [event], "click")
     target = destination(link, utm_from_query(request.rel_url.query), click_id, cfg.click_id_param)
@@ -93,6 +95,17 @@ ENDPOINTS = (
                 {
                     "type": "object",
                     "patternProperties": {UTM_KEY_PATTERN: {"type": "string"}},
+                    "additionalProperties": False,
+                },
+                style="form",
+            ),
+            Param(
+                "external_click_id",
+                "the traffic source's own click id, under the name the link's external_click_param gives "
+                "(e.g. clickid=XYZ): kept on the click for the source's postback",
+                {
+                    "type": "object",
+                    "patternProperties": {r"^[A-Za-z0-9_.-]{1,64}$": {"type": "string"}},
                     "additionalProperties": False,
                 },
                 style="form",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sinks.outbound.signing import (
+from schemas.outbound.signing import (
     HEADER_SIGNATURE,
     KeyRing,
     SecretError,

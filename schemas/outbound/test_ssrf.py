@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sinks.outbound.ssrf import (
+from schemas.outbound.ssrf import (
     AllowList,
     AllowListError,
     Reason,

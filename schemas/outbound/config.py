@@ -1,0 +1,42 @@
+"""Outbound delivery settings (``TRACKPIPE_OUTBOUND__*``), composed into the one settings class by the
+wiring. The edge uses the allow-list and the secret grace period when goals and links are saved; the
+delivery engine will read the same object."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.outbound.ssrf import AllowList, parse_allow_networks
+
+
+class OutboundConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, ignored_types=(cached_property,))
+
+    allow_networks: str = Field(
+        default="",
+        description="comma-separated CIDRs outbound requests may reach although private or loopback "
+        "(on-premise receivers, tests); empty: public addresses only",
+    )
+    secret_grace_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=90 * 86_400,
+        description="after a goal's signing secret is rotated, the old one keeps signing this long",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_allow_networks(value)  # AllowListError (a ValueError) names the bad entry
+        return value
+
+    @cached_property
+    def allow_list(self) -> AllowList:
+        return parse_allow_networks(self.allow_networks)
+
+    @property
+    def secret_grace(self) -> timedelta:
+        return timedelta(seconds=self.secret_grace_s)
