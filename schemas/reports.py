@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Literal, Protocol
 
@@ -234,7 +235,8 @@ class ReportSource(Protocol):
 
     async def top_events(self, query: TopEventsQuery) -> TopEventsReport: ...
 
-    async def projects(self, query: ProjectsQuery) -> ProjectsReport: ...
+    async def projects(self, query: ProjectsQuery, only: Collection[str] | None = None) -> ProjectsReport:
+        """``only``: among these projects alone (a read key's), else every project."""
 
     async def conversion_analytics(self, query: ConversionAnalyticsQuery) -> ConversionAnalytics: ...
 

@@ -11,7 +11,7 @@ report's currency (``currency=``, else the project's) with the rate of each conv
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -251,6 +251,16 @@ def month_masks(full_start: date, full_end: date) -> tuple[tuple[date, int], tup
 PROJECTS_SQL = """
 SELECT project_id, max(occurred_at) AS last_event_at
 FROM events_raw
+GROUP BY project_id
+ORDER BY last_event_at DESC, project_id ASC
+LIMIT {limit:UInt32}
+"""
+
+#: The same, among the given projects only (what a read key may see).
+PROJECTS_AMONG_SQL = """
+SELECT project_id, max(occurred_at) AS last_event_at
+FROM events_raw
+WHERE project_id IN {only:Array(String)}
 GROUP BY project_id
 ORDER BY last_event_at DESC, project_id ASC
 LIMIT {limit:UInt32}
@@ -568,6 +578,14 @@ def experiment_report(
     )
 
 
-def projects(backend: ClickHouseBackend, query: ProjectsQuery) -> ProjectsReport:
-    rows = backend.query(PROJECTS_SQL, {"limit": query.limit})
+def projects(
+    backend: ClickHouseBackend, query: ProjectsQuery, only: Collection[str] | None = None
+) -> ProjectsReport:
+    """The projects with events, most recently active first; ``only``: among these projects alone."""
+    if only is None:
+        rows = backend.query(PROJECTS_SQL, {"limit": query.limit})
+    elif not only:
+        rows = []
+    else:
+        rows = backend.query(PROJECTS_AMONG_SQL, {"limit": query.limit, "only": sorted(only)})
     return ProjectsReport(rows=[ProjectRow(project=str(p), last_event_at=last) for p, last in rows])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -35,8 +35,9 @@ class BackendReports:
     async def top_events(self, query: TopEventsQuery) -> TopEventsReport:
         return await self._run(reports.top_events, query)
 
-    async def projects(self, query: ProjectsQuery) -> ProjectsReport:
-        return await self._run(reports.projects, query)
+    async def projects(self, query: ProjectsQuery, only: Collection[str] | None = None) -> ProjectsReport:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, reports.projects, self._backend(), query, only)
 
     async def conversion_analytics(self, query: ConversionAnalyticsQuery) -> ConversionAnalytics:
         return await self._run(reports.conversion_analytics, query)

@@ -93,7 +93,7 @@ class StubReports:
     async def top_events(self, q: TopEventsQuery) -> TopEventsReport:
         return TopEventsReport(project=q.project, from_=self._T, to=self._T, visitors=0, rows=[])
 
-    async def projects(self, q: ProjectsQuery) -> ProjectsReport:
+    async def projects(self, q: ProjectsQuery, only=None) -> ProjectsReport:
         return ProjectsReport(rows=[])
 
     async def conversion_analytics(self, q: ConversionAnalyticsQuery) -> ConversionAnalytics:

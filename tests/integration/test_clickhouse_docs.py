@@ -324,3 +324,7 @@ def test_the_report_code_agrees_with_the_documented_top5(backend: ServerBackend)
     projects = reports.projects(backend, ProjectsQuery()).rows
     assert [(p.project, p.last_event_at) for p in projects] == [("p2", at(12, 14)), ("p1", at(12, 13))]
     assert [p.project for p in reports.projects(backend, ProjectsQuery(limit=1)).rows] == ["p2"]
+    # a read key's list: among its projects alone, however many other projects are more recent
+    assert [p.project for p in reports.projects(backend, ProjectsQuery(limit=1), only={"p1"}).rows] == ["p1"]
+    assert reports.projects(backend, ProjectsQuery(), only={"nope"}).rows == []
+    assert reports.projects(backend, ProjectsQuery(), only=set()).rows == []

@@ -64,9 +64,10 @@ class Reports:
         start, end = query.period()
         return TopEventsReport(project=query.project, from_=start, to=end, visitors=0, rows=[])
 
-    async def projects(self, query: ProjectsQuery) -> ProjectsReport:
+    async def projects(self, query: ProjectsQuery, only=None) -> ProjectsReport:
         now = datetime.now(UTC)
-        rows = [ProjectRow(project=p, last_event_at=now) for p in PROJECTS[: query.limit]]
+        among = [p for p in PROJECTS if only is None or p in only]
+        rows = [ProjectRow(project=p, last_event_at=now) for p in among[: query.limit]]
         return ProjectsReport(rows=rows)
 
     async def conversion_analytics(self, query: ConversionAnalyticsQuery) -> ConversionAnalytics:
