@@ -14,7 +14,7 @@ from ingest.errors import Rejected, bad_request, too_large
 from ingest.formats.clicks import valid_visitor_cookie
 from ingest.formats.context import RequestContext
 from ingest.http.common import CONFIG, CONFIG_STORE
-from ingest.http.forwarding import client_ip
+from ingest.http.forwarding import client_ip, is_https
 from ingest.http.headers import header_text, required_header_text
 from schemas.config import ConfigStore
 
@@ -37,8 +37,13 @@ def config_store(request: web.Request) -> ConfigStore:
 
 
 def public_base(request: web.Request) -> str:
+    """Base of the URLs answers hand out (tracking links, pixels): ``public_url`` when set, else the scheme
+    the client spoke (https also through a trusted TLS proxy) and the request's host."""
     base = request.app[CONFIG].public_url
-    return base.rstrip("/") if base else f"{request.scheme}://{required_header_text(request.host, 'Host')}"
+    if base:
+        return base.rstrip("/")
+    scheme = "https" if is_https(request) else request.scheme
+    return f"{scheme}://{required_header_text(request.host, 'Host')}"
 
 
 async def read_body(request: web.Request) -> bytes:

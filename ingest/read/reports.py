@@ -30,7 +30,6 @@ from schemas.reports import (
 )
 
 
-
 def first_problem(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         err = exc.errors(include_url=False)[0]

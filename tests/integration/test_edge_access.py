@@ -373,3 +373,12 @@ async def test_visitor_cookie_is_secure_behind_a_tls_proxy(tmp_path, trusted, he
         cookie = resp.headers["Set-Cookie"]
         assert cookie.startswith("tp_vid=") and "HttpOnly" in cookie
         assert ("Secure" in cookie) is secure, cookie
+        # the tracking URLs the admin answers hand out use the scheme the client spoke to the proxy
+        answer = await client.post(
+            "/api/v1/links",
+            json={"project": "default", "url": "https://shop.example/", "goal": goal["id"]},
+            headers={**AUTH, **headers},
+        )
+        assert answer.status == 201
+        url = (await answer.json())["tracking_url"]
+        assert url.startswith("https://" if secure else "http://"), url
