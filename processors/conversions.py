@@ -160,6 +160,9 @@ def _goal_row(
             attribution_model=config.model_for(project),
             attributed_touch_id=anchor.touch_id if anchor else "",
             attributed_click_id=anchor.touch_id if anchor and anchor.kind == "click" else "",
+            attributed_external_click_id=anchor.external_click_id
+            if anchor and anchor.kind == "click"
+            else "",
             attributed_link_id=anchor.link_id if anchor else "",
             attributed_campaign=(anchor.campaign if anchor else "") or first.conv.campaign,
             attributed_push_hash=push_hash,

@@ -48,6 +48,7 @@ class Touch(_Frozen):
     link_id: str = ""
     campaign: str = ""
     push_hash: str = ""
+    external_click_id: str = ""  # a click's traffic-source click id (link's external_click_param)
 
 
 class ClickInfo(_Frozen):
@@ -60,6 +61,7 @@ class ClickInfo(_Frozen):
     received_at: datetime
     client_ip: str = ""
     user_agent: str = ""
+    external_click_id: str = ""  # the traffic source's click id, "" = none
 
 
 class ConvEvent(_Frozen):

@@ -79,6 +79,7 @@ def summary(kept):
             c.revenue,
             c.status_class,
             c.attributed_touch_id,
+            c.attributed_external_click_id,
             c.time_to_convert_ms,
             c.variation_ids,
             tuple(sorted((x.model, x.touch_id, x.credit, x.revenue) for x in c.credits)),
@@ -286,7 +287,7 @@ def test_replayed_records_change_nothing_and_bad_records_go_to_dead_letter():
 
 # -- exactness under any interleaving, duplication and batching ------------------------------------
 
-C1 = click(T0, visitor="v1", link="L1", client_ip="1.1.1.1", user_agent="UA")
+C1 = click(T0, visitor="v1", link="L1", client_ip="1.1.1.1", user_agent="UA", external_click_id="X-C1")
 C2 = click(T0 + timedelta(hours=3), visitor="v1", link="L2")
 C3 = click(T0 + DAY, visitor="v2", link="L1", client_ip="2.2.2.2", user_agent="UB")
 BASE = [
@@ -419,3 +420,129 @@ def test_pushwoosh_event_is_attributed_to_the_opened_push():
         600_000,
     )
     assert row.conversion_key == f"ev:{event.event_id}"  # every postEvent call counts
+
+
+# -- the traffic source's click id (issue 13): from the click to the conversions attributed to it ------
+
+
+def test_the_external_click_id_reaches_every_conversion_attributed_to_its_click():
+    c = click(T0, client_ip="7.7.7.7", user_agent="UA", external_click_id="TS-1")
+    plain = click(T0, visitor="v2", link="L2")
+    events = [
+        c,
+        plain,
+        ev(EventType.HIT_GOAL, T0 + timedelta(hours=1), goal_ids=("signup",)),  # the visitor's own
+        postback(T0 + DAY, click_id=c.click_id, transaction_id="HIT"),  # names the click (hit)
+        postback(T0 + DAY, visitor="v1", link_id="L1", transaction_id="VP"),  # vid + p
+        postback(T0 + DAY, transaction_id="FP", client_ip="7.7.7.7", user_agent="UA"),  # fingerprint
+        postback(T0 + DAY, click_id=plain.click_id, transaction_id="PLAIN"),  # a click without one
+        ev(EventType.HIT_GOAL, T0 + timedelta(hours=1), visitor="v2", goal_ids=("signup",)),
+        postback(T0 + DAY, click_id="unknown", transaction_id="NONE"),  # unattributed
+    ]
+    for batch in (None, 1):
+        kept = run(events, batch=batch)
+        got = {
+            k: (r.attribution_method, r.attributed_click_id, r.attributed_external_click_id)
+            for k, r in kept.items()
+        }
+        assert got == {
+            ("p", "signup", "visitor:v1"): ("visitor", c.click_id, "TS-1"),
+            ("p", "sale", "tx:HIT"): ("click", c.click_id, "TS-1"),
+            ("p", "sale", "tx:VP"): ("visitor_link", c.click_id, "TS-1"),
+            ("p", "sale", "tx:FP"): ("fingerprint", c.click_id, "TS-1"),
+            ("p", "sale", "tx:PLAIN"): ("click", plain.click_id, ""),
+            ("p", "signup", "visitor:v2"): ("visitor", plain.click_id, ""),
+            ("p", "sale", "tx:NONE"): ("none", "", ""),
+        }, batch
+
+
+def test_a_push_touch_carries_no_external_click_id():
+    c = click(T0, visitor="hw1", external_click_id="TS-1")
+    opened = ev(EventType.PUSH_OPEN, T0 + timedelta(minutes=5), visitor="hw1", push_hash="H1")
+    hit = ev(EventType.HIT_GOAL, T0 + timedelta(minutes=10), visitor="hw1", goal_ids=("g",))
+    (row,) = run([c, opened, hit]).values()
+    assert (row.attributed_touch_id, row.attributed_click_id, row.attributed_external_click_id) == (
+        f"push:{opened.event_id}",
+        "",
+        "",
+    )
+
+
+def test_conversions_attributed_again_by_a_late_click_get_its_external_click_id():
+    c = click(T0, external_click_id="TS-LATE")
+    late = c.model_copy(update={"received_at": T0 + DAY + timedelta(hours=20)})
+    goal = ev(EventType.HIT_GOAL, T0 + DAY, goal_ids=("signup",))
+    waiting = postback(T0 + timedelta(hours=1), click_id=c.click_id, transaction_id="EARLY")
+    p = ConversionPipeline()
+    first = final(list(p.process_events([goal, waiting]).batch.conversions))
+    assert {r.attributed_external_click_id for r in first.values()} == {""}  # counted, unattributed
+    rows = list(p.process_events([late]).batch.conversions)
+    kept = final([*first.values(), *rows])
+    assert {k: r.attributed_external_click_id for k, r in kept.items()} == {
+        ("p", "signup", "visitor:v1"): "TS-LATE",
+        ("p", "sale", "tx:EARLY"): "TS-LATE",  # was waiting at the click stage
+    }
+    assert all(kept[k].version > first[k].version for k in kept)
+
+
+def test_replaying_a_click_with_its_external_click_id_changes_nothing():
+    c = click(T0, external_click_id="TS-R")
+    records = [
+        SourceRecord("events", 0, 0, encode_envelope([c])),
+        SourceRecord("events", 0, 1, encode_envelope([postback(T0 + DAY, click_id=c.click_id)])),
+    ]
+    p = ConversionPipeline()
+    first = p.process_records(records)
+    p.commit()
+    again = p.process_records(records)
+    p.commit()
+    (row,) = first.batch.conversions
+    assert row.attributed_external_click_id == "TS-R" and again.batch.conversions == ()
+
+
+def _strip_external_click_ids(stores: dict) -> dict[str, int]:
+    """Rewrite every committed state as the previous release wrote it (no ``external_click_id``);
+    how many values of each stage changed."""
+    stripped = {}
+    for stage, store in stores.items():
+        assert not store.objects and not store.staged  # committed: reads go to the backing store
+        stripped[stage] = 0
+        for key, value in store.backing.items():
+            old = value.replace(b',"external_click_id":""', b"")
+            stripped[stage] += old != value
+            store.backing.put(key, old)
+    return stripped
+
+
+def test_state_written_without_the_field_reads_with_empty_external_click_ids():
+    """State of the previous release (in SQLite or a changelog) has no ``external_click_id``: it reads
+    back with "" and processing goes on exactly as with state written by this release."""
+    c = click(T0, client_ip="7.7.7.7", user_agent="UA")
+    before = [
+        c,
+        postback(T0 + timedelta(hours=1), click_id="later-click", transaction_id="WAIT"),  # click stage
+        postback(T0 + timedelta(hours=2), transaction_id="FP", client_ip="7.7.7.7", user_agent="UA"),
+        ev(EventType.HIT_GOAL, T0 + timedelta(hours=3), goal_ids=("signup",)),
+    ]
+    after = [
+        click(T0 + timedelta(minutes=30), visitor="v3", cid="later-click", external_click_id="TS-NEW"),
+        postback(T0 + DAY, click_id=c.click_id, transaction_id="HIT"),
+        ev(EventType.HIT_GOAL, T0 + DAY, goal_ids=("lead",)),
+    ]
+    results = []
+    for strip in (False, True):
+        p = ConversionPipeline()
+        rows = list(p.process_events(before).batch.conversions)
+        p.commit()
+        if strip:
+            stripped = _strip_external_click_ids(p.stores)
+            assert all(stripped.values()), stripped  # visitor touches, clicks, fingerprints, ledgers
+            state = load_with(p.stores["visitor"], "v1", decode_state)
+            assert state is not None and state.projects["p"].touches[0].external_click_id == ""
+        rows.extend(p.process_events(after).batch.conversions)
+        p.commit()
+        results.append(final(rows))
+    assert results[0] == results[1]
+    got = {k: r.attributed_external_click_id for k, r in results[1].items()}
+    assert got[("p", "sale", "tx:WAIT")] == "TS-NEW"  # the waiting postback met its (new) click
+    assert {v for k, v in got.items() if k != ("p", "sale", "tx:WAIT")} == {""}

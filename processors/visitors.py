@@ -171,6 +171,7 @@ def click_info(event: Event) -> ClickInfo:
         received_at=event.received_at,
         client_ip=event.client_ip or "",
         user_agent=event.user_agent or "",
+        external_click_id=event.external_click_id or "",
     )
 
 
@@ -395,6 +396,7 @@ class VisitorStage:
                 at=e.occurred_at,
                 link_id=e.link_id or "",
                 campaign=campaign_of(e),
+                external_click_id=e.external_click_id or "",
             )
         if e.type is EventType.PUSH_OPEN:
             return Touch(

@@ -64,6 +64,7 @@ class Conversion(BaseModel):
     attribution_model: str = "last_click"  # the project's reporting model
     attributed_touch_id: str = ""
     attributed_click_id: str = ""
+    attributed_external_click_id: str = ""  # the traffic source's click id on that click (issue 13)
     attributed_link_id: str = ""
     attributed_campaign: str = ""
     attributed_push_hash: str = ""

@@ -228,6 +228,7 @@ CONVERSION_SCHEMA_FIELDS: list[tuple[str, pa.DataType]] = [
     ("attribution_model", pa.string()),
     ("attributed_touch_id", pa.string()),
     ("attributed_click_id", pa.string()),
+    ("attributed_external_click_id", pa.string()),
     ("attributed_link_id", pa.string()),
     ("attributed_campaign", pa.string()),
     ("attributed_push_hash", pa.string()),

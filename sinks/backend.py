@@ -40,10 +40,14 @@ __all__ = [
 ]
 
 #: ClickHouse error codes for conditions that can go away by themselves (overload, network, timeouts,
-#: replication/keeper trouble, unknown insert outcome). Everything else (syntax, types, unknown
-#: objects, access) is permanent for the same request.
+#: replication/keeper trouble, unknown insert outcome, a full disk, and a schema behind this release:
+#: a missing table, column or database waits for `trackpipe migrate` instead of quarantining data,
+#: decision 72). Everything else (syntax, types, access) is permanent for the same request.
 RETRIABLE_ERROR_CODES: frozenset[int] = frozenset(
     {
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        60,  # UNKNOWN_TABLE
+        81,  # UNKNOWN_DATABASE
         3,  # UNEXPECTED_END_OF_FILE
         32,  # ATTEMPT_TO_READ_AFTER_EOF
         159,  # TIMEOUT_EXCEEDED

@@ -238,6 +238,7 @@ conversions = st.builds(
     attribution_method=texts,
     attribution_model=texts,
     attributed_touch_id=texts,
+    attributed_external_click_id=texts,
     attributed_at=st.none() | times,
     time_to_convert_ms=st.none() | st.integers(-(2**63), 2**63 - 1),
     attribution_window_s=st.integers(0, 2**32 - 1),
@@ -313,6 +314,34 @@ def test_decimals_are_rounded_half_to_even_to_the_column_scale() -> None:
         None,
     ]
     assert_same(table, ref_events(rows))
+
+
+def test_conversions_carry_the_external_click_id_of_their_click() -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    base: dict[str, Any] = dict(
+        project_id="p",
+        goal_id="g",
+        account_id="a",
+        visitor_id="v",
+        event_type="postback",
+        occurred_at=t0,
+        received_at=t0,
+        revenue=Decimal(0),
+        currency="",
+        products_count=0,
+        transaction_id="",
+        experiment_ids=(),
+        variation_ids=(),
+        version=1,
+    )
+    rows = [
+        Conversion(conversion_key="k1", event_id="e1", attributed_external_click_id="TS-1", **base),
+        Conversion(conversion_key="k2", event_id="e2", **base),  # none: ""
+    ]
+    table = conversions_table(rows)
+    assert table.schema.field("attributed_external_click_id").type == pa.string()
+    assert table.column("attributed_external_click_id").to_pylist() == ["TS-1", ""]
+    assert_same(table, ref_conversions(rows))
 
 
 def test_events_and_their_session_ids_must_pair_up() -> None:

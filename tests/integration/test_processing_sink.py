@@ -31,7 +31,13 @@ def test_rows_reports_and_replay(clickhouse_server, ch_database):
     pb = dict(visitor="", click_id="L1.c1", link_id="L1", goal_ids=("sale",), transaction_id="T1")
     events = [
         ev(EventType.VIEW_EXP, T0, experiments=(ExperimentVariation(experiment_id="E", variation_id="A"),)),
-        ev(EventType.CLICK, T0 + timedelta(minutes=1), click_id="L1.c1", link_id="L1"),
+        ev(
+            EventType.CLICK,
+            T0 + timedelta(minutes=1),
+            click_id="L1.c1",
+            link_id="L1",
+            external_click_id="TS-9",
+        ),
         ev(EventType.CLICK, T0 + timedelta(minutes=10), click_id="L2.c2", link_id="L2"),
         ev(EventType.POSTBACK, T0 + timedelta(hours=1), revenue=Decimal("10"), status="pending", **pb),
         ev(EventType.POSTBACK, T0 + timedelta(hours=2), revenue=Decimal("25.5"), status="approved", **pb),
@@ -64,6 +70,12 @@ def test_rows_reports_and_replay(clickhouse_server, ch_database):
         ("sale", 1, 25.5),
         ("signup", 1, 0.0),
     ]
+    rows = backend.query(
+        "SELECT goal_id, attributed_click_id, attributed_external_click_id "
+        "FROM conversions FINAL ORDER BY goal_id"
+    )
+    # the traffic source's click id of the attributed click ("" for a click without one)
+    assert rows == [("lead", "L2.c2", ""), ("sale", "L1.c1", "TS-9"), ("signup", "L2.c2", "")]
     rows = backend.query("SELECT count(), countIf(session_id != '') FROM events_raw FINAL")
     assert rows[0] == (7, 4)
     backend.close()
