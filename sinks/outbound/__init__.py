@@ -8,6 +8,10 @@ Pure modules (no network, no clock, no randomness read inside; time and random s
   the per-conversion digest that decides it, and the webhook body and id;
 - ``templates``: rendering traffic-source S2S postbacks and deciding which fire.
 
+The one I/O module, ``sender``, makes one attempt over HTTP (aiohttp): the SSRF guard again at delivery
+time, connecting only to checked addresses, no redirects, a total timeout, per-host concurrency and rate
+limits; its answer is classified by ``schedule.classify``.
+
 Signing (``schemas/outbound/signing.py``), the SSRF guard (``schemas/outbound/ssrf.py``) and the
 save-time parsing of postback templates (``schemas/outbound/postbacks.py``) live in ``schemas/``: the
 edge needs them when goals and links are saved, and ``ingest/`` may not import ``sinks/``.
