@@ -36,10 +36,13 @@ from schemas.rows import ProcessedBatch
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
+from sinks.outbound.schedule import Schedule
+from sinks.outbound.sender import OutboundSender
 from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
+from trackpipe.outbound import DeliveryLoop, OutboundPlanning, goal_lookup
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
@@ -59,12 +62,14 @@ class EmbeddedPort:
         deadletter: LocalLog,
         executor: ThreadPoolExecutor,
         on_commit: Callable[[int], None],
+        outbound: OutboundPlanning | None = None,
     ):
         self.pipeline = pipeline
         self.sink = sink
         self.deadletter = deadletter
         self.executor = executor
         self.on_commit = on_commit
+        self.outbound = outbound
 
     def process(self, records: Sequence[LogRecord]) -> BatchResult:
         return self.pipeline.process_records(
@@ -84,6 +89,12 @@ class EmbeddedPort:
         # Written before the commit: a fault after this retries the batch, so a dead letter may be
         # written twice, never lost.
         await self.quarantine(work.dead_letters)
+        if self.outbound is not None and work.rows.conversions:
+            # goal webhooks: digests and due deliveries join the state transaction that commit() closes
+            # (a failure before it rolls them back with the batch; see trackpipe/outbound.py)
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.outbound.stage, work.rows.conversions
+            )
 
     async def quarantine(self, letters: Sequence[DeadLetter]) -> None:
         if letters:
@@ -129,6 +140,8 @@ class EmbeddedRunner:
         flush_wait_s: float = 0.2,
         counts: OutcomeCounts | None = None,
         retry: RetryPolicy | None = None,
+        outbound: OutboundPlanning | None = None,
+        on_commit: Callable[[], None] | None = None,
     ):
         self.log = log_
         self.offsets = offsets
@@ -139,7 +152,8 @@ class EmbeddedRunner:
         committed = pipeline.committed_offset()  # state and offset are committed together
         self.position = offsets.load() if committed is None else committed
         self.counts = counts if counts is not None else OutcomeCounts()
-        port = EmbeddedPort(pipeline, sink, deadletter, executor, self._committed)
+        self.after_commit = on_commit
+        port = EmbeddedPort(pipeline, sink, deadletter, executor, self._committed, outbound)
         self.batches = BatchRunner(port, "embedded", self.counts, retry)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +200,8 @@ class EmbeddedRunner:
         """After each committed (sub-)batch: the position moves; housekeeping that the SQLite offset makes
         optional follows, and its failure only delays it."""
         self.position = position
+        if self.after_commit is not None:
+            self.after_commit()
         try:
             self.offsets.commit(position)  # a hint for tools; the SQLite offset is authoritative
             self.log.delete_before(position)
@@ -207,24 +223,35 @@ def build_embedded_app(settings: Settings) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chdb")
     state: dict[str, object] = {}
     counts = OutcomeCounts()
+    config_store = FileConfigStore(data / "config.log")
+    goal_of = goal_lookup(lambda goal_id: config_store.state.goal(goal_id))
+    schedule = Schedule.from_setting(settings.outbound.retry_schedule_s)  # a bad setting stops the start
 
     async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         backend = await loop.run_in_executor(executor, ChdbBackend, str(data / "chdb"), EMBEDDED_DATABASE)
         await loop.run_in_executor(executor, migrate, backend)
         await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
+        sqlite_state = SqliteState(data / "state.sqlite")
+        deliveries = DeliveryLoop(
+            data / "state.sqlite",
+            goal_of,
+            OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
+            schedule,
+        )
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
-            ConversionPipeline(settings.processing_config(), SqliteState(data / "state.sqlite")),
+            ConversionPipeline(settings.processing_config(), sqlite_state),
             ClickHouseSink(backend),
             LocalLog(data / "deadletter"),
             executor,
             counts=counts,
+            outbound=OutboundPlanning(sqlite_state, goal_of),
+            on_commit=deliveries.wake.set,
         )
-        state["backend"], state["runner"] = backend, runner
+        state["backend"], state["runner"], state["deliveries"] = backend, runner, deliveries
         app[RUNNER] = runner
-        runner.start()
         try:
             yield
         finally:
@@ -253,7 +280,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         publisher,
         BackendReports(backend, executor),
         extra_cleanup=[embedded_ctx],
-        config_store=FileConfigStore(data / "config.log"),
+        config_store=config_store,
         admin_key=settings.admin_key_value(),
         read_keys=settings.read_keys_value(),
         metrics_key=settings.metrics_key_value(),
@@ -261,4 +288,18 @@ def build_embedded_app(settings: Settings) -> web.Application:
         health_checks=[runner_health],
     )
     register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too
+
+    async def processing_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Started once the config store is loaded (build_edge_app starts it after ``embedded_ctx``):
+        # planning a batch looks its goals up, so no batch may be planned against an empty config.
+        runner, deliveries = state["runner"], state["deliveries"]
+        assert isinstance(runner, EmbeddedRunner) and isinstance(deliveries, DeliveryLoop)
+        runner.start()
+        await deliveries.start()
+        try:
+            yield
+        finally:
+            await deliveries.close()  # the runner stops in embedded_ctx, after the edge's last flush
+
+    app.cleanup_ctx.append(processing_ctx)
     return app

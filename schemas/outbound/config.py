@@ -27,6 +27,15 @@ class OutboundConfig(BaseModel):
         description="after a goal's signing secret is rotated, the old one keeps signing this long",
     )
 
+    retry_schedule_s: str = Field(
+        default="",
+        description="comma-separated delays in seconds before each delivery attempt (the first counted "
+        "from the conversion being recorded); empty: 0,5,300,1800,7200,18000,36000,36000",
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="an attempt succeeds on a 2xx answer within this time"
+    )
+
     @field_validator("allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:

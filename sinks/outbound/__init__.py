@@ -7,6 +7,8 @@ Pure modules (no network, no clock, no randomness read inside; time and random s
 - ``events``: which goal webhook a conversion row calls for (tracked / updated / reversed / nothing),
   the per-conversion digest that decides it, and the webhook body and id;
 - ``templates``: rendering traffic-source S2S postbacks and deciding which fire.
+- ``planner``: a batch's conversion rows and stored digests -> the digests to store and the goal
+  webhooks due (committed with the batch by the runtime).
 
 The one I/O module, ``sender``, makes one attempt over HTTP (aiohttp): the SSRF guard again at delivery
 time, connecting only to checked addresses, no redirects, a total timeout, per-host concurrency and rate
