@@ -42,7 +42,7 @@ from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
-from trackpipe.outbound import DeliveryLoop, OutboundPlanning, goal_lookup
+from trackpipe.outbound import DeliveryLoop, OutboundPlanning, goal_lookup, rule_lookup
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
@@ -90,8 +90,8 @@ class EmbeddedPort:
         # written twice, never lost.
         await self.quarantine(work.dead_letters)
         if self.outbound is not None and work.rows.conversions:
-            # goal webhooks: digests and due deliveries join the state transaction that commit() closes
-            # (a failure before it rolls them back with the batch; see trackpipe/outbound.py)
+            # goal webhooks and S2S postbacks: digests and due deliveries join the state transaction
+            # that commit() closes (a failure before it rolls them back; see trackpipe/outbound.py)
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.outbound.stage, work.rows.conversions
             )
@@ -225,6 +225,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
     counts = OutcomeCounts()
     config_store = FileConfigStore(data / "config.log")
     goal_of = goal_lookup(lambda goal_id: config_store.state.goal(goal_id))
+    rule_of = rule_lookup(lambda link_id: config_store.state.link(link_id), settings.outbound.allow_list)
     schedule = Schedule.from_setting(settings.outbound.retry_schedule_s)  # a bad setting stops the start
 
     async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -247,7 +248,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
             LocalLog(data / "deadletter"),
             executor,
             counts=counts,
-            outbound=OutboundPlanning(sqlite_state, goal_of),
+            outbound=OutboundPlanning(sqlite_state, goal_of, rule_of=rule_of),
             on_commit=deliveries.wake.set,
         )
         state["backend"], state["runner"], state["deliveries"] = backend, runner, deliveries

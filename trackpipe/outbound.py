@@ -12,6 +12,11 @@ deliveries whose ``next_at`` has come, signs each attempt at its own time with t
 ring, makes the attempt (:class:`sinks.outbound.sender.OutboundSender`), applies the retry schedule and
 writes the delivery's new state back. A crash after an attempt and before its state is written sends it
 again (at least once, same id, same body). Delivered and dead deliveries stay in the table.
+
+Traffic-source S2S postbacks ride the same tables: planned with the batch (:func:`planner.plan_postbacks`,
+their per-(conversion, link) digests in ``outbound_fired``), stored in ``outbound_due`` with event
+``postback``, the link and the rendered method, URL and body, and sent by the same loop exactly as
+stored, with no signature headers (a POST carries its form body).
 """
 
 from __future__ import annotations
@@ -28,13 +33,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from processors.runtime.sqlite_state import SqliteState, StateError
-from schemas.config import Goal
+from schemas.config import Goal, Link
+from schemas.outbound.postbacks import TemplateError
 from schemas.outbound.signing import signed_headers
+from schemas.outbound.ssrf import AllowList
 from schemas.rows import Conversion
 from sinks.outbound.events import Digest, Key
-from sinks.outbound.planner import GoalOf, keys_of, plan
+from sinks.outbound.planner import (
+    GoalOf,
+    PostbackKey,
+    RuleOf,
+    keys_of,
+    plan,
+    plan_postbacks,
+    postback_keys_of,
+    postback_rule,
+)
 from sinks.outbound.schedule import Delivery, DeliveryStatus, Rng, Schedule
 from sinks.outbound.sender import AttemptResult, OutboundRequest, OutboundSender
+from sinks.outbound.templates import FORM_CONTENT_TYPE, FiredDigest, PostbackRule
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +75,27 @@ CREATE TABLE IF NOT EXISTS outbound_due (
     dead_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS outbound_due_next ON outbound_due (next_at) WHERE next_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbound_fired (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
+# Columns added to ``outbound_due`` after its first release (a state file from before gets them).
+ADDED_COLUMNS = {
+    "method": "TEXT NOT NULL DEFAULT 'POST'",
+    "link_id": "TEXT NOT NULL DEFAULT ''",
+}
+POSTBACK_EVENT = "postback"  # ``outbound_due.event`` of an S2S postback (webhooks: conversion.*)
 
 BUSY_TIMEOUT_MS = 5000
 
 
-def _key_text(key: Key) -> str:
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(outbound_due)")}
+    for name, decl in ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE outbound_due ADD COLUMN {name} {decl}")
+
+
+def _key_text(key: Key | PostbackKey) -> str:
     return "\x1f".join(key)
 
 
@@ -77,16 +109,47 @@ def goal_lookup(goal: Callable[[str], Goal | None]) -> GoalOf:
     return goal_of
 
 
+def rule_lookup(link: Callable[[str], Link | None], allow: AllowList) -> RuleOf:
+    """``rule_of(project, link_id)`` from a lookup by id (the config state's ``link``), each link's
+    settings parsed once while they stay the same. A template refused now (the allow-list narrowed
+    since it was saved) plans nothing for that link, logged once."""
+    parsed: dict[str, tuple[Link, PostbackRule | None]] = {}
+
+    def rule_of(project: str, link_id: str) -> PostbackRule | None:
+        found = link(link_id)
+        if found is None or found.project != project:
+            return None
+        cached = parsed.get(link_id)
+        if cached is not None and cached[0] == found:
+            return cached[1]
+        try:
+            rule = postback_rule(found, allow)
+        except TemplateError as exc:
+            log.warning("outbound: link %s postback not planned: %s", link_id, exc)
+            rule = None
+        parsed[link_id] = (found, rule)
+        return rule
+
+    return rule_of
+
+
 class OutboundPlanning:
     """Plans a batch's goal webhooks into the state database's open transaction (see the module doc).
     Called from the runner's executor, like the other state writes."""
 
-    def __init__(self, state: SqliteState, goal_of: GoalOf, clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        state: SqliteState,
+        goal_of: GoalOf,
+        clock: Callable[[], datetime] | None = None,
+        rule_of: RuleOf | None = None,
+    ):
         self.state = state
         self.goal_of = goal_of
+        self.rule_of: RuleOf = rule_of or (lambda project, link_id: None)
         self.clock = clock or (lambda: datetime.now(UTC))
         with state.lock:
-            state.conn.executescript(SCHEMA)
+            ensure_schema(state.conn)
             state.conn.commit()
 
     def stage(self, rows: Sequence[Conversion]) -> int:
@@ -102,9 +165,11 @@ class OutboundPlanning:
                     ).fetchone()
                     if found is not None:
                         digests[key] = Digest.from_json(bytes(found[0]))
-                planned = plan(rows, digests, self.goal_of, self.clock())
+                now = self.clock()
+                planned = plan(rows, digests, self.goal_of, now)
+                postbacks = self._stage_postbacks(conn, rows, now)
                 if planned.is_empty:
-                    return 0
+                    return postbacks
                 conn.executemany(
                     "INSERT OR REPLACE INTO outbound_digests (key, value) VALUES (?, ?)",
                     [(_key_text(k), d.to_json()) for k, d in planned.digests.items()],
@@ -131,6 +196,43 @@ class OutboundPlanning:
                 raise StateError(f"outbound planning failed: {exc}", retriable=True) from exc
             except sqlite3.DatabaseError as exc:
                 raise StateError(f"outbound planning failed: {exc}", retriable=False) from exc
+        return len(planned.due) + postbacks
+
+    def _stage_postbacks(self, conn: sqlite3.Connection, rows: Sequence[Conversion], now: datetime) -> int:
+        fired: dict[PostbackKey, FiredDigest] = {}
+        for key in postback_keys_of(rows):
+            found = conn.execute(
+                "SELECT value FROM outbound_fired WHERE key = ?", (_key_text(key),)
+            ).fetchone()
+            if found is not None:
+                fired[key] = FiredDigest.from_json(bytes(found[0]))
+        planned = plan_postbacks(rows, fired, self.rule_of, now)
+        if planned.is_empty:
+            return 0
+        conn.executemany(
+            "INSERT OR REPLACE INTO outbound_fired (key, value) VALUES (?, ?)",
+            [(_key_text(k), d.to_json()) for k, d in planned.digests.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO outbound_due (id, project, goal_id, event, url, body, created_at, next_at,"
+            " status, method, link_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    d.delivery_id,
+                    d.project,
+                    d.goal_id,
+                    POSTBACK_EVENT,
+                    d.url,
+                    d.body,
+                    d.created_at.timestamp(),
+                    d.next_at.timestamp(),
+                    DeliveryStatus.PENDING.value,
+                    d.method.value,
+                    d.link_id,
+                )
+                for d in planned.due
+            ],
+        )
         return len(planned.due)
 
 
@@ -145,6 +247,8 @@ class DueRow:
     status: str
     step: int
     attempts: int
+    event: str = ""
+    method: str = "POST"
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -188,18 +292,21 @@ class DeliveryLoop:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(SCHEMA)
+        ensure_schema(conn)
         self._conn = conn
 
     def _due(self, now: float, limit: int) -> list[DueRow]:
         assert self._conn is not None
         rows = self._conn.execute(
-            "SELECT id, project, goal_id, url, body, next_at, status, step, attempts FROM outbound_due"
+            "SELECT id, project, goal_id, url, body, next_at, status, step, attempts, event, method"
+            " FROM outbound_due"
             " WHERE next_at IS NOT NULL AND next_at <= ? AND status IN ('pending', 'failed')"
             " ORDER BY next_at LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [DueRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
+        return [
+            DueRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows
+        ]
 
     def _write(
         self, row_id: str, new: Delivery, at: float, status: int | None, error: str | None, dead: str | None
@@ -275,6 +382,10 @@ class DeliveryLoop:
 
     async def _attempt(self, row: DueRow) -> None:
         current = Delivery(DeliveryStatus(row.status), _dt(row.next_at), row.step, row.attempts)
+        if row.event == POSTBACK_EVENT:  # sent exactly as planned, unsigned
+            headers = {"Content-Type": FORM_CONTENT_TYPE} if row.method == "POST" else {}
+            await self._send(row, current, OutboundRequest(row.method, row.url, headers, row.body))
+            return
         now = self.clock()
         goal = self.goal_of(row.project, row.goal_id)
         ring = goal.key_ring() if goal is not None else None
@@ -288,7 +399,10 @@ class DeliveryLoop:
             "Content-Type": "application/json",
             **signed_headers(row.id, int(now.timestamp()), row.body, ring.signing_secrets(now)),
         }
-        result = await self.sender.attempt(OutboundRequest("POST", row.url, headers, row.body))
+        await self._send(row, current, OutboundRequest("POST", row.url, headers, row.body))
+
+    async def _send(self, row: DueRow, current: Delivery, request: OutboundRequest) -> None:
+        result = await self.sender.attempt(request)
         after = self.clock()
         new, dead_reason = self._next(current, result, after)
         error = result.error or (None if result.reason is None else result.reason.value)

@@ -9,6 +9,12 @@ as ``conversion.tracked``).
 The delivery id is the ``webhook-id`` (:func:`events.webhook_id`), deterministic from the row: a batch
 replayed after a crash plans the same ids with the same bodies, so storing a due delivery is an insert
 that ignores an id already there.
+
+Traffic-source S2S postbacks (:func:`plan_postbacks`) are planned the same way from the rows attributed
+to a link with a ``postback_template``: :func:`templates.decide_postback` with the link's rule, the
+conversion's ``attributed_external_click_id`` and the stored :class:`FiredDigest` of that conversion and
+link (key :data:`PostbackKey`, stored apart from the webhook digests). The delivery id (``pb_...``) is
+deterministic from the row and the link, so a replay plans the same ids with the same requests.
 """
 
 from __future__ import annotations
@@ -17,9 +23,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.config import Goal
+from schemas.config import Goal, Link
+from schemas.outbound.postbacks import (
+    Method,
+    parse_status_filter,
+    parse_status_map,
+    parse_template,
+)
+from schemas.outbound.ssrf import AllowList
 from schemas.rows import Conversion
 from sinks.outbound.events import Digest, Key, Send, WebhookEvent, conversion_key, decide_rows
+from sinks.outbound.templates import Fire, FiredDigest, PostbackRule, decide_postback
 
 #: ``goal_of(project, goal_id)``: the goal as configured now, or None (unknown, or another project's).
 GoalOf = Callable[[str, str], Goal | None]
@@ -103,3 +117,105 @@ def plan(rows: Iterable[Conversion], digests: Mapping[Key, Digest], goal_of: Goa
 def keys_of(rows: Iterable[Conversion]) -> list[Key]:
     """The conversions of ``rows`` (each once), whose stored digests :func:`plan` needs."""
     return list(dict.fromkeys(conversion_key(r) for r in rows))
+
+
+# --- traffic-source S2S postbacks -----------------------------------------------------------------------
+
+PostbackKey = tuple[str, str, str, str]  # (project, goal, conversion key, link)
+
+#: ``rule_of(project, link_id)``: the link's postback rule as configured now, or None (unknown link,
+#: another project's, no template, or a template that no longer parses).
+RuleOf = Callable[[str, str], PostbackRule | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DuePostback:
+    """An S2S postback to deliver: the exact request. ``delivery_id`` is ``pb_...``."""
+
+    delivery_id: str
+    project: str
+    goal_id: str
+    link_id: str
+    method: Method
+    url: str
+    body: bytes  # b"" for GET
+    created_at: datetime
+    next_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PostbackPlan:
+    digests: dict[PostbackKey, FiredDigest]  # changed digests, to store
+    due: list[DuePostback]  # in row order; one id at most once
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.digests and not self.due
+
+
+def postback_rule(link: Link, allow: AllowList) -> PostbackRule | None:
+    """The link's rule, or None when it has no template. Raises ``TemplateError`` for a setting that
+    does not parse (checked when saved; the allow-list may have narrowed since)."""
+    if not link.postback_template:
+        return None
+    return PostbackRule(
+        link.id,
+        parse_template(link.postback_template, link.postback_method, allow=allow),
+        parse_status_filter(link.postback_statuses),
+        parse_status_map(link.postback_status_map),
+        link.postback_updates,
+    )
+
+
+def postback_key(row: Conversion) -> PostbackKey:
+    return (row.project_id, row.goal_id, row.conversion_key, row.attributed_link_id)
+
+
+def postback_keys_of(rows: Iterable[Conversion]) -> list[PostbackKey]:
+    """The (conversion, link) pairs of ``rows`` attributed to a link (each once), whose stored digests
+    :func:`plan_postbacks` needs."""
+    return list(dict.fromkeys(postback_key(r) for r in rows if r.attributed_link_id))
+
+
+def plan_postbacks(
+    rows: Iterable[Conversion], fired: Mapping[PostbackKey, FiredDigest], rule_of: RuleOf, now: datetime
+) -> PostbackPlan:
+    """The digests to store and the S2S postbacks due at ``now`` for ``rows`` (arrival order).
+    ``fired`` holds the stored digest of each (conversion, link) among ``rows`` that has one."""
+    rules: dict[tuple[str, str], PostbackRule | None] = {}
+    current: dict[PostbackKey, FiredDigest] = {}
+    changed: dict[PostbackKey, FiredDigest] = {}
+    due: list[DuePostback] = []
+    seen: set[str] = set()
+    for row in rows:
+        if not row.attributed_link_id:
+            continue
+        ref = (row.project_id, row.attributed_link_id)
+        if ref not in rules:
+            rules[ref] = rule_of(*ref)
+        rule = rules[ref]
+        if rule is None:
+            continue
+        key = postback_key(row)
+        previous = current.get(key, fired.get(key))
+        outcome = decide_postback(row, rule, row.attributed_external_click_id, previous)
+        if outcome.digest != previous:
+            current[key] = changed[key] = outcome.digest
+        if not isinstance(outcome, Fire) or outcome.delivery_id in seen:
+            continue
+        seen.add(outcome.delivery_id)
+        req = outcome.request
+        due.append(
+            DuePostback(
+                outcome.delivery_id,
+                row.project_id,
+                row.goal_id,
+                rule.link_id,
+                req.method,
+                req.url,
+                req.body or b"",
+                now,
+                now,
+            )
+        )
+    return PostbackPlan(changed, due)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import quote
 
+import orjson
+
 from schemas.outbound.postbacks import (
     MACRO,
     MACROS,
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 MAX_FIRED_STATUSES = 16
+FIRED_DIGEST_VERSION = 1
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -121,6 +124,23 @@ class FiredDigest:
     version: int
     fired: tuple[str, ...] = ()
     last: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"d": FIRED_DIGEST_VERSION, "v": self.version, "f": list(self.fired), "l": self.last}
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FiredDigest:
+        obj = orjson.loads(data)
+        if not isinstance(obj, dict) or obj.get("d") != FIRED_DIGEST_VERSION:
+            raise ValueError("not a postback digest of a known version")
+        version, fired, last = obj.get("v"), obj.get("f"), obj.get("l")
+        if not isinstance(version, int) or not isinstance(fired, list) or not isinstance(last, str):
+            raise ValueError("a postback digest has an int version, a list of statuses and a str hash")
+        if not all(isinstance(f, str) for f in fired):
+            raise ValueError("a postback digest's statuses are strings")
+        return cls(version, tuple(fired), last)
 
 
 @dataclass(frozen=True, slots=True)

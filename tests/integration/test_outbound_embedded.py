@@ -32,6 +32,7 @@ class Receiver:
         self.port = port
         self.fail = fail or {}
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.calls: list[tuple[str, str, str]] = []  # (method, path, query string) of every request
         self.lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
         self._loop = asyncio.new_event_loop()
@@ -45,6 +46,7 @@ class Receiver:
         key = (request.path, headers.get("webhook-id", ""))
         with self.lock:
             self.requests.append((request.path, headers, body))
+            self.calls.append((request.method, request.path, request.query_string))
             self._seen[key] = self._seen.get(key, 0) + 1
             n = self._seen[key]
         return web.Response(status=500 if n <= self.fail.get(request.path, 0) else 204)
@@ -52,7 +54,7 @@ class Receiver:
     def up(self) -> None:
         async def start() -> None:
             app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
