@@ -7,9 +7,10 @@ answer's goal / link is usable at once here and, through the shared store, short
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ingest.errors import Rejected, bad_request
 from ingest.formats.admin_models import (
@@ -59,6 +60,9 @@ def _project_filter(request: web.Request) -> str | None:
     return project.strip() if project and project.strip() else None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def _check_goal_url(request: web.Request, goal: Goal) -> None:
     if goal.postback_url is not None:
         refused = refused_destination("postback_url", goal.postback_url, request.app[OUTBOUND].allow_list)
@@ -88,17 +92,29 @@ def _goal_or_404(store: ConfigStore, goal_id: str) -> Goal:
     return goal
 
 
+def _link_or_404(store: ConfigStore, link_id: str) -> Link:
+    link = store.state.link(link_id)
+    if link is None:
+        raise Rejected(404, "unknown_link", f"no link with id {link_id[:80]!r}")
+    return link
+
+
 async def _body(request: web.Request, wrapper: str) -> dict[str, object]:
     return unwrap(decode_json_object(await read_body(request), f"a {wrapper} object"), wrapper)
+
+
+async def _parsed(request: web.Request, model: type[M], wrapper: str) -> M:
+    """The request body as ``model`` (``{wrapper: {...}}`` or flat); a bad one is a 400 naming the field."""
+    try:
+        return model.model_validate(await _body(request, wrapper))
+    except ValidationError as exc:
+        raise validation_rejection(exc) from None
 
 
 async def create_goal(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    try:
-        spec = GoalCreate.model_validate(await _body(request, "goal"))
-    except ValidationError as exc:
-        raise validation_rejection(exc) from None
+    spec = await _parsed(request, GoalCreate, "goal")
     now = datetime.now(UTC)
     goal_id = new_id()
     while store.state.goal(goal_id) is not None:  # 72 random bits: practically never loops
@@ -124,23 +140,15 @@ async def list_goals(request: web.Request) -> web.Response:
 async def get_goal(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    goal = store.state.goal(request.match_info["goal_id"])
-    if goal is None:
-        raise Rejected(404, "unknown_goal", f"no goal with id {request.match_info['goal_id'][:80]!r}")
+    goal = _goal_or_404(store, request.match_info["goal_id"])
     return json_response(goal_answer(goal, public_base(request)))
 
 
 async def patch_goal(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    goal_id = request.match_info["goal_id"]
-    goal = store.state.goal(goal_id)
-    if goal is None:
-        raise Rejected(404, "unknown_goal", f"no goal with id {goal_id[:80]!r}")
-    try:
-        patch = GoalPatch.model_validate(await _body(request, "goal"))
-    except ValidationError as exc:
-        raise validation_rejection(exc) from None
+    goal = _goal_or_404(store, request.match_info["goal_id"])
+    patch = await _parsed(request, GoalPatch, "goal")
     now = datetime.now(UTC)
     updated = patched_goal(goal, patch, now)
     if "postback_url" in patch.model_fields_set:
@@ -168,20 +176,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
 async def delete_goal(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    goal_id = request.match_info["goal_id"]
-    if store.state.goal(goal_id) is None:
-        raise Rejected(404, "unknown_goal", f"no goal with id {goal_id[:80]!r}")
-    await _write(store, [Record(goal_key(goal_id), None)])
+    goal = _goal_or_404(store, request.match_info["goal_id"])
+    await _write(store, [Record(goal_key(goal.id), None)])
     return web.Response(status=204)
 
 
 async def create_link(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    try:
-        spec = LinkCreate.model_validate(await _body(request, "link"))
-    except ValidationError as exc:
-        raise validation_rejection(exc) from None
+    spec = await _parsed(request, LinkCreate, "link")
     _check_link_goal(store, spec.goal, spec.project)
     link_id = new_id()
     while store.state.link(link_id) is not None:
@@ -204,23 +207,15 @@ async def list_links(request: web.Request) -> web.Response:
 async def get_link(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    link = store.state.link(request.match_info["link_id"])
-    if link is None:
-        raise Rejected(404, "unknown_link", f"no link with id {request.match_info['link_id'][:80]!r}")
+    link = _link_or_404(store, request.match_info["link_id"])
     return json_response(link_answer(link, public_base(request)))
 
 
 async def patch_link(request: web.Request) -> web.Response:
     require_admin(request)
     store = config_store(request)
-    link_id = request.match_info["link_id"]
-    link = store.state.link(link_id)
-    if link is None:
-        raise Rejected(404, "unknown_link", f"no link with id {link_id[:80]!r}")
-    try:
-        patch = LinkPatch.model_validate(await _body(request, "link"))
-    except ValidationError as exc:
-        raise validation_rejection(exc) from None
+    link = _link_or_404(store, request.match_info["link_id"])
+    patch = await _parsed(request, LinkPatch, "link")
     updated = patched_link(link, patch, datetime.now(UTC))
     if "goal" in patch.model_fields_set:
         _check_link_goal(store, updated.goal, updated.project)
