@@ -23,7 +23,10 @@ kafka-jars: $(STAMP) ## fetch the Apache Kafka broker jars (Maven) for tests and
 run: $(STAMP) ## start the embedded pipeline on http://127.0.0.1:8080 (data in ./var)
 	$(BIN)/trackpipe run
 
-test: $(STAMP) kafka-jars ## run the whole test suite (starts real Kafka and ClickHouse servers)
+test-deps: ## Debian packages the tests need (Chromium, openssl), installed when missing
+	bash tests/system-deps.sh
+
+test: $(STAMP) kafka-jars test-deps ## run the whole test suite (starts real Kafka and ClickHouse servers)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## the tests that need no server (under a minute)
@@ -48,4 +51,4 @@ bench-quick: $(STAMP) kafka-jars ## quick benchmarks (< 3 minutes)
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install kafka-jars run test test-fast lint fmt bench bench-quick clean
+.PHONY: help install kafka-jars run test test-deps test-fast lint fmt bench bench-quick clean
