@@ -42,7 +42,7 @@ from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
-from trackpipe.outbound import DeliveryLoop, OutboundPlanning, goal_lookup, rule_lookup
+from trackpipe.outbound import DeliveryLoop, OutboundPlanning, SqliteDueStore, goal_lookup, rule_lookup
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 
@@ -235,7 +235,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
         sqlite_state = SqliteState(data / "state.sqlite")
         deliveries = DeliveryLoop(
-            data / "state.sqlite",
+            SqliteDueStore(data / "state.sqlite"),
             goal_of,
             OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
             schedule,

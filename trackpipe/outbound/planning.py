@@ -1,4 +1,4 @@
-"""Goal webhooks in the embedded mode: planned with each batch, sent by a loop (issue 13).
+"""Outbound planning in the embedded mode: goal webhooks and S2S postbacks planned with each batch (issue 13).
 
 Planning (:class:`OutboundPlanning`) runs inside the batch protocol, on the state database's connection,
 before the batch commits: the digests of the batch's conversions are read, :func:`planner.plan` decides,
@@ -7,11 +7,9 @@ webhook-id, ``INSERT OR IGNORE``) are written in the transaction that ``SqliteSt
 the stage state and the log offset. A failed batch is rolled back with it (``discard``); a batch replayed
 after a crash plans the same ids and bodies, and an id already stored is kept as it is.
 
-Sending (:class:`DeliveryLoop`) uses its own connection to the same file (WAL, busy timeout): it picks
-deliveries whose ``next_at`` has come, signs each attempt at its own time with the goal's current key
-ring, makes the attempt (:class:`sinks.outbound.sender.OutboundSender`), applies the retry schedule and
-writes the delivery's new state back. A crash after an attempt and before its state is written sends it
-again (at least once, same id, same body). Delivered and dead deliveries stay in the table.
+Sending is :class:`trackpipe.outbound.loop.DeliveryLoop` over
+:class:`trackpipe.outbound.sqlite_store.SqliteDueStore` (its own connection to the same file).
+Delivered and dead deliveries stay in the table.
 
 Traffic-source S2S postbacks ride the same tables: planned with the batch (:func:`planner.plan_postbacks`,
 their per-(conversion, link) digests in ``outbound_fired``), stored in ``outbound_due`` with event
@@ -21,21 +19,14 @@ stored, with no signature headers (a POST carries its form body).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from processors.runtime.sqlite_state import SqliteState, StateError
 from schemas.config import Goal, Link
 from schemas.outbound.postbacks import TemplateError
-from schemas.outbound.signing import signed_headers
 from schemas.outbound.ssrf import AllowList
 from schemas.rows import Conversion
 from sinks.outbound.events import Digest, Key
@@ -49,9 +40,9 @@ from sinks.outbound.planner import (
     postback_keys_of,
     postback_rule,
 )
-from sinks.outbound.schedule import Delivery, DeliveryStatus, Rng, Schedule
-from sinks.outbound.sender import AttemptResult, OutboundRequest, OutboundSender
-from sinks.outbound.templates import FORM_CONTENT_TYPE, FiredDigest, PostbackRule
+from sinks.outbound.schedule import DeliveryStatus
+from sinks.outbound.templates import FiredDigest, PostbackRule
+from trackpipe.outbound.loop import POSTBACK_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +73,6 @@ ADDED_COLUMNS = {
     "method": "TEXT NOT NULL DEFAULT 'POST'",
     "link_id": "TEXT NOT NULL DEFAULT ''",
 }
-POSTBACK_EVENT = "postback"  # ``outbound_due.event`` of an S2S postback (webhooks: conversion.*)
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -234,193 +224,3 @@ class OutboundPlanning:
             ],
         )
         return len(planned.due)
-
-
-@dataclass(frozen=True, slots=True)
-class DueRow:
-    id: str
-    project: str
-    goal_id: str
-    url: str
-    body: bytes
-    next_at: float | None
-    status: str
-    step: int
-    attempts: int
-    event: str = ""
-    method: str = "POST"
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-class DeliveryLoop:
-    """Sends due goal webhooks from ``outbound_due`` (see the module doc). One per process."""
-
-    def __init__(
-        self,
-        path: Path,
-        goal_of: GoalOf,
-        sender: OutboundSender,
-        schedule: Schedule,
-        *,
-        poll_s: float = 0.2,
-        batch: int = 200,
-        rng: Rng = random.random,
-        clock: Callable[[], datetime] | None = None,
-    ):
-        self.path = Path(path)
-        self.goal_of = goal_of
-        self.sender = sender
-        self.schedule = schedule
-        self.poll_s = poll_s
-        self.batch = batch
-        self.rng = rng
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.wake = asyncio.Event()
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbound-db")
-        self._conn: sqlite3.Connection | None = None
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    # -- database (on the loop's own thread and connection)
-
-    def _open(self) -> None:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        ensure_schema(conn)
-        self._conn = conn
-
-    def _due(self, now: float, limit: int) -> list[DueRow]:
-        assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT id, project, goal_id, url, body, next_at, status, step, attempts, event, method"
-            " FROM outbound_due"
-            " WHERE next_at IS NOT NULL AND next_at <= ? AND status IN ('pending', 'failed')"
-            " ORDER BY next_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [
-            DueRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows
-        ]
-
-    def _write(
-        self, row_id: str, new: Delivery, at: float, status: int | None, error: str | None, dead: str | None
-    ) -> None:
-        assert self._conn is not None
-        self._conn.execute(
-            "UPDATE outbound_due SET status = ?, next_at = ?, step = ?, attempts = ?, last_attempt_at = ?,"
-            " last_status = ?, last_error = ?, dead_reason = ? WHERE id = ?",
-            (
-                new.status.value,
-                None if new.due_at is None else new.due_at.timestamp(),
-                new.step,
-                new.attempts,
-                at,
-                status,
-                error,
-                dead,
-                row_id,
-            ),
-        )
-
-    def _close_db(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    async def _in_db(self, fn: Callable[..., object], *args: object) -> object:
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
-
-    # -- lifecycle
-
-    async def start(self) -> None:
-        await self._in_db(self._open)
-        self._task = asyncio.create_task(self.run(), name="outbound-delivery")
-
-    async def close(self) -> None:
-        self._stopping = True
-        self.wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in list(self._in_flight.values()):
-            task.cancel()
-        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
-        await self.sender.close()
-        await self._in_db(self._close_db)
-        self._db.shutdown(wait=True)
-
-    async def run(self) -> None:
-        while not self._stopping:
-            try:
-                found = await self._in_db(self._due, self.clock().timestamp(), self.batch)
-                assert isinstance(found, list)
-                for row in found:
-                    if row.id not in self._in_flight:
-                        self._in_flight[row.id] = asyncio.create_task(self._deliver(row))
-            except Exception:  # a busy or full database: the due rows stay, the next poll retries
-                log.exception("outbound: reading due deliveries failed")
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
-
-    async def _deliver(self, row: DueRow) -> None:
-        try:
-            await self._attempt(row)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("outbound: delivery %s failed unexpectedly; it stays due", row.id)
-            await asyncio.sleep(1.0)  # no hot loop on a persistent fault
-        finally:
-            self._in_flight.pop(row.id, None)
-
-    async def _attempt(self, row: DueRow) -> None:
-        current = Delivery(DeliveryStatus(row.status), _dt(row.next_at), row.step, row.attempts)
-        if row.event == POSTBACK_EVENT:  # sent exactly as planned, unsigned
-            headers = {"Content-Type": FORM_CONTENT_TYPE} if row.method == "POST" else {}
-            await self._send(row, current, OutboundRequest(row.method, row.url, headers, row.body))
-            return
-        now = self.clock()
-        goal = self.goal_of(row.project, row.goal_id)
-        ring = goal.key_ring() if goal is not None else None
-        if ring is None:  # the goal was deleted (or lost its key ring): nothing can sign it
-            dead = Delivery(DeliveryStatus.DEAD, None, current.step, current.attempts)
-            await self._in_db(
-                self._write, row.id, dead, now.timestamp(), None, "goal or its signing key is gone", "no_goal"
-            )
-            return
-        headers = {
-            "Content-Type": "application/json",
-            **signed_headers(row.id, int(now.timestamp()), row.body, ring.signing_secrets(now)),
-        }
-        await self._send(row, current, OutboundRequest("POST", row.url, headers, row.body))
-
-    async def _send(self, row: DueRow, current: Delivery, request: OutboundRequest) -> None:
-        result = await self.sender.attempt(request)
-        after = self.clock()
-        new, dead_reason = self._next(current, result, after)
-        error = result.error or (None if result.reason is None else result.reason.value)
-        await self._in_db(self._write, row.id, new, after.timestamp(), result.status, error, dead_reason)
-        if new.status is not DeliveryStatus.DELIVERED:
-            log.info(
-                "outbound: delivery %s attempt %d: %s (%s)",
-                row.id,
-                new.attempts,
-                new.status.value,
-                error,
-            )
-
-    def _next(self, current: Delivery, result: AttemptResult, now: datetime) -> tuple[Delivery, str | None]:
-        if result.refused is not None and not result.refusal_retriable:  # the URL itself is refused
-            dead = Delivery(
-                DeliveryStatus.DEAD, None, current.step + 1, current.attempts + 1, result.reason, None
-            )
-            return dead, "refused"
-        new = self.schedule.after_attempt(current, result.classified, now, self.rng)
-        return new, None if new.dead_reason is None else new.dead_reason.value

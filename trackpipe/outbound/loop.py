@@ -1,0 +1,215 @@
+"""The delivery loop: due deliveries from a store, one attempt each, the schedule's next state written back.
+
+One loop for both modes (issue 13); only the store differs: the embedded state database
+(:class:`trackpipe.outbound.sqlite_store.SqliteDueStore`) or, in a worker, the deliveries topic's
+partitions held in memory (:mod:`trackpipe.outbound.kafka_queue`). Each attempt of a goal webhook is
+signed at its own time with the goal's current key ring; an S2S postback is sent exactly as planned,
+unsigned. A crash after an attempt and before its new state is written sends it again (at least once,
+same id, same body). Observers (the delivery log, metrics) see every attempt after its state is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from schemas.outbound.signing import signed_headers
+from sinks.outbound.planner import GoalOf
+from sinks.outbound.schedule import Delivery, DeliveryStatus, Rng, Schedule
+from sinks.outbound.sender import AttemptResult, OutboundRequest, OutboundSender
+from sinks.outbound.templates import FORM_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+POSTBACK_EVENT = "postback"  # the ``event`` of an S2S postback (goal webhooks: conversion.*)
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    """A delivery as its store holds it: the exact request parts and where its schedule stands."""
+
+    id: str
+    project: str
+    goal_id: str
+    url: str
+    body: bytes
+    next_at: float | None
+    status: str
+    step: int
+    attempts: int
+    event: str = ""
+    method: str = "POST"
+    link_id: str = ""
+    created_at: float = 0.0
+
+
+class DueStore(Protocol):
+    """Where deliveries and their schedule state live."""
+
+    async def open(self) -> None: ...
+
+    async def due(self, now: float, limit: int) -> list[DueRow]:
+        """Deliveries due at ``now`` (pending or failed, ``next_at <= now``), oldest due first."""
+        ...
+
+    async def write(
+        self, row: DueRow, new: Delivery, at: float, status: int | None, error: str | None, dead: str | None
+    ) -> None:
+        """Store ``row``'s state after an attempt made at ``at`` (durably, before returning)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AttemptObserver(Protocol):
+    def attempted(
+        self,
+        row: DueRow,
+        new: Delivery,
+        result: AttemptResult | None,
+        at: datetime,
+        dead_reason: str | None,
+    ) -> None:
+        """Called after an attempt's new state is stored (``result`` None: decided without an attempt)."""
+        ...
+
+
+class DeliveryLoop:
+    """Sends due deliveries from ``store`` (see the module doc). One per store."""
+
+    def __init__(
+        self,
+        store: DueStore,
+        goal_of: GoalOf,
+        sender: OutboundSender,
+        schedule: Schedule,
+        *,
+        poll_s: float = 0.2,
+        batch: int = 200,
+        rng: Rng = random.random,
+        clock: Callable[[], datetime] | None = None,
+        observers: Sequence[AttemptObserver] = (),
+    ):
+        self.store = store
+        self.goal_of = goal_of
+        self.sender = sender
+        self.schedule = schedule
+        self.poll_s = poll_s
+        self.batch = batch
+        self.rng = rng
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.observers = list(observers)
+        self.wake = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._task = asyncio.create_task(self.run(), name="outbound-delivery")
+
+    async def close(self) -> None:
+        self._stopping = True
+        self.wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        await self.sender.close()
+        await self.store.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                for row in await self.store.due(self.clock().timestamp(), self.batch):
+                    if row.id not in self._in_flight:
+                        self._in_flight[row.id] = asyncio.create_task(self._deliver(row))
+            except Exception:  # a busy or full database: the due rows stay, the next poll retries
+                log.exception("outbound: reading due deliveries failed")
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+
+    async def _deliver(self, row: DueRow) -> None:
+        try:
+            await self._attempt(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("outbound: delivery %s failed unexpectedly; it stays due", row.id)
+            await asyncio.sleep(1.0)  # no hot loop on a persistent fault
+        finally:
+            self._in_flight.pop(row.id, None)
+
+    async def _attempt(self, row: DueRow) -> None:
+        current = Delivery(DeliveryStatus(row.status), _dt(row.next_at), row.step, row.attempts)
+        if row.event == POSTBACK_EVENT:  # sent exactly as planned, unsigned
+            headers = {"Content-Type": FORM_CONTENT_TYPE} if row.method == "POST" else {}
+            await self._send(row, current, OutboundRequest(row.method, row.url, headers, row.body))
+            return
+        now = self.clock()
+        goal = self.goal_of(row.project, row.goal_id)
+        ring = goal.key_ring() if goal is not None else None
+        if ring is None:  # the goal was deleted (or lost its key ring): nothing can sign it
+            dead = Delivery(DeliveryStatus.DEAD, None, current.step, current.attempts)
+            error = "goal or its signing key is gone"
+            await self.store.write(row, dead, now.timestamp(), None, error, "no_goal")
+            self._observe(row, dead, None, now, "no_goal")
+            return
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(row.id, int(now.timestamp()), row.body, ring.signing_secrets(now)),
+        }
+        await self._send(row, current, OutboundRequest("POST", row.url, headers, row.body))
+
+    async def _send(self, row: DueRow, current: Delivery, request: OutboundRequest) -> None:
+        result = await self.sender.attempt(request)
+        after = self.clock()
+        new, dead_reason = self._next(current, result, after)
+        error = result.error or (None if result.reason is None else result.reason.value)
+        await self.store.write(row, new, after.timestamp(), result.status, error, dead_reason)
+        self._observe(row, new, result, after, dead_reason)
+        if new.status is not DeliveryStatus.DELIVERED:
+            log.info(
+                "outbound: delivery %s attempt %d: %s (%s)",
+                row.id,
+                new.attempts,
+                new.status.value,
+                error,
+            )
+
+    def _observe(
+        self, row: DueRow, new: Delivery, result: AttemptResult | None, at: datetime, dead: str | None
+    ) -> None:
+        for observer in self.observers:
+            try:
+                observer.attempted(row, new, result, at, dead)
+            except Exception:  # an observer never stops deliveries
+                log.exception("outbound: observer %r failed", observer)
+
+    def _next(self, current: Delivery, result: AttemptResult, now: datetime) -> tuple[Delivery, str | None]:
+        if result.refused is not None and not result.refusal_retriable:  # the URL itself is refused
+            dead = Delivery(
+                DeliveryStatus.DEAD, None, current.step + 1, current.attempts + 1, result.reason, None
+            )
+            return dead, "refused"
+        new = self.schedule.after_attempt(current, result.classified, now, self.rng)
+        return new, None if new.dead_reason is None else new.dead_reason.value
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
