@@ -55,14 +55,18 @@ async def ensure_topics(settings: Settings) -> bool:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        from processors.runtime.faust.topology import (
-            topology_topics,
-        )  # events, dead letters, stage and output topics
+        from processors.runtime.faust.topology import TopologyNames  # every topic but Faust's changelogs
 
-        wanted = topology_topics(settings.kafka_topic, settings.worker_app_id)
+        names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
+        compact = {"cleanup.policy": "compact"}
         missing = [
-            NewTopic(name, settings.partitions, settings.kafka_replication)
-            for name in wanted
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.kafka_replication,
+                topic_configs=compact if name in names.compacted() else None,
+            )
+            for name in names.all()
             if name not in existing
         ]
         if settings.kafka_config_topic() not in existing:
@@ -172,9 +176,12 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         serve_worker_metrics(counts, settings.worker_metrics_host, settings.worker_metrics_port)
     app = build_worker_app(settings, counts)
+    from trackpipe.outbound.worker import WorkerOutbound  # the edge never loads the delivery engine
+
+    outbound = WorkerOutbound(settings)
     # long-lived start-up objects (modules, Faust services) out of the collector's way, and fewer
     # young collections: the cores allocate many short-lived objects per event (docs/performance.md)
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    Worker(app, outbound, loglevel=settings.log_level).execute_from_commandline()

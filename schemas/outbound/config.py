@@ -36,6 +36,13 @@ class OutboundConfig(BaseModel):
         default=10.0, gt=0, le=300, description="an attempt succeeds on a 2xx answer within this time"
     )
 
+    keep_finished_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="delivered and dead deliveries are kept this long after their last attempt in the "
+        "worker's deliveries topic (their history stays in the delivery log)",
+    )
+
     @field_validator("allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:

@@ -15,6 +15,9 @@ topic                               key             carries
 ``<events>.sessions`` (output)      visitor id      session rows
 ``<events>.deadletter``             -               undecodable or quarantined records: original bytes,
                                                     ``reason`` and ``detail`` headers
+``<events>.outbound-state`` (cmp.)  digest key      outbound planning digests, at the conversion's
+                                                    partition (trackpipe.outbound.kafka_planner)
+``<events>.deliveries`` (compacted) kind/delivery   due deliveries and their state (sinks.outbound.queue)
 ``<app>-<stage>-changelog``         stage key       Faust table changelogs (compacted), N partitions
 ==================================  ==============  ===================================================
 """
@@ -23,10 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from processors.messages import STAGES, Stage, envelope_chunks
-from schemas.envelope import ENVELOPE_VERSION
+from schemas.envelope import ENVELOPE_VERSION, EnvelopeError
+from schemas.rows import Conversion
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,18 @@ class TopologyNames:
     def sessions_out(self) -> str:
         return f"{self.events}.sessions"
 
+    @property
+    def outbound_state(self) -> str:
+        return f"{self.events}.outbound-state"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.events}.deliveries"
+
+    def compacted(self) -> frozenset[str]:
+        """Topics that hold state (latest record per key): created with ``cleanup.policy=compact``."""
+        return frozenset({self.outbound_state, self.deliveries})
+
     def all(self) -> list[str]:
         """Every topic the topology reads or writes, except Faust's own changelogs."""
         return [
@@ -58,6 +76,8 @@ class TopologyNames:
             self.stage("visitor"),
             self.conversions_out,
             self.sessions_out,
+            self.outbound_state,
+            self.deliveries,
         ]
 
 
@@ -72,6 +92,28 @@ def batch_token(spans: Sequence[tuple[str, int, int]]) -> str:
         lo, hi = ranges.get((topic, partition), (offset, offset))
         ranges[(topic, partition)] = (min(lo, offset), max(hi, offset))
     return ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
+
+
+class _ConversionRows(BaseModel):
+    envelope: int
+    kind: Literal["conversions"]
+    schema_: int = Field(alias="schema")
+    items: list[Conversion]
+
+
+_CONVERSION_ROWS = TypeAdapter(_ConversionRows)
+
+
+def decode_conversion_rows(value: bytes) -> list[Conversion]:
+    """The rows of one ``<events>.conversions`` record (:func:`encode_rows` of ``"conversions"``);
+    raises :class:`schemas.envelope.EnvelopeError` for anything else."""
+    try:
+        found = _CONVERSION_ROWS.validate_json(value)
+    except ValidationError as exc:
+        raise EnvelopeError(f"not a conversions record: {exc.errors()[0]['msg']}") from None
+    if found.envelope != ENVELOPE_VERSION:
+        raise EnvelopeError(f"conversions record of envelope version {found.envelope}")
+    return found.items
 
 
 def encode_rows(kind: str, rows: Sequence[Any]) -> list[bytes]:

@@ -1,0 +1,258 @@
+"""Outbound planning in a worker: ``<events>.conversions`` -> due deliveries on ``<events>.deliveries``.
+
+Every worker runs one planner consumer (group ``<app>-outbound-plan``) on the conversion rows the
+conversion stage produces (partition = that of ``project + conversion key``). Its state, the digests of
+what each conversion has announced (:mod:`sinks.outbound.events`, :mod:`sinks.outbound.templates`), is a
+compacted topic ``<events>.outbound-state`` with the same partitions: a partition's digests are read
+into memory when the partition is assigned, before any of its rows are planned.
+
+For each batch of one partition, in this order, each step acknowledged (``acks=all``) before the next:
+
+1. the due deliveries (``planned`` records, :mod:`sinks.outbound.queue`) are produced to the deliveries
+   topic;
+2. the changed digests are produced to the state topic;
+3. the input offsets are committed.
+
+A crash before 3 replays the batch: if 2 was not acknowledged the same deliveries are planned again with
+the same ids and bodies, and the queue ignores a plan for an id it already holds; if it was, the digests
+say nothing changed and nothing is planned. A delivery is therefore never lost and never planned with a
+different body. Planning reads the goals and links from the config topic, loaded before the first batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from processors.runtime.faust.topology import TopologyNames, decode_conversion_rows
+from schemas.envelope import EnvelopeError
+from schemas.partitioning import partition_for
+from schemas.rows import Conversion
+from sinks.outbound.events import Digest, Key
+from sinks.outbound.planner import (
+    GoalOf,
+    PostbackKey,
+    RuleOf,
+    keys_of,
+    plan,
+    plan_postbacks,
+    postback_keys_of,
+)
+from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
+from sinks.outbound.templates import FiredDigest
+from trackpipe.outbound.loop import POSTBACK_EVENT
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_DIGEST = "d"
+POSTBACK_DIGEST = "f"
+
+
+def state_key(kind: str, key: Key | PostbackKey) -> str:
+    return "\x1f".join((kind, *key))
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, planner: KafkaOutboundPlanner):
+        self.planner = planner
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        for tp in revoked:
+            self.planner.state.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            self.planner.state[tp.partition] = await self.planner.load_state(tp.partition)
+
+
+class KafkaOutboundPlanner:
+    def __init__(
+        self,
+        bootstrap: str,
+        names: TopologyNames,
+        partitions: int,
+        group_id: str,
+        goal_of: GoalOf,
+        rule_of: RuleOf,
+        *,
+        security: dict[str, object] | None = None,
+        batch_max: int = 1000,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.bootstrap = bootstrap
+        self.names = names
+        self.partitions = partitions
+        self.group_id = group_id
+        self.goal_of = goal_of
+        self.rule_of = rule_of
+        self.security = security or {}
+        self.batch_max = batch_max
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.state: dict[int, dict[str, bytes]] = {}  # partition -> digest key -> digest json
+        self.planned = 0
+        self.skipped = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        common = {"bootstrap_servers": self.bootstrap, **self.security}
+        self._producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=True, client_id=f"{self.group_id}-producer", **common
+        )
+        self._reader = AIOKafkaConsumer(
+            enable_auto_commit=False, client_id=f"{self.group_id}-state", **common
+        )
+        self._consumer = AIOKafkaConsumer(
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_max,
+            client_id=f"{self.group_id}-consumer",
+            **common,
+        )
+        await self._producer.start()
+        await self._reader.start()
+        await self._consumer.start()
+        self._consumer.subscribe([self.names.conversions_out], listener=_Listener(self))
+        self._task = asyncio.create_task(self._run(), name="outbound-planner")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for client in (self._consumer, self._reader):
+            if client is not None:
+                await client.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def load_state(self, partition: int) -> dict[str, bytes]:
+        """The digests of ``partition``: its state topic partition read from the start to its end."""
+        assert self._reader is not None
+        tp = TopicPartition(self.names.outbound_state, partition)
+        self._reader.assign([tp])
+        end = (await self._reader.end_offsets([tp]))[tp]
+        await self._reader.seek_to_beginning(tp)
+        found: dict[str, bytes] = {}
+        while await self._reader.position(tp) < end:
+            for records in (await self._reader.getmany(tp, timeout_ms=500)).values():
+                for r in records:
+                    key = (r.key or b"").decode()
+                    if r.value is None:
+                        found.pop(key, None)
+                    else:
+                        found[key] = r.value
+        return found
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=self.batch_max)
+                for tp, records in batches.items():
+                    if tp.partition not in self.state or not records:
+                        continue  # revoked meanwhile: its new owner plans these rows
+                    await self._plan_partition(tp, records)
+            except asyncio.CancelledError:
+                raise
+            except CommitFailedError as exc:  # a rebalance: the new owner replays the batch
+                log.warning("outbound: planner commit failed (%s); the batch is replayed", exc)
+            except (KafkaError, OSError) as exc:
+                log.warning("outbound: planning failed (%s); retrying from the last commit", exc)
+                await self._rewind()
+                await asyncio.sleep(1.0)
+
+    async def _rewind(self) -> None:
+        """After a failed batch: read again from the committed offsets (nothing acknowledged is skipped)."""
+        assert self._consumer is not None
+        with contextlib.suppress(KafkaError, OSError):
+            for tp in self._consumer.assignment():
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+
+    async def _plan_partition(self, tp: TopicPartition, records: Sequence[object]) -> None:
+        rows: list[Conversion] = []
+        for r in records:
+            try:
+                rows.extend(decode_conversion_rows(r.value))  # type: ignore[attr-defined]
+            except EnvelopeError as exc:
+                self.skipped += 1
+                log.warning("outbound: conversions record %s@%d skipped: %s", tp, r.offset, exc)  # type: ignore[attr-defined]
+        state = self.state[tp.partition]
+        digests = {
+            k: Digest.from_json(state[t])
+            for k in keys_of(rows)
+            if (t := state_key(WEBHOOK_DIGEST, k)) in state
+        }
+        fired = {
+            k: FiredDigest.from_json(state[t])
+            for k in postback_keys_of(rows)
+            if (t := state_key(POSTBACK_DIGEST, k)) in state
+        }
+        now = self.clock()
+        webhooks = plan(rows, digests, self.goal_of, now)
+        postbacks = plan_postbacks(rows, fired, self.rule_of, now)
+        due = [
+            QueuedDelivery(
+                d.delivery_id,
+                d.project,
+                d.goal_id,
+                d.event.value,
+                "POST",
+                d.url,
+                d.body,
+                d.created_at.timestamp(),
+                d.next_at.timestamp(),
+            )
+            for d in webhooks.due
+        ] + [
+            QueuedDelivery(
+                d.delivery_id,
+                d.project,
+                d.goal_id,
+                POSTBACK_EVENT,
+                d.method.value,
+                d.url,
+                d.body,
+                d.created_at.timestamp(),
+                d.next_at.timestamp(),
+                link_id=d.link_id,
+            )
+            for d in postbacks.due
+        ]
+        changed = {state_key(WEBHOOK_DIGEST, k): v.to_json() for k, v in webhooks.digests.items()}
+        changed.update({state_key(POSTBACK_DIGEST, k): v.to_json() for k, v in postbacks.digests.items()})
+        assert self._producer is not None and self._consumer is not None
+        sent = [
+            await self._producer.send(
+                self.names.deliveries,
+                encode_delivery(d),
+                record_key(RecordKind.PLANNED, d.id),
+                partition=partition_for(d.id, self.partitions),
+            )
+            for d in due
+        ]
+        for fut in sent:
+            await fut
+        sent = [
+            await self._producer.send(self.names.outbound_state, value, key.encode(), partition=tp.partition)
+            for key, value in changed.items()
+        ]
+        for fut in sent:
+            await fut
+        state.update(changed)
+        self.planned += len(due)
+        last = records[-1].offset  # type: ignore[attr-defined]
+        await self._consumer.commit({tp: last + 1})

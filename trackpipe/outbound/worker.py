@@ -1,0 +1,77 @@
+"""Outbound delivery in ``trackpipe worker``: the planner and the delivery loop beside the Faust app.
+
+Started by the worker (a ``mode`` service run by Faust's worker) after the config topic is loaded, so no
+batch is planned against an empty configuration and every attempt signs with the goal's current keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mode import Service
+
+from ingest.config.kafka_store import KafkaConfigStore
+from processors.runtime.faust.topology import TopologyNames
+from sinks.outbound.schedule import Schedule
+from sinks.outbound.sender import OutboundSender
+from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
+from trackpipe.outbound.kafka_queue import KafkaDueStore
+from trackpipe.outbound.loop import AttemptObserver, DeliveryLoop
+from trackpipe.outbound.planning import goal_lookup, rule_lookup
+from trackpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerOutbound(Service):
+    """Config store -> planner -> delivery loop, started and stopped in that order (stopped in reverse)."""
+
+    def __init__(self, settings: Settings, observers: Sequence[AttemptObserver] = ()):
+        super().__init__()
+        names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
+        security = settings.kafka_security()
+        self.config = KafkaConfigStore(
+            settings.kafka_bootstrap,
+            settings.kafka_config_topic(),
+            security=security,
+            client_id="trackpipe-worker-config",
+        )
+        goal_of = goal_lookup(lambda goal_id: self.config.state.goal(goal_id))
+        rule_of = rule_lookup(lambda link_id: self.config.state.link(link_id), settings.outbound.allow_list)
+        self.planner = KafkaOutboundPlanner(
+            settings.kafka_bootstrap,
+            names,
+            settings.partitions,
+            f"{settings.worker_app_id}-outbound-plan",
+            goal_of,
+            rule_of,
+            security=security,
+        )
+        self.store = KafkaDueStore(
+            settings.kafka_bootstrap,
+            names.deliveries,
+            settings.partitions,
+            f"{settings.worker_app_id}-outbound-send",
+            security=security,
+            keep_finished_s=settings.outbound.keep_finished_s,
+        )
+        self.deliveries = DeliveryLoop(
+            self.store,
+            goal_of,
+            OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
+            Schedule.from_setting(settings.outbound.retry_schedule_s),
+            observers=observers,
+        )
+        self.store.on_change = self.deliveries.wake.set
+
+    async def on_start(self) -> None:
+        await self.config.start()
+        await self.planner.start()
+        await self.deliveries.start()
+        log.info("outbound: planner and delivery loop started")
+
+    async def on_stop(self) -> None:
+        await self.deliveries.close()
+        await self.planner.close()
+        await self.config.stop()
