@@ -18,7 +18,8 @@ from bench.profiles import PROFILES, Profile
 from bench.servers import Servers, machine, start_servers
 from bench.table import markdown
 
-STAGES = ("cores", "sink", "worker", "edge", "e2e", "report")
+STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound")
+NO_SERVERS = frozenset({"cores", "outbound"})  # stages that need neither Kafka nor ClickHouse
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -29,6 +30,10 @@ def _run_stage(name: str, servers: Servers | None, profile: Profile, work: Path,
         from bench.cores import bench_cores
 
         return bench_cores(profile)
+    if name == "outbound":
+        from bench.outbound import bench_outbound
+
+        return bench_outbound(profile, stage_dir)
     assert servers is not None
     if name == "edge":
         from bench.edge import bench_edge
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trackpipe-bench-") as tmp:
         work = Path(tmp)
         try:
-            if any(s != "cores" for s in stages):
+            if any(s not in NO_SERVERS for s in stages):
                 log("starting servers ...")
                 servers = start_servers(args.kafka, args.clickhouse)
                 log(f"kafka {servers.kafka}, clickhouse {servers.clickhouse_host}:{servers.clickhouse_port}")

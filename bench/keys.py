@@ -21,6 +21,12 @@ REQUIRED = (
     "report.top5_ms",
     "report.events",
     "machine.cores",
+    "outbound.p50_s",
+    "outbound.p95_s",
+    "outbound.deliveries_per_s",
+    "outbound.spread.p95_s",
+    "outbound.spread.deliveries_per_s",
+    "outbound.down.lost",
 )
 #: Text facts: versions and the date.
 REQUIRED_TEXT = ("machine.python", "machine.kafka", "machine.clickhouse", "date")

@@ -29,6 +29,13 @@ class Profile:
     # reports
     report_sizes: tuple[int, ...]
     report_repeats: int
+    # outbound goal webhooks (embedded): conversions per second for a duration, spread over hosts, and
+    # the receiver down for a while (the load is sent while it is down)
+    outbound_rate_per_s: float = 500.0
+    outbound_duration_s: float = 4.0
+    outbound_one_host_s: float = 2.0  # one receiver host drains at the sender's per-host rate: keep it short
+    outbound_hosts: int = 16
+    outbound_down_s: float = 5.0
 
 
 QUICK = Profile(
@@ -69,6 +76,9 @@ FULL = Profile(
     e2e_distributed=True,
     report_sizes=(1_000_000, 10_000_000),
     report_repeats=25,
+    outbound_duration_s=20.0,
+    outbound_one_host_s=10.0,
+    outbound_down_s=60.0,
 )
 
 SMOKE = Profile(
@@ -89,6 +99,11 @@ SMOKE = Profile(
     e2e_distributed=False,
     report_sizes=(10_000,),
     report_repeats=3,
+    outbound_rate_per_s=100.0,
+    outbound_duration_s=1.0,
+    outbound_one_host_s=1.0,
+    outbound_hosts=4,
+    outbound_down_s=2.0,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

@@ -98,6 +98,60 @@ ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
         lambda r: _at_most(r, "e2e.distributed.p95_s", 2.0),
     ),
     (
+        "outbound: conversion to first delivery p50, one receiver host",
+        "outbound.p50_s",
+        "s",
+        None,
+        "",
+        None,
+    ),
+    (
+        "outbound: conversion to first delivery p95, one receiver host",
+        "outbound.p95_s",
+        "s",
+        None,
+        "<= 1 s at 500 conversions/s",
+        lambda r: (
+            _at_most(r, "outbound.p95_s", 1.0) if (_get(r, "outbound.rate_per_s") or 0) >= 500 else None
+        ),
+    ),
+    (
+        "outbound: deliveries per second, one receiver host (vs offered)",
+        "outbound.deliveries_per_s",
+        "/s",
+        "outbound.sent_rate_per_s",
+        "",
+        None,
+    ),
+    (
+        "outbound: first delivery p95, load over N receiver hosts",
+        "outbound.spread.p95_s",
+        "s",
+        None,
+        "<= 1 s at 500 conversions/s",
+        lambda r: (
+            _at_most(r, "outbound.spread.p95_s", 1.0)
+            if (_get(r, "outbound.spread.rate_per_s") or 0) >= 500
+            else None
+        ),
+    ),
+    (
+        "outbound: deliveries per second, N receiver hosts (vs offered)",
+        "outbound.spread.deliveries_per_s",
+        "/s",
+        "outbound.spread.sent_rate_per_s",
+        "",
+        None,
+    ),
+    (
+        "outbound: receiver down, then up: conversions lost",
+        "outbound.down.lost",
+        "",
+        "outbound.down.conversions",
+        "0 lost",
+        lambda r: None if _get(r, "outbound.down.lost") is None else _get(r, "outbound.down.lost") == 0,
+    ),
+    (
         "Top-5 report (median)",
         "report.top5_ms",
         "ms",

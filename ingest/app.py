@@ -21,6 +21,7 @@ from ingest.http.common import (
     AUTH_FAILURES,
     CONFIG,
     CONFIG_STORE,
+    DELIVERIES,
     HEALTH_CHECKS,
     LIMITER,
     METRICS,
@@ -35,6 +36,8 @@ from ingest.http.keys import AccessKeys
 from ingest.http.middleware import error_middleware, log_client_errors_at_info
 from ingest.http.ratelimit import RateLimiter
 from ingest.http.routes import admin, clicks, ops, postbacks, pushwoosh, pvtlnk, track
+from ingest.http.routes import deliveries as delivery_routes
+from ingest.http.routes import stream as stream_routes
 from ingest.produce.accumulator import RecordAccumulator
 from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
@@ -42,8 +45,10 @@ from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
 from schemas.config import ConfigStore
 from schemas.outbound.config import OutboundConfig
+from schemas.outbound.deliveries import DeliveryControl
 from schemas.partitioning import partition_for
 from schemas.reports import ReportSource
+from schemas.stream.source import StreamSource
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -89,6 +94,8 @@ def build_edge_app(
     metrics_key: str | None = None,
     health_checks: list[Callable[[], str | None]] | None = None,
     outbound: OutboundConfig | None = None,
+    deliveries: DeliveryControl | None = None,
+    stream: StreamSource | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
     ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
@@ -98,7 +105,9 @@ def build_edge_app(
     admin key) ``/metrics``; with no such key, reports and metrics are served to loopback clients only
     (ingest/http/auth.py). Keys shorter than 32 characters are refused (ValueError). ``health_checks``
     are asked by ``/healthz`` (None: fine, else the problem). ``outbound``: the SSRF allow-list and
-    signing-secret grace period used when goals and links are saved (default: public addresses only)."""
+    signing-secret grace period used when goals and links are saved (default: public addresses only).
+    ``deliveries``: acts on the outbound deliveries (manual retry); without it those routes answer 503.
+    ``stream``: where ``/api/v1/stream`` reads the public conversion stream (without it: 503)."""
     access = AccessKeys(admin=admin_key or None, read=read_keys, metrics=metrics_key or None)
     log_client_errors_at_info()
     install_expect_handler()  # before any route is made: see ingest/http/aiohttp_private.py
@@ -114,6 +123,12 @@ def build_edge_app(
     app[AUTH_FAILURES] = RateLimiter(config.auth_failures_per_minute)
     app[PROXIES] = TrustedProxies(config.trusted_proxies)
     app[OUTBOUND] = outbound or OutboundConfig()
+    if deliveries is not None:
+        app[DELIVERIES] = deliveries
+    if stream is not None:
+        app[stream_routes.STREAM] = stream
+        app[stream_routes.CLOSING] = {"closing": False}
+        app.on_shutdown.append(stream_routes.on_shutdown)
 
     for ctx in extra_cleanup or []:
         app.cleanup_ctx.append(ctx)
@@ -168,6 +183,8 @@ def build_edge_app(
         pvtlnk.ENDPOINTS,
         pushwoosh.ENDPOINTS,
         admin.ENDPOINTS,
+        delivery_routes.ENDPOINTS,
+        stream_routes.ENDPOINTS,
         openapi.ENDPOINTS,
     ):
         register(app, endpoints)

@@ -20,6 +20,7 @@ TTL_COLUMNS = {
     "variation_exposures": "toDateTime(first_seen_at)",
     "report_reach_daily": "day",
     "report_visitor_days": "addMonths(month, 1)",  # a month's row goes when its last day does
+    "delivery_attempts": "toDateTime(at)",  # the outbound delivery log (issue 13)
 }
 
 _CREATE_SQL = (

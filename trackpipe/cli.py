@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from trackpipe.cli_deliveries import deliveries_app
 from trackpipe.settings import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -25,6 +26,7 @@ fx_app = typer.Typer(help="Exchange rates; the currency reports convert into.", 
 app.add_typer(report_app, name="report")
 app.add_typer(topics_app, name="topics")
 app.add_typer(fx_app, name="fx")
+app.add_typer(deliveries_app, name="deliveries")
 
 DataDirOption = Annotated[
     Path | None,

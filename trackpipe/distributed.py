@@ -16,12 +16,15 @@ from ingest.app import build_edge_app
 from ingest.config.kafka_store import KafkaConfigStore
 from ingest.produce.kafka_publisher import KafkaPublisher
 from processors.batch import OutcomeCounts
+from processors.runtime.faust.topology import TopologyNames
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.metrics import serve_worker_metrics
+from trackpipe.outbound.kafka_queue import KafkaDeliveryControl
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
+from trackpipe.stream.kafka_source import KafkaStreamSource
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,6 @@ async def ensure_topics(settings: Settings) -> bool:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        from processors.runtime.faust.topology import TopologyNames  # every topic but Faust's changelogs
 
         names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
         compact = {"cleanup.policy": "compact"}
@@ -69,6 +71,17 @@ async def ensure_topics(settings: Settings) -> bool:
             for name in names.all()
             if name not in existing
         ]
+        if settings.kafka_stream_topic() not in existing:
+            # the public stream: keyed by project, kept for the resumable window
+            retention_ms = int(settings.stream_retention_days * 86_400_000)
+            missing.append(
+                NewTopic(
+                    settings.kafka_stream_topic(),
+                    settings.partitions,
+                    settings.kafka_replication,
+                    topic_configs={"retention.ms": str(retention_ms)},
+                )
+            )
         if settings.kafka_config_topic() not in existing:
             # goals and links: one partition (one order for every edge to replay), latest record per key
             missing.append(
@@ -128,6 +141,18 @@ def build_distributed_edge(settings: Settings) -> web.Application:
         read_keys=settings.read_keys_value(),
         metrics_key=settings.metrics_key_value(),
         outbound=settings.outbound,
+        deliveries=KafkaDeliveryControl(
+            settings.kafka_bootstrap,
+            TopologyNames(settings.kafka_topic, settings.worker_app_id).deliveries,
+            settings.partitions,
+            security=settings.kafka_security(),
+        ),
+        stream=KafkaStreamSource(
+            settings.kafka_bootstrap,
+            settings.kafka_stream_topic(),
+            settings.partitions,
+            security=settings.kafka_security(),
+        ),
     )
 
 
@@ -173,12 +198,22 @@ def run_worker(settings: Settings) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     asyncio.run(ensure_topics(settings))  # the stage topics must exist before Faust subscribes
     counts = OutcomeCounts()
-    if settings.worker_metrics_port:
-        serve_worker_metrics(counts, settings.worker_metrics_host, settings.worker_metrics_port)
     app = build_worker_app(settings, counts)
+    from trackpipe.outbound.metrics import OutboundCounts
     from trackpipe.outbound.worker import WorkerOutbound  # the edge never loads the delivery engine
 
-    outbound = WorkerOutbound(settings)
+    backends: list[ServerBackend] = []
+
+    def log_backend() -> ServerBackend:  # created on first use, in the delivery log's thread
+        if not backends:
+            backends.append(server_backend(settings))
+        return backends[0]
+
+    outbound = WorkerOutbound(settings, log_backend, OutboundCounts())
+    if settings.worker_metrics_port:
+        serve_worker_metrics(
+            counts, settings.worker_metrics_host, settings.worker_metrics_port, extra=[outbound.collector()]
+        )
     # long-lived start-up objects (modules, Faust services) out of the collector's way, and fewer
     # young collections: the cores allocate many short-lived objects per event (docs/performance.md)
     gc.collect()

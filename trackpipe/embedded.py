@@ -43,8 +43,12 @@ from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
 from trackpipe.outbound import DeliveryLoop, OutboundPlanning, SqliteDueStore, goal_lookup, rule_lookup
+from trackpipe.outbound.delivery_log import DeliveryLogObserver
+from trackpipe.outbound.metrics import OutboundCounts, register_outbound
+from trackpipe.outbound.sqlite_control import SqliteDeliveryControl
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
+from trackpipe.stream.sqlite_source import SqliteStreamSource
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +227,8 @@ def build_embedded_app(settings: Settings) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chdb")
     state: dict[str, object] = {}
     counts = OutcomeCounts()
+    outbound_counts = OutboundCounts()
+    stream = SqliteStreamSource(data / "state.sqlite", settings.stream_retention_days * 86_400)
     config_store = FileConfigStore(data / "config.log")
     goal_of = goal_lookup(lambda goal_id: config_store.state.goal(goal_id))
     rule_of = rule_lookup(lambda link_id: config_store.state.link(link_id), settings.outbound.allow_list)
@@ -234,12 +240,20 @@ def build_embedded_app(settings: Settings) -> web.Application:
         await loop.run_in_executor(executor, migrate, backend)
         await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
         sqlite_state = SqliteState(data / "state.sqlite")
+        # the delivery log: rows inserted in the background through the chdb executor (issue 13)
+        delivery_log = DeliveryLogObserver(lambda: backend, executor)
         deliveries = DeliveryLoop(
             SqliteDueStore(data / "state.sqlite"),
             goal_of,
             OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
             schedule,
+            observers=[delivery_log, outbound_counts],
         )
+
+        def committed() -> None:  # a batch's deliveries and stream messages are durable: wake their readers
+            deliveries.wake.set()
+            stream.notify()
+
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
@@ -249,9 +263,10 @@ def build_embedded_app(settings: Settings) -> web.Application:
             executor,
             counts=counts,
             outbound=OutboundPlanning(sqlite_state, goal_of, rule_of=rule_of),
-            on_commit=deliveries.wake.set,
+            on_commit=committed,
         )
         state["backend"], state["runner"], state["deliveries"] = backend, runner, deliveries
+        state["delivery_log"] = delivery_log
         app[RUNNER] = runner
         try:
             yield
@@ -271,6 +286,10 @@ def build_embedded_app(settings: Settings) -> web.Application:
         runner = state.get("runner")
         return runner.health() if isinstance(runner, EmbeddedRunner) else "embedded runner not started"
 
+    def delivery_loop() -> DeliveryLoop | None:
+        found = state.get("deliveries")
+        return found if isinstance(found, DeliveryLoop) else None
+
     def backend() -> ChdbBackend:
         found = state["backend"]
         assert isinstance(found, ChdbBackend)
@@ -287,20 +306,31 @@ def build_embedded_app(settings: Settings) -> web.Application:
         metrics_key=settings.metrics_key_value(),
         outbound=settings.outbound,
         health_checks=[runner_health],
+        deliveries=SqliteDeliveryControl(delivery_loop),
+        stream=stream,
     )
     register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too
+    register_outbound(
+        app[METRICS].registry,
+        outbound_counts,
+        lambda: loop.queue_stats if (loop := delivery_loop()) else None,
+    )
 
     async def processing_ctx(app: web.Application) -> AsyncIterator[None]:
         # Started once the config store is loaded (build_edge_app starts it after ``embedded_ctx``):
         # planning a batch looks its goals up, so no batch may be planned against an empty config.
-        runner, deliveries = state["runner"], state["deliveries"]
+        runner, deliveries, delivery_log = state["runner"], state["deliveries"], state["delivery_log"]
         assert isinstance(runner, EmbeddedRunner) and isinstance(deliveries, DeliveryLoop)
+        assert isinstance(delivery_log, DeliveryLogObserver)
         runner.start()
+        await delivery_log.start()
         await deliveries.start()
         try:
             yield
         finally:
+            await stream.close()
             await deliveries.close()  # the runner stops in embedded_ctx, after the edge's last flush
+            await delivery_log.close()  # its last rows, before embedded_ctx closes the backend
 
     app.cleanup_ctx.append(processing_ctx)
     return app

@@ -17,7 +17,7 @@ each stage's own name; the worker reports each stage's agent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily
@@ -66,10 +66,14 @@ def register_outcomes(registry: CollectorRegistry, counts: OutcomeCounts) -> Non
     registry.register(OutcomeCollector(counts))
 
 
-def serve_worker_metrics(counts: OutcomeCounts, host: str, port: int) -> CollectorRegistry:
+def serve_worker_metrics(
+    counts: OutcomeCounts, host: str, port: int, extra: Sequence[Collector] = ()
+) -> CollectorRegistry:
     """The worker's ``/metrics`` (Faust's own web server is off): a Prometheus HTTP server on its own
-    listen address."""
+    listen address. ``extra``: further collectors (e.g. ``trackpipe.outbound.metrics.OutboundCollector``)."""
     registry = CollectorRegistry()
     register_outcomes(registry, counts)
+    for collector in extra:
+        registry.register(collector)
     start_http_server(port, addr=host, registry=registry)
     return registry

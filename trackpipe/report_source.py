@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+from schemas.outbound.deliveries import DeliveriesList, DeliveriesQuery, RetryFilter
 from schemas.reports import (
     ConversionAnalytics,
     ConversionAnalyticsQuery,
@@ -19,6 +20,7 @@ from schemas.reports import (
 )
 from sinks import reports
 from sinks.backend import ClickHouseBackend
+from sinks.outbound import delivery_reads
 
 R = TypeVar("R")
 
@@ -44,3 +46,13 @@ class BackendReports:
 
     async def experiment_report(self, query: ExperimentReportQuery) -> ExperimentReport:
         return await self._run(reports.experiment_report, query)
+
+    # the outbound delivery log (issue 13): schemas.outbound.deliveries.DeliveryLogSource
+
+    async def deliveries(self, query: DeliveriesQuery, ids: Sequence[str] = ()) -> DeliveriesList:
+        loop = asyncio.get_running_loop()
+        backend = self._backend()
+        return await loop.run_in_executor(self._executor, delivery_reads.deliveries, backend, query, ids)
+
+    async def retriable(self, query: RetryFilter) -> list[str]:
+        return await self._run(delivery_reads.retriable, query)

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     clickhouse_secure: bool = False
     retention_days: int = Field(0, ge=0, le=36500, description="TTL of stored rows in days (0 = keep)")
 
+    stream_topic: str = Field(
+        "", description="public conversion stream topic (distributed); empty: <kafka_topic>.stream"
+    )
+    stream_retention_days: float = Field(
+        7, gt=0, le=3650, description="how long the public stream keeps messages (resumable window)"
+    )
+
     worker_app_id: str = Field("trackpipe-worker", description="Faust app id (= consumer group)")
     worker_batch_max: int = Field(2000, ge=1, description="records per processing batch")
     worker_batch_within_s: float = Field(0.1, gt=0, description="longest wait to fill a batch")
@@ -106,6 +113,10 @@ class Settings(BaseSettings):
     def kafka_config_topic(self) -> str:
         """Compacted topic holding goals and links (distributed mode)."""
         return f"{self.kafka_topic}.config"
+
+    def kafka_stream_topic(self) -> str:
+        """The public conversion stream (CloudEvents keyed by project), apart from the stage topics."""
+        return self.stream_topic or f"{self.kafka_topic}.stream"
 
     def admin_key_value(self) -> str | None:
         return self.admin_key.get_secret_value() if self.admin_key else None

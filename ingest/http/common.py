@@ -18,6 +18,7 @@ from ingest.http.ratelimit import RateLimiter
 from ingest.produce.sender import EdgeSender
 from schemas.config import ConfigStore
 from schemas.outbound.config import OutboundConfig
+from schemas.outbound.deliveries import DeliveryControl
 from schemas.reports import ReportSource
 
 
@@ -73,6 +74,8 @@ METRICS = web.AppKey("metrics", EdgeMetrics)
 READY = web.AppKey("ready", dict)
 CONFIG_STORE = web.AppKey("config_store", ConfigStore)
 OUTBOUND = web.AppKey("outbound", OutboundConfig)  # SSRF allow-list and secret grace (issue 13)
+#: Acts on outbound deliveries (manual retry): given by the wiring; without it those routes answer 503.
+DELIVERIES = web.AppKey("deliveries", DeliveryControl)
 ACCESS = web.AppKey("access", AccessKeys)  # the configured admin / read / metrics keys
 #: Failed authentications per client IP (429 once over the limit, whatever key is presented then).
 AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)

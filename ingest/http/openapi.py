@@ -28,9 +28,11 @@ ERRORS = {
     "or a key that may not read this project",
     404: "unknown resource (link, goal, token, file)",
     408: "the body did not arrive within body_read_timeout_s; the connection is closed",
+    409: "the resource's state does not allow it (a delivered delivery is not retried)",
+    410: "gone: a stream cursor older than the retained messages",
     413: "body larger than max_body_bytes, or too many events / attributes in one request",
     429: "rate limit of the token / application / admin key exceeded, or too many wrong keys",
-    501: "reports are not configured on this edge",
+    501: "reports (and the delivery log) are not configured on this edge",
     503: "not stored or not available (overloaded, not durable, configuration store unavailable): retry",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}

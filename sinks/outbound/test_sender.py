@@ -282,6 +282,99 @@ async def test_a_name_resolving_to_loopback_is_refused_unless_allowed() -> None:
         assert delivered.outcome is Outcome.SUCCESS and len(r.requests) == 1
 
 
+#: One address (or two) of each class the guard refuses, with its reason.
+REFUSED_ADDRESSES = [
+    ("127.0.0.1", ssrf.Reason.LOOPBACK),
+    ("::1", ssrf.Reason.LOOPBACK),
+    ("10.0.0.5", ssrf.Reason.PRIVATE),
+    ("172.16.3.4", ssrf.Reason.PRIVATE),
+    ("192.168.1.1", ssrf.Reason.PRIVATE),
+    ("100.64.0.1", ssrf.Reason.PRIVATE),
+    ("fd12:3456::1", ssrf.Reason.PRIVATE),
+    ("169.254.1.1", ssrf.Reason.LINK_LOCAL),
+    ("fe80::1", ssrf.Reason.LINK_LOCAL),
+    ("224.0.0.1", ssrf.Reason.MULTICAST),
+    ("ff02::1", ssrf.Reason.MULTICAST),
+    ("0.0.0.0", ssrf.Reason.UNSPECIFIED),
+    ("::", ssrf.Reason.UNSPECIFIED),
+    ("240.0.0.1", ssrf.Reason.RESERVED),
+    ("192.0.2.10", ssrf.Reason.RESERVED),
+    ("2001:db8::1", ssrf.Reason.RESERVED),
+    ("169.254.169.254", ssrf.Reason.METADATA),
+    ("fd00:ec2::254", ssrf.Reason.METADATA),
+    ("::ffff:127.0.0.1", ssrf.Reason.IPV4_IN_IPV6),
+    ("64:ff9b::7f00:1", ssrf.Reason.IPV4_IN_IPV6),
+]
+
+
+@pytest.mark.parametrize(("address", "reason"), REFUSED_ADDRESSES)
+async def test_each_refused_class_at_delivery_time_literal_and_resolved(
+    address: str, reason: ssrf.Reason, only_loopback: list[Any]
+) -> None:
+    """The same classes the save-time check refuses, refused again by the sender itself: as the URL's
+    literal host (for good: not retriable) and as what a name resolves to (retriable: DNS may change).
+    No connection is attempted either way."""
+    host = f"[{address}]" if ":" in address else address
+    asked: list[str] = []
+    names = {"hooks.example": [address]}
+    async with OutboundSender(NOTHING, resolver=resolver(names, asked)) as sender:
+        literal = await sender.attempt(post(f"http://{host}:8080/hook"))
+        resolved = await sender.attempt(post("http://hooks.example:8080/hook"))
+    assert literal.reason is FailureReason.DESTINATION_REFUSED and literal.refused is reason
+    assert not literal.retriable and literal.status is None
+    assert resolved.reason is FailureReason.DESTINATION_REFUSED and resolved.refused is reason
+    assert resolved.retriable and resolved.status is None
+    assert asked == ["hooks.example"]  # the literal was never resolved
+    assert only_loopback == []
+
+
+async def test_the_system_resolver_name_for_loopback_is_refused_unless_allowed() -> None:
+    """This machine's own host name resolved by the default resolver (getaddrinfo, /etc/hosts): when
+    it gives a loopback address, the sender refuses it without the allow-list and delivers with it."""
+    name = socket.gethostname().lower()
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(name, 80, type=socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip(f"{name!r} does not resolve here")
+    addresses = {str(i[4][0]) for i in infos}
+    if not addresses or not all(a.startswith("127.") for a in addresses):
+        pytest.skip(f"{name!r} resolves to {addresses}, not only to IPv4 loopback")
+    if isinstance(ssrf.check_url(f"http://{name}/", NOTHING), ssrf.Refused):
+        pytest.skip(f"{name!r} is refused by name already")
+    async with receiver() as r:
+        # the receiver listens on 127.0.0.1; the name may map to another 127/8 address
+        if "127.0.0.1" not in addresses:
+            pytest.skip(f"{name!r} resolves to {addresses}, the receiver listens on 127.0.0.1")
+        url = f"http://{name}:{r.port}/ok"
+        async with OutboundSender(NOTHING) as sender:
+            refused = await sender.attempt(post(url))
+        assert refused.reason is FailureReason.DESTINATION_REFUSED
+        assert refused.refused is ssrf.Reason.LOOPBACK and refused.retriable
+        assert r.requests == []
+        async with OutboundSender(LOOPBACK) as sender:
+            delivered = await sender.attempt(post(url))
+        assert delivered.outcome is Outcome.SUCCESS and len(r.requests) == 1
+        assert r.requests[0].headers["host"] == f"{name}:{r.port}"
+
+
+async def test_a_redirect_to_a_private_address_counts_as_a_failure_on_a_literal_url() -> None:
+    """A 302 from an allowed receiver to a private, a metadata and another allowed address: a
+    retriable redirect failure each time, and nothing else is contacted."""
+    async with receiver() as r, receiver() as elsewhere, OutboundSender(LOOPBACK) as sender:
+        results = [
+            await sender.attempt(post(f"{r.base()}/status/302?location={location}"))
+            for location in (
+                "http://192.168.1.1/hook",
+                "http://169.254.169.254/latest/meta-data/",
+                f"{elsewhere.base()}/ok",
+            )
+        ]
+    for result in results:
+        assert result.outcome is Outcome.FAILURE and result.reason is FailureReason.REDIRECT
+        assert result.status == 302 and result.retriable
+    assert len(r.requests) == 3 and elsewhere.requests == []
+
+
 async def test_one_bad_answer_refuses_every_address(only_loopback: list[Any]) -> None:
     names = {"hooks.example": ["93.184.216.34", "127.0.0.1"], "meta.example": ["169.254.169.254"]}
     async with OutboundSender(NOTHING, resolver=resolver(names)) as sender:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,15 @@ from yarl import URL
 from ingest.formats.convert_tracking import WireTrack
 from ingest.http.api import ROUTES, Endpoint, Param, check_documented
 from ingest.http.openapi import REF, app_spec
+from schemas.outbound.deliveries import (
+    DeliveriesList,
+    DeliveriesQuery,
+    DeliveryAttempt,
+    DeliveryEntry,
+    EndpointsList,
+    EndpointState,
+    RetryFilter,
+)
 from schemas.reports import (
     ConversionAnalytics,
     ConversionAnalyticsQuery,
@@ -37,6 +46,7 @@ from schemas.reports import (
     TopEventsQuery,
     TopEventsReport,
 )
+from schemas.stream.source import StreamItem, StreamUnavailable
 from tests.integration.test_inputs_edge import AUTH, REF_GOAL, REF_PVTLNK, UA, inputs_app
 
 PB_TEMPLATE = "https://source.example/pb?cid={external_id}&payout={payout}&status={status}"
@@ -110,13 +120,64 @@ class StubReports:
             baseline=None, rows=[],
         )  # fmt: skip
 
+    async def deliveries(self, q: DeliveriesQuery, ids: Sequence[str] = ()) -> DeliveriesList:
+        t = self._T
+        attempt = DeliveryAttempt(
+            attempt=1, at=t, status="dead", status_code=500, latency_ms=3, error="server_error",
+            response_body="no", dead_reason="exhausted", next_at=None,
+        )  # fmt: skip
+        entry = DeliveryEntry(
+            id=ids[0] if ids else "msg_1", project="default", goal_id="g", link_id="", kind="webhook",
+            event="conversion.tracked", method="POST", url="https://hooks.example/", status="dead",
+            attempts=1, created_at=t, last_attempt_at=t, next_at=None, dead_reason="exhausted",
+            attempts_log=[attempt],
+        )  # fmt: skip
+        return DeliveriesList(deliveries=[entry])
+
+    async def retriable(self, q: RetryFilter) -> list[str]:
+        return ["msg_1"]
+
+
+class StubDeliveries:
+    """Retries whatever it is asked to; one endpoint is disabled."""
+
+    async def retry(self, ids: Sequence[str]) -> int:
+        return len(ids)
+
+    async def endpoints(self) -> EndpointsList:
+        t = datetime(2026, 1, 1, tzinfo=UTC)
+        state = EndpointState(
+            key="goal:g", failures=1, last_failure_at=t, disabled_at=t, disabled_reason="gone"
+        )
+        return EndpointsList(endpoints=[state])
+
+    async def reenable(self, key: str) -> bool:
+        return True
+
+
+class StubStream:
+    """One message after the latest cursor, then the stream fails (the handler returns)."""
+
+    async def latest(self, project: str) -> str | None:
+        return "1"
+
+    async def read(self, project: str, after: str | None, limit: int, wait_s: float) -> list[StreamItem]:
+        if after in (None, "1"):
+            return [StreamItem("2", "com.trackpipe.conversion.created", b"{}")]
+        raise StreamUnavailable("stub: no more")
+
 
 Log = list[tuple[str, str, set[str]]]
 
 
 @pytest.fixture
 async def edge(tmp_path: Path, recording_queries: None) -> AsyncIterator[tuple[TestClient, Log]]:
-    app, _ = inputs_app(tmp_path, reports=StubReports())  # type: ignore[arg-type]
+    app, _ = inputs_app(
+        tmp_path,
+        reports=StubReports(),  # type: ignore[arg-type]
+        deliveries=StubDeliveries(),
+        stream=StubStream(),
+    )
     log: Log = []
 
     @web.middleware
@@ -167,6 +228,7 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
     pb = f"hit={hit}&tx=T1&rev=2.5&status=pending&currency=usd&disable_postbacks=true&goal={goal['id']}"
     token = goal["token"]
     period = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&currency=EUR&format=json"
+    since = "2026-01-01T00:00:00Z"
     track = {
         "cid": 1,
         "pid": "p",
@@ -231,6 +293,20 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
         ("POST", "/api/v1/conversions/goals"): [
             ("/api/v1/conversions/goals", {"json": {"name": "n", "value": "1"}})
         ],
+        ("GET", "/api/v1/deliveries"): [
+            (f"/api/v1/deliveries?project=p&goal=g&link=l&status=dead&since={since}&limit=5", {})
+        ],
+        ("POST", "/api/v1/deliveries/{id}/retry"): [("/api/v1/deliveries/msg_1/retry", {})],
+        ("POST", "/api/v1/deliveries/retry"): [
+            ("/api/v1/deliveries/retry", {"json": {"project": "p", "status": "dead", "limit": 10}}),
+            ("/api/v1/deliveries/retry", {}),
+        ],
+        ("GET", "/api/v1/endpoints"): [("/api/v1/endpoints", {})],
+        ("GET", "/api/v1/stream"): [
+            ("/api/v1/stream?project=p&types=com.trackpipe.conversion.created&from=latest", {})
+        ],
+        ("GET", "/api/v1/schemas/{name}/{version}"): [("/api/v1/schemas/conversion/v1", {})],
+        ("POST", "/api/v1/endpoints/{key}/enable"): [("/api/v1/endpoints/goal:g/enable", {})],
         ("DELETE", "/api/v1/conversions/goals/{goal_id}"): [(f"/api/v1/conversions/goals/{goal['id']}", {})],
     }
     statuses: dict[tuple[str, str], list[int]] = {}

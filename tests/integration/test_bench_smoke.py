@@ -43,4 +43,9 @@ def test_bench_smoke_writes_every_key(tmp_path, kafka_bootstrap, clickhouse_serv
     # every stage really ran: events went through the edge, the worker and into the report's data
     assert lookup(results, "edge.events_per_s") > 0 and lookup(results, "worker.events_per_s") > 0
     assert lookup(results, "report.events") == 10_000
+    # outbound: every accepted conversion's webhook arrived, also after the receiver was down
+    for part in ("outbound", "outbound.spread", "outbound.down"):
+        assert lookup(results, f"{part}.conversions") > 0, part
+        assert lookup(results, f"{part}.lost") == 0, (part, lookup(results, part))
+        assert lookup(results, f"{part}.ids_with_several_bodies") == 0, part
     assert "| stage | trackpipe | raw baseline |" in run.stdout

@@ -17,7 +17,9 @@ from ingest.config.edge import EdgeConfig
 from ingest.config.file_store import FileConfigStore
 from ingest.http.routes.pvtlnk import PIXEL_GIF
 from schemas.events import EventType
+from schemas.outbound.deliveries import DeliveryControl
 from schemas.reports import ReportSource
+from schemas.stream.source import StreamSource
 from tests.edge_helpers import logged_events
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog
@@ -31,7 +33,14 @@ REF_GOAL = {"goal": {"name": "Q1 Sales", "goal_type": "purchase", "value": 99.00
 REF_PVTLNK = {"value": 99.99, "currency": "USD", "order_id": "ORDER-12345", "click_id": 789}
 
 
-def inputs_app(tmp: Path, admin_key: str | None = ADMIN_KEY, reports: ReportSource | None = None, **cfg: Any):
+def inputs_app(
+    tmp: Path,
+    admin_key: str | None = ADMIN_KEY,
+    reports: ReportSource | None = None,
+    deliveries: DeliveryControl | None = None,
+    stream: StreamSource | None = None,
+    **cfg: Any,
+):
     log = LocalLog(tmp / "log")
     app = build_edge_app(
         EdgeConfig(**cfg),
@@ -39,6 +48,8 @@ def inputs_app(tmp: Path, admin_key: str | None = ADMIN_KEY, reports: ReportSour
         reports,
         config_store=FileConfigStore(tmp / "config.log"),
         admin_key=admin_key,
+        deliveries=deliveries,
+        stream=stream,
     )
     return app, log
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from schemathesis.specs.openapi.checks import (
 from ingest.app import build_edge_app
 from ingest.config.edge import EdgeConfig
 from ingest.http.openapi import app_spec
+from schemas.outbound.deliveries import EndpointsList
 from schemas.reports import ReportSource
+from schemas.stream.source import CursorError, StreamItem, StreamUnavailable
 from sinks.migrate import migrate
 from sinks.server_backend import ServerBackend
 from tests.integration.test_inputs_edge import AUTH, REF_GOAL, inputs_app
@@ -45,13 +47,49 @@ CHECKS = [
 ]
 
 
+class NoDeliveries:
+    """A delivery engine holding nothing: a retry changes nothing, no endpoint is failing."""
+
+    async def retry(self, ids: Sequence[str]) -> int:
+        return 0
+
+    async def endpoints(self) -> EndpointsList:
+        return EndpointsList(endpoints=[])
+
+    async def reenable(self, key: str) -> bool:
+        return False
+
+
+class EndingStream:
+    """An empty stream that ends after its first wait (so a generated request gets a whole answer);
+    a cursor that is not a number is refused, as the embedded stream does."""
+
+    async def latest(self, project: str) -> str | None:
+        return None
+
+    async def read(self, project: str, after: str | None, limit: int, wait_s: float) -> list[StreamItem]:
+        if after is not None and not after.isdigit():
+            raise CursorError(f"Last-Event-ID {after!r} is not a cursor of this stream")
+        if wait_s > 0:
+            raise StreamUnavailable("the test stream ends here")
+        return []
+
+
 class ServedEdge:
     """The edge (local log, file config store) served on a real port from a thread with its own loop."""
 
     def __init__(self, tmp: Path, reports: ReportSource):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self._app, _ = inputs_app(tmp, reports=reports, max_body_bytes=65536)
+        # no rate limit: the generated cases of every admin operation together pass 1000 a minute
+        self._app, _ = inputs_app(
+            tmp,
+            reports=reports,
+            deliveries=NoDeliveries(),
+            stream=EndingStream(),
+            max_body_bytes=65536,
+            rate_limit_per_minute=0,
+        )
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self._app)
         self._ready = threading.Event()

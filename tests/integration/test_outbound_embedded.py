@@ -26,11 +26,12 @@ DEADLINE_S = 60
 
 class Receiver:
     """An aiohttp server in its own thread. Records every request; ``fail[path]`` answers 500 to the
-    first attempts of each webhook-id on that path."""
+    first attempts of each webhook-id on that path; ``redirect[path]`` answers 302 to that location."""
 
     def __init__(self, port: int, fail: dict[str, int] | None = None):
         self.port = port
         self.fail = fail or {}
+        self.redirect: dict[str, str] = {}
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.calls: list[tuple[str, str, str]] = []  # (method, path, query string) of every request
         self.lock = threading.Lock()
@@ -49,6 +50,8 @@ class Receiver:
             self.calls.append((request.method, request.path, request.query_string))
             self._seen[key] = self._seen.get(key, 0) + 1
             n = self._seen[key]
+        if request.path in self.redirect:
+            return web.Response(status=302, headers={"Location": self.redirect[request.path]})
         return web.Response(status=500 if n <= self.fail.get(request.path, 0) else 204)
 
     def up(self) -> None:

@@ -9,7 +9,8 @@ into memory when the partition is assigned, before any of its rows are planned.
 For each batch of one partition, in this order, each step acknowledged (``acks=all``) before the next:
 
 1. the due deliveries (``planned`` records, :mod:`sinks.outbound.queue`) are produced to the deliveries
-   topic;
+   topic, and the public stream's messages (:mod:`sinks.stream.cloudevents`, every conversion, keyed
+   and partitioned by project) to the stream topic;
 2. the changed digests are produced to the state topic;
 3. the input offsets are committed.
 
@@ -46,12 +47,14 @@ from sinks.outbound.planner import (
 )
 from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
 from sinks.outbound.templates import FiredDigest
+from sinks.stream.cloudevents import plan_stream
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_DIGEST = "d"
 POSTBACK_DIGEST = "f"
+STREAM_DIGEST = "s"
 
 
 def state_key(kind: str, key: Key | PostbackKey) -> str:
@@ -81,6 +84,7 @@ class KafkaOutboundPlanner:
         goal_of: GoalOf,
         rule_of: RuleOf,
         *,
+        stream_topic: str | None = None,
         security: dict[str, object] | None = None,
         batch_max: int = 1000,
         clock: Callable[[], datetime] | None = None,
@@ -91,6 +95,7 @@ class KafkaOutboundPlanner:
         self.group_id = group_id
         self.goal_of = goal_of
         self.rule_of = rule_of
+        self.stream_topic = stream_topic
         self.security = security or {}
         self.batch_max = batch_max
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -201,7 +206,13 @@ class KafkaOutboundPlanner:
             for k in postback_keys_of(rows)
             if (t := state_key(POSTBACK_DIGEST, k)) in state
         }
+        streamed = {
+            k: Digest.from_json(state[t])
+            for k in keys_of(rows)
+            if (t := state_key(STREAM_DIGEST, k)) in state
+        }
         now = self.clock()
+        stream = plan_stream(rows, streamed, now) if self.stream_topic else None
         webhooks = plan(rows, digests, self.goal_of, now)
         postbacks = plan_postbacks(rows, fired, self.rule_of, now)
         due = [
@@ -234,6 +245,8 @@ class KafkaOutboundPlanner:
         ]
         changed = {state_key(WEBHOOK_DIGEST, k): v.to_json() for k, v in webhooks.digests.items()}
         changed.update({state_key(POSTBACK_DIGEST, k): v.to_json() for k, v in postbacks.digests.items()})
+        if stream is not None:
+            changed.update({state_key(STREAM_DIGEST, k): v.to_json() for k, v in stream.digests.items()})
         assert self._producer is not None and self._consumer is not None
         sent = [
             await self._producer.send(
@@ -244,6 +257,17 @@ class KafkaOutboundPlanner:
             )
             for d in due
         ]
+        if stream is not None and self.stream_topic is not None:
+            sent += [
+                await self._producer.send(
+                    self.stream_topic,
+                    m.body,
+                    m.project.encode(),
+                    partition=partition_for(m.project, self.partitions),
+                    headers=[("ce_type", m.type.value.encode()), ("ce_id", m.id.encode())],
+                )
+                for m in stream.messages
+            ]
         for fut in sent:
             await fut
         sent = [

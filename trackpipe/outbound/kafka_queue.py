@@ -235,7 +235,8 @@ class KafkaDueStore:
         )
         queue.apply(record_key(RecordKind.STATE, row.id), encode_delivery(stored))
 
-    def stats(self, now: float) -> tuple[int, float]:
+    async def stats(self, now: float) -> tuple[int, float]:
+        """(active deliveries, age of the oldest one due) over the partitions this worker holds."""
         depth, oldest = 0, 0.0
         for queue in self.ready():
             d, o = queue.stats(now)

@@ -21,9 +21,10 @@ from typing import Protocol
 
 from schemas.outbound.signing import signed_headers
 from sinks.outbound.planner import GoalOf
-from sinks.outbound.schedule import Delivery, DeliveryStatus, Rng, Schedule
+from sinks.outbound.schedule import Circuit, Delivery, DeliveryStatus, Rng, Schedule
 from sinks.outbound.sender import AttemptResult, OutboundRequest, OutboundSender
 from sinks.outbound.templates import FORM_CONTENT_TYPE
+from trackpipe.outbound.endpoints import EndpointBook, endpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,14 @@ class DueStore(Protocol):
     async def close(self) -> None: ...
 
 
+class QueueStatsStore(Protocol):
+    """Optional for a :class:`DueStore`: what the queue gauges show (computed by the loop, not a scrape)."""
+
+    async def stats(self, now: float) -> tuple[int, float]:
+        """(deliveries waiting: pending or failed, seconds the oldest due one is late; 0 if none)."""
+        ...
+
+
 class AttemptObserver(Protocol):
     def attempted(
         self,
@@ -95,6 +104,8 @@ class DeliveryLoop:
         rng: Rng = random.random,
         clock: Callable[[], datetime] | None = None,
         observers: Sequence[AttemptObserver] = (),
+        stats_every_s: float = 5.0,
+        circuit: Circuit | None = None,
     ):
         self.store = store
         self.goal_of = goal_of
@@ -105,6 +116,12 @@ class DeliveryLoop:
         self.rng = rng
         self.clock = clock or (lambda: datetime.now(UTC))
         self.observers = list(observers)
+        self.stats_every_s = stats_every_s
+        #: (depth, oldest due age in seconds) as last computed from a store with ``stats``, for metrics
+        self.queue_stats: tuple[int, float] | None = None
+        self._stats_at = float("-inf")
+        #: per endpoint (``goal:<id>`` / ``link:<id>``), the circuit's state (trackpipe/outbound/endpoints.py)
+        self.endpoints = EndpointBook(circuit or Circuit(), store)
         self.wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -114,6 +131,7 @@ class DeliveryLoop:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.endpoints.load()
         self._task = asyncio.create_task(self.run(), name="outbound-delivery")
 
     async def close(self) -> None:
@@ -140,9 +158,21 @@ class DeliveryLoop:
                         self._in_flight[row.id] = asyncio.create_task(self._deliver(row))
             except Exception:  # a busy or full database: the due rows stay, the next poll retries
                 log.exception("outbound: reading due deliveries failed")
+            await self._refresh_stats()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+
+    async def _refresh_stats(self) -> None:
+        stats = getattr(self.store, "stats", None)
+        now = self.clock().timestamp()
+        if stats is None or now - self._stats_at < self.stats_every_s:
+            return
+        self._stats_at = now
+        try:
+            self.queue_stats = await stats(now)
+        except Exception:
+            log.warning("outbound: queue stats failed", exc_info=True)
 
     async def _deliver(self, row: DueRow) -> None:
         try:
@@ -157,6 +187,13 @@ class DeliveryLoop:
 
     async def _attempt(self, row: DueRow) -> None:
         current = Delivery(DeliveryStatus(row.status), _dt(row.next_at), row.step, row.attempts)
+        if self.endpoints.disabled(endpoint_key(row.event, row.goal_id, row.link_id)):
+            now = self.clock()
+            dead = self.schedule.endpoint_disabled(current)
+            error = "the endpoint is disabled"
+            await self.store.write(row, dead, now.timestamp(), None, error, "endpoint_disabled")
+            self._observe(row, dead, None, now, "endpoint_disabled")
+            return
         if row.event == POSTBACK_EVENT:  # sent exactly as planned, unsigned
             headers = {"Content-Type": FORM_CONTENT_TYPE} if row.method == "POST" else {}
             await self._send(row, current, OutboundRequest(row.method, row.url, headers, row.body))
@@ -183,6 +220,8 @@ class DeliveryLoop:
         error = result.error or (None if result.reason is None else result.reason.value)
         await self.store.write(row, new, after.timestamp(), result.status, error, dead_reason)
         self._observe(row, new, result, after, dead_reason)
+        key = endpoint_key(row.event, row.goal_id, row.link_id)
+        await self.endpoints.after_attempt(key, new, result, after)
         if new.status is not DeliveryStatus.DELIVERED:
             log.info(
                 "outbound: delivery %s attempt %d: %s (%s)",

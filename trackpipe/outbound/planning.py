@@ -42,6 +42,7 @@ from sinks.outbound.planner import (
 )
 from sinks.outbound.schedule import DeliveryStatus
 from sinks.outbound.templates import FiredDigest, PostbackRule
+from sinks.stream.cloudevents import plan_stream
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ CREATE TABLE IF NOT EXISTS outbound_due (
 );
 CREATE INDEX IF NOT EXISTS outbound_due_next ON outbound_due (next_at) WHERE next_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbound_fired (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_digests (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    project TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_events_project ON stream_events (project, seq);
 """
 # Columns added to ``outbound_due`` after its first release (a state file from before gets them).
 ADDED_COLUMNS = {
@@ -158,6 +169,7 @@ class OutboundPlanning:
                 now = self.clock()
                 planned = plan(rows, digests, self.goal_of, now)
                 postbacks = self._stage_postbacks(conn, rows, now)
+                self._stage_stream(conn, rows, now)
                 if planned.is_empty:
                     return postbacks
                 conn.executemany(
@@ -187,6 +199,28 @@ class OutboundPlanning:
             except sqlite3.DatabaseError as exc:
                 raise StateError(f"outbound planning failed: {exc}", retriable=False) from exc
         return len(planned.due) + postbacks
+
+    def _stage_stream(self, conn: sqlite3.Connection, rows: Sequence[Conversion], now: datetime) -> None:
+        """The public stream's messages of ``rows`` (issue 14), numbered by ``stream_events.seq`` in
+        commit order; a replayed batch publishes nothing again (digests, and ids are unique)."""
+        digests: dict[Key, Digest] = {}
+        for key in keys_of(rows):
+            found = conn.execute(
+                "SELECT value FROM stream_digests WHERE key = ?", (_key_text(key),)
+            ).fetchone()
+            if found is not None:
+                digests[key] = Digest.from_json(bytes(found[0]))
+        planned = plan_stream(rows, digests, now)
+        if not planned.digests:
+            return
+        conn.executemany(
+            "INSERT OR REPLACE INTO stream_digests (key, value) VALUES (?, ?)",
+            [(_key_text(k), d.to_json()) for k, d in planned.digests.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO stream_events (id, project, type, body, at) VALUES (?, ?, ?, ?, ?)",
+            [(m.id, m.project, m.type.value, m.body, now.timestamp()) for m in planned.messages],
+        )
 
     def _stage_postbacks(self, conn: sqlite3.Connection, rows: Sequence[Conversion], now: datetime) -> int:
         fired: dict[PostbackKey, FiredDigest] = {}

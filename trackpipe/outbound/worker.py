@@ -7,17 +7,21 @@ batch is planned against an empty configuration and every attempt signs with the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from mode import Service
 
 from ingest.config.kafka_store import KafkaConfigStore
 from processors.runtime.faust.topology import TopologyNames
+from sinks.backend import ClickHouseBackend
 from sinks.outbound.schedule import Schedule
 from sinks.outbound.sender import OutboundSender
+from trackpipe.outbound.delivery_log import DeliveryLogObserver
 from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
 from trackpipe.outbound.kafka_queue import KafkaDueStore
 from trackpipe.outbound.loop import AttemptObserver, DeliveryLoop
+from trackpipe.outbound.metrics import OutboundCollector, OutboundCounts
 from trackpipe.outbound.planning import goal_lookup, rule_lookup
 from trackpipe.settings import Settings
 
@@ -27,8 +31,18 @@ log = logging.getLogger(__name__)
 class WorkerOutbound(Service):
     """Config store -> planner -> delivery loop, started and stopped in that order (stopped in reverse)."""
 
-    def __init__(self, settings: Settings, observers: Sequence[AttemptObserver] = ()):
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Callable[[], ClickHouseBackend],
+        counts: OutboundCounts,
+        observers: Sequence[AttemptObserver] = (),
+    ):
         super().__init__()
+        self.counts = counts
+        # the delivery log: its own thread, so inserts never wait behind the sink's batches
+        self._log_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-log")
+        self.delivery_log = DeliveryLogObserver(backend, self._log_executor)
         names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
         security = settings.kafka_security()
         self.config = KafkaConfigStore(
@@ -46,6 +60,7 @@ class WorkerOutbound(Service):
             f"{settings.worker_app_id}-outbound-plan",
             goal_of,
             rule_of,
+            stream_topic=settings.kafka_stream_topic(),
             security=security,
         )
         self.store = KafkaDueStore(
@@ -61,11 +76,16 @@ class WorkerOutbound(Service):
             goal_of,
             OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
             Schedule.from_setting(settings.outbound.retry_schedule_s),
-            observers=observers,
+            observers=[self.delivery_log, counts, *observers],
         )
         self.store.on_change = self.deliveries.wake.set
 
+    def collector(self) -> OutboundCollector:
+        """The worker's /metrics of outbound delivery (attempts, failures, queue depth, oldest due)."""
+        return OutboundCollector(self.counts, lambda: self.deliveries.queue_stats)
+
     async def on_start(self) -> None:
+        await self.delivery_log.start()
         await self.config.start()
         await self.planner.start()
         await self.deliveries.start()
@@ -75,3 +95,5 @@ class WorkerOutbound(Service):
         await self.deliveries.close()
         await self.planner.close()
         await self.config.stop()
+        await self.delivery_log.close()
+        self._log_executor.shutdown(wait=True)
