@@ -37,13 +37,13 @@ from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
-from sinks.outbound.sender import OutboundSender
 from sinks.report_retention import apply_retention
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
 from trackpipe.outbound import DeliveryLoop, OutboundPlanning, SqliteDueStore, goal_lookup, rule_lookup
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
+from trackpipe.outbound.loop import sender_for
 from trackpipe.outbound.metrics import OutboundCounts, register_outbound
 from trackpipe.outbound.sqlite_control import SqliteDeliveryControl
 from trackpipe.report_source import BackendReports
@@ -245,7 +245,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         deliveries = DeliveryLoop(
             SqliteDueStore(data / "state.sqlite"),
             goal_of,
-            OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
+            sender_for(settings.outbound),
             schedule,
             observers=[delivery_log, outbound_counts],
         )

@@ -36,6 +36,12 @@ class OutboundConfig(BaseModel):
         default=10.0, gt=0, le=300, description="an attempt succeeds on a 2xx answer within this time"
     )
 
+    max_in_flight_per_host: int = Field(
+        default=10, ge=1, le=1000, description="concurrent attempts to one destination host at most"
+    )
+    rate_per_host: float = Field(
+        default=50.0, gt=0, le=100_000, description="attempts a second to one destination host at most"
+    )
     keep_finished_s: int = Field(
         default=7 * 86_400,
         ge=60,

@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+from urllib.parse import urlsplit
 
+from schemas.outbound.config import OutboundConfig
 from schemas.outbound.signing import signed_headers
 from sinks.outbound.planner import GoalOf
 from sinks.outbound.schedule import Circuit, Delivery, DeliveryStatus, Rng, Schedule
@@ -106,6 +108,7 @@ class DeliveryLoop:
         observers: Sequence[AttemptObserver] = (),
         stats_every_s: float = 5.0,
         circuit: Circuit | None = None,
+        tasks_per_host: int | None = None,
     ):
         self.store = store
         self.goal_of = goal_of
@@ -124,6 +127,10 @@ class DeliveryLoop:
         self.endpoints = EndpointBook(circuit or Circuit(), store)
         self.wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._per_host: dict[str, int] = {}  # attempts started and not finished, per destination host
+        self._deferred: dict[str, float] = {}  # rows skipped until then (their host had enough tasks)
+        # attempts started per host (waiting for its in-flight slots or running): 4x the sender's cap
+        self.tasks_per_host = tasks_per_host or 4 * getattr(sender, "max_in_flight_per_host", 25)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -153,15 +160,31 @@ class DeliveryLoop:
     async def run(self) -> None:
         while not self._stopping:
             try:
-                for row in await self.store.due(self.clock().timestamp(), self.batch):
-                    if row.id not in self._in_flight:
-                        self._in_flight[row.id] = asyncio.create_task(self._deliver(row))
+                await self._take_due()
             except Exception:  # a busy or full database: the due rows stay, the next poll retries
                 log.exception("outbound: reading due deliveries failed")
             await self._refresh_stats()
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+
+    async def _take_due(self) -> None:
+        """Start an attempt for each due row not already taken. Rows in flight stay due in the store
+        until their result is written, so the query asks for that many more; a host that already has
+        ``tasks_per_host`` attempts waiting gets no more tasks now (its rows are skipped for a second),
+        so one slow or dead receiver never keeps the others' rows out of the query."""
+        now = self.clock().timestamp()
+        self._deferred = {i: t for i, t in self._deferred.items() if t > now}
+        limit = self.batch + len(self._in_flight) + len(self._deferred)
+        for row in await self.store.due(now, limit):
+            if row.id in self._in_flight or row.id in self._deferred:
+                continue
+            host = _host(row.url)
+            if self._per_host.get(host, 0) >= self.tasks_per_host:
+                self._deferred[row.id] = now + 1.0
+                continue
+            self._per_host[host] = self._per_host.get(host, 0) + 1
+            self._in_flight[row.id] = asyncio.create_task(self._deliver(row, host))
 
     async def _refresh_stats(self) -> None:
         stats = getattr(self.store, "stats", None)
@@ -174,7 +197,7 @@ class DeliveryLoop:
         except Exception:
             log.warning("outbound: queue stats failed", exc_info=True)
 
-    async def _deliver(self, row: DueRow) -> None:
+    async def _deliver(self, row: DueRow, host: str) -> None:
         try:
             await self._attempt(row)
         except asyncio.CancelledError:
@@ -184,6 +207,11 @@ class DeliveryLoop:
             await asyncio.sleep(1.0)  # no hot loop on a persistent fault
         finally:
             self._in_flight.pop(row.id, None)
+            left = self._per_host.get(host, 1) - 1
+            if left > 0:
+                self._per_host[host] = left
+            else:
+                self._per_host.pop(host, None)
 
     async def _attempt(self, row: DueRow) -> None:
         current = Delivery(DeliveryStatus(row.status), _dt(row.next_at), row.step, row.attempts)
@@ -248,6 +276,23 @@ class DeliveryLoop:
             return dead, "refused"
         new = self.schedule.after_attempt(current, result.classified, now, self.rng)
         return new, None if new.dead_reason is None else new.dead_reason.value
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def sender_for(config: OutboundConfig) -> OutboundSender:
+    """The HTTP sender with the settings' allow-list, timeout and per-host limits."""
+    return OutboundSender(
+        config.allow_list,
+        timeout_s=config.timeout_s,
+        max_in_flight_per_host=config.max_in_flight_per_host,
+        rate_per_host=config.rate_per_host,
+    )
 
 
 def _dt(ts: float | None) -> datetime | None:

@@ -16,11 +16,10 @@ from ingest.config.kafka_store import KafkaConfigStore
 from processors.runtime.faust.topology import TopologyNames
 from sinks.backend import ClickHouseBackend
 from sinks.outbound.schedule import Schedule
-from sinks.outbound.sender import OutboundSender
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
 from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
 from trackpipe.outbound.kafka_queue import KafkaDueStore
-from trackpipe.outbound.loop import AttemptObserver, DeliveryLoop
+from trackpipe.outbound.loop import AttemptObserver, DeliveryLoop, sender_for
 from trackpipe.outbound.metrics import OutboundCollector, OutboundCounts
 from trackpipe.outbound.planning import goal_lookup, rule_lookup
 from trackpipe.settings import Settings
@@ -74,7 +73,7 @@ class WorkerOutbound(Service):
         self.deliveries = DeliveryLoop(
             self.store,
             goal_of,
-            OutboundSender(settings.outbound.allow_list, timeout_s=settings.outbound.timeout_s),
+            sender_for(settings.outbound),
             Schedule.from_setting(settings.outbound.retry_schedule_s),
             observers=[self.delivery_log, counts, *observers],
         )
