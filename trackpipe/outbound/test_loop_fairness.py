@@ -26,7 +26,7 @@ class MemoryStore:
         ready = [r for r in self.rows.values() if r.id not in self.written]
         return sorted(ready, key=lambda r: r.next_at or 0.0)[:limit]
 
-    async def write(self, row, new, at, status, error, dead) -> None:  # type: ignore[no-untyped-def]
+    async def write(self, row, new, at, status, error, dead) -> None:
         self.written[row.id] = new
 
 
@@ -57,8 +57,14 @@ async def test_a_hanging_host_does_not_hold_back_the_others():
     store = MemoryStore(slow + fast)
     sender = HangingSender()
     loop = DeliveryLoop(
-        store, lambda p, g: None, sender, Schedule(), batch=50, poll_s=0.01, tasks_per_host=20
-    )  # type: ignore[arg-type]
+        store,
+        lambda p, g: None,
+        sender,  # type: ignore[arg-type]
+        Schedule(),
+        batch=50,
+        poll_s=0.01,
+        tasks_per_host=20,
+    )
     await loop.start()
     try:
         for _ in range(500):
