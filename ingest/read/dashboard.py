@@ -2,7 +2,8 @@
 itself.
 
 Plain HTML + vanilla JS + inline SVG, no build step and nothing from other hosts. The page reads the
-report API (``/api/v1/projects``, ``/api/v1/reports/top-events``) like any other client. The files are
+report API (``/api/v1/projects``, ``/api/v1/reports/top-events``) like any other client, and with the
+admin key the delivery health (``/api/v1/endpoints``, dead ``/api/v1/deliveries``). The files are
 read once when the routes are added and served from memory: only the names found there exist, so no
 path from a request ever reaches the file system.
 """

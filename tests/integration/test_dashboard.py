@@ -30,6 +30,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.integration.test_outbound_admin import GoneReceiver
+from tests.integration.test_outbound_embedded import wait_for
 from tests.scenario import EXPECTED_ROWS, Proc, free_port, http, send_scenario, wait_report
 
 SHOP = "shop-demo"
@@ -190,6 +192,7 @@ class Page:
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.problems: list[str] = []  # uncaught exceptions and console errors
+        self.requests: list[str] = []  # URLs the page asked for (after Network.enable)
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -199,6 +202,8 @@ class Page:
                 future = self.pending.pop(data["id"], None)
                 if future and not future.done():
                     future.set_result(data)
+            elif data.get("method") == "Network.requestWillBeSent":
+                self.requests.append(data["params"]["request"]["url"])
             elif data.get("method") == "Runtime.exceptionThrown":
                 self.problems.append(json.dumps(data["params"]["exceptionDetails"])[:500])
             elif data.get("method") == "Runtime.consoleAPICalled" and data["params"]["type"] == "error":
@@ -298,6 +303,15 @@ PAGE_STATE = """(() => {
     chart_empty: text(q("#chart .empty")),
     table: [...document.querySelectorAll("#top tbody tr")].map(
       (tr) => [...tr.cells].map((td) => td.textContent)),
+    health: q("#health") && !q("#health").hidden ? {
+      dead: text(q("#health-dead")),
+      ok: q("#health-ok").hidden ? null : text(q("#health-ok")),
+      headers: [...document.querySelectorAll("#endpoints th")].map((th) => th.textContent),
+      rows: [...document.querySelectorAll("#endpoints tbody tr")].filter((tr) => !q("#endpoints").hidden).map(
+        (tr) => ({key: tr.dataset.key, cells: [...tr.cells].map((td) => td.textContent)})),
+      overflow: q("#health").scrollWidth - q("#health").clientWidth,
+      right: q("#health").getBoundingClientRect().right,
+    } : null,
   };
 })()"""
 
@@ -526,4 +540,136 @@ async def test_the_page_asks_for_a_key_and_keeps_it_in_the_tab(edge: str, page: 
     await page.js("document.getElementById('forget-key').click()")
     state = await page.wait_for("s.state === 'locked' && s.key_prompt", "the key prompt again")
     assert state["stored_key"] is None and state["table"] == [["No conversions in this period"]]
+    assert page.problems == []
+
+
+# -- delivery health (admin key only) ---------------------------------------------------------------
+
+GONE_NAME = XSS_GOAL + "-" + "n" * 150  # markup, and long without a space
+
+
+@pytest.fixture
+def gone_edge(tmp_path: Path) -> Iterator[tuple[str, GoneReceiver]]:
+    """`trackpipe run` delivering goal webhooks to 127.0.0.1, where a receiver answers 410 Gone."""
+    receiver = GoneReceiver(free_port())
+    receiver.up()
+    try:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            "TRACKPIPE_ADMIN_KEY": ADMIN_KEY,
+            "TRACKPIPE_READ_KEYS": f"default={SHOP_KEY}",
+            "TRACKPIPE_OUTBOUND__ALLOW_NETWORKS": "127.0.0.0/8",
+            "TRACKPIPE_OUTBOUND__RETRY_SCHEDULE_S": "0,0.2",
+        }
+        proc = Proc(
+            ["run", "--port", str(port), "--data-dir", str(tmp_path / "data")], env, tmp_path / "run.log"
+        )
+        try:
+            proc.wait_healthy(base, timeout=WAIT)
+            yield base, receiver
+        finally:
+            assert proc.stop() == 0, proc.tail()
+    finally:
+        receiver.close()
+
+
+def formatted(iso: str | None) -> str:
+    """A time as the page shows it (UTC, to the minute)."""
+    return iso[:16].replace("T", " ") if iso else "\u2013"
+
+
+async def test_delivery_health_is_shown_with_the_admin_key_only(
+    gone_edge: tuple[str, GoneReceiver], page: Page, tmp_path: Path
+) -> None:
+    base, receiver = gone_edge
+    spec = {
+        "goal": {
+            "name": GONE_NAME,
+            "goal_type": "purchase",
+            "value": 5.0,
+            "currency": "USD",
+            "postback_url": f"http://127.0.0.1:{receiver.port}/gone",
+        }
+    }
+    status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), ADMIN)
+    assert status == 201, goal
+    body = json.dumps({"value": 5, "currency": "USD", "order_id": "X"}).encode()
+    status, answer = http("POST", f"{base}/api/conversions/track/{goal['token']}", body)
+    assert status == 200, answer
+    key = f"goal:{goal['id']}"
+
+    def disabled() -> list[dict[str, Any]]:
+        status, answer = http("GET", base + "/api/v1/endpoints", None, ADMIN)
+        assert status == 200, answer
+        return [e for e in answer["endpoints"] if e["key"] == key and e["disabled_at"]]
+
+    def dead() -> list[dict[str, Any]]:
+        status, answer = http("GET", base + "/api/v1/deliveries?status=dead&limit=500", None, ADMIN)
+        assert status == 200, answer
+        return answer["deliveries"]  # type: ignore[no-any-return]
+
+    (endpoint,) = await asyncio.to_thread(wait_for, "the endpoint disabled", disabled, WAIT)
+    assert endpoint["disabled_reason"] == "gone"
+    (delivery,) = await asyncio.to_thread(wait_for, "the dead delivery", dead, WAIT)
+    assert delivery["dead_reason"] == "gone"
+
+    # the admin key: the section lists the disabled endpoint (as text) and counts the dead delivery
+    await page.send("Network.enable")
+    await page.goto(f"{base}/?refresh=1")
+    await page.type_key(ADMIN_KEY)
+    state = await page.wait_for("s.state === 'ready' && s.health", "the delivery health")
+    health = state["health"]
+    assert health["dead"] == "Dead deliveries (no more attempts): 1", health
+    assert health["ok"] is None
+    assert health["headers"] == ["Endpoint", "Consecutive failures", "Last failure (UTC)", "State"]
+    assert health["rows"] == [
+        {
+            "key": key,
+            "cells": [
+                f"{GONE_NAME} {key}",
+                str(endpoint["failures"]),
+                formatted(endpoint["last_failure_at"]),
+                f"disabled (gone) since {formatted(endpoint['disabled_at'])}",
+            ],
+        }
+    ], health
+    assert state["injected"] == 0 and state["pwned"] is None
+    assert health["overflow"] <= 0 and health["right"] <= 1000, health
+    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (tmp_path / "delivery-health.png").write_bytes(base64.b64decode(shot["data"]))
+
+    # at phone width the long name wraps: nothing sticks out of the section or the screen
+    await page.send(
+        "Emulation.setDeviceMetricsOverride", width=360, height=740, deviceScaleFactor=1, mobile=True
+    )
+    state = await page.wait_for("s.state === 'ready' && s.health && s.health.right <= 360", "the phone width")
+    assert state["health"]["overflow"] <= 0, state["health"]
+    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (tmp_path / "delivery-health-phone.png").write_bytes(base64.b64decode(shot["data"]))
+
+    # refreshed with the rest of the page: re-enabled, the endpoint is gone from the list
+    status, answer = http("POST", f"{base}/api/v1/endpoints/{key}/enable", None, ADMIN)
+    assert status == 200, answer
+    state = await page.wait_for("s.state === 'ready' && s.health && s.health.ok", "the healthy endpoints")
+    assert state["health"]["ok"] == "All delivery endpoints are healthy."
+    assert state["health"]["rows"] == [] and state["health"]["dead"].endswith(": 1")
+
+    # a read key: the section is hidden, and the refused endpoints are not asked again with it
+    await page.js("document.getElementById('forget-key').click()")
+    await page.type_key(SHOP_KEY)
+    state = await page.wait_for(
+        f"s.state === 'ready' && s.stored_key === '{SHOP_KEY}'", "the read key's page"
+    )
+    assert state["health"] is None and state["status"] == "", state
+    asked = [u for u in page.requests if urllib.parse.urlsplit(u).path == "/api/v1/endpoints"]
+    state = await page.wait_for(
+        f"s.state === 'ready' && s.renders >= {state['renders'] + 2}", "two refreshes"
+    )
+    assert state["health"] is None
+    assert [u for u in page.requests if urllib.parse.urlsplit(u).path == "/api/v1/endpoints"] == asked
+
+    # nothing from another host
+    hosts = {urllib.parse.urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}
+    assert hosts == {urllib.parse.urlsplit(base).netloc}, page.requests
     assert page.problems == []

@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.integration.test_inputs_edge import ADMIN_KEY, REF_PVTLNK
 from tests.integration.test_outbound_embedded import SCHEDULE, Receiver, _goal, _verified, wait_for
+from tests.outbound_scenario import check_deliveries, log_settled, send_outbound_scenario
 from tests.scenario import Proc, free_port, http, run_cli
 
 
@@ -152,4 +153,32 @@ def test_sigkill_of_a_worker_with_deliveries_pending_loses_none(
         worker.stop()
         if second is not None:
             second.stop()
+        receiver.close()
+
+
+def test_the_outbound_scenario_through_kafka_and_a_worker(
+    tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
+):
+    """The same scripted scenario as the embedded test (tests/outbound_scenario.py), through
+    ``trackpipe edge`` + Kafka + ``trackpipe worker``: exactly the same deliveries."""
+    env = _env(kafka_bootstrap, clickhouse_server, ch_database, unique_name)
+    _prepare(env, tmp_path)
+    receiver = Receiver(free_port())
+    receiver.up()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
+    worker = Proc(["worker"], env, tmp_path / "worker.log")
+    try:
+        edge.wait_healthy(base)
+        expected = send_outbound_scenario(base, receiver, timeout=120)
+        bodies = check_deliveries(
+            receiver, expected, log_settled(base, receiver), timeout=120, fold_catch_ups=True
+        )
+        assert len(bodies) == len(expected.hooks) == 10 and len(expected.postbacks) == 5
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
+    finally:
+        edge.stop()
+        worker.stop()
         receiver.close()

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.integration.test_inputs_edge import ADMIN_KEY, REF_PVTLNK
 from tests.integration.test_outbound_embedded import Receiver, _goal, _verified, due_rows, wait_for
-from tests.outbound_scenario import check_deliveries, send_outbound_scenario
+from tests.outbound_scenario import check_deliveries, log_settled, send_outbound_scenario
 from tests.scenario import Proc, free_port, http
 
 
@@ -35,8 +35,9 @@ def test_scenario_yields_exactly_the_expected_deliveries(tmp_path):
     port = free_port()
     proc = _run(tmp_path, port, "run.log")
     try:
-        expected = send_outbound_scenario(f"http://127.0.0.1:{port}", receiver)
-        bodies = check_deliveries(receiver, expected)
+        base = f"http://127.0.0.1:{port}"
+        expected = send_outbound_scenario(base, receiver)
+        bodies = check_deliveries(receiver, expected, log_settled(base, receiver))
         assert len(bodies) == len(expected.hooks) == 10 and len(expected.postbacks) == 5
         # the embedded state agrees: one row per delivery (+ the sentinel's), every one delivered once
         rows = due_rows(tmp_path / "data")

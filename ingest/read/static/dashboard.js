@@ -5,6 +5,8 @@
 // The reports need a key (the admin key or a project's read key) unless the edge has none configured
 // and this browser runs on its host: on a 401 the page asks for it, keeps it in sessionStorage only
 // (gone with the tab, never in the address) and sends it as "Authorization: Bearer <key>".
+// With the admin key the page also shows the delivery health (/api/v1/endpoints, dead deliveries); a key
+// it refuses is not asked again (every refusal counts as a wrong key against this address).
 "use strict";
 
 (function () {
@@ -12,6 +14,7 @@
   const DAY_MS = 86400000;
   const PERIODS = ["1", "7", "30", "90", "365", "custom"];
   const KEY_ITEM = "trackpipe.key";
+  const DEAD_LIMIT = 500;
   const $ = (id) => document.getElementById(id);
 
   function readStoredKey() {
@@ -49,6 +52,7 @@
   let inflight = null;
   let renders = 0;
   let shownProjects = null;
+  let healthRefusedFor = null; // the key /api/v1/endpoints refused
 
   const intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   const moneyFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -90,6 +94,7 @@
   function lock(message) {
     // Nothing read with a previous key stays on the page.
     renderNothing();
+    $("health").hidden = true;
     shownProjects = null;
     $("project").replaceChildren();
     $("key-form").hidden = false;
@@ -242,6 +247,61 @@
     delete document.body.dataset.project;
   }
 
+  function renderHealth(endpoints, dead, names) {
+    const deadText = dead >= DEAD_LIMIT ? `${DEAD_LIMIT}+` : intFormat.format(dead);
+    $("health-dead").textContent = `Dead deliveries (no more attempts): ${deadText}`;
+    $("health-ok").hidden = endpoints.length > 0;
+    $("endpoints").hidden = !endpoints.length;
+    const body = $("endpoints").tBodies[0];
+    const labels = [...$("endpoints").tHead.rows[0].cells].map((th) => th.textContent);
+    body.replaceChildren();
+    for (const endpoint of endpoints) {
+      const [kind, ...rest] = String(endpoint.key).split(":");
+      const name = kind === "goal" ? names.get(rest.join(":")) : undefined;
+      const where = html("td", { class: "endpoint" });
+      if (name !== undefined) where.append(html("span", { class: "name" }, name), " ");
+      where.append(html("code", {}, endpoint.key));
+      const last = endpoint.last_failure_at ? formatTime(endpoint.last_failure_at) : "–";
+      const since = endpoint.disabled_at ? formatTime(endpoint.disabled_at) : "";
+      const disabled = since ? `disabled (${endpoint.disabled_reason || "unknown"}) since ${since}` : "failing";
+      const tr = html("tr", { "data-key": endpoint.key, class: endpoint.disabled_at ? "disabled" : "failing" });
+      tr.append(
+        where,
+        html("td", { class: "num", "data-label": labels[1] }, intFormat.format(endpoint.failures)),
+        html("td", { "data-label": labels[2] }, last),
+        html("td", { class: "state", "data-label": labels[3] }, disabled),
+      );
+      body.append(tr);
+    }
+    $("health").hidden = false;
+  }
+
+  async function refreshHealth(signal) {
+    // Hidden unless the key in use may read the endpoints (the admin key); never locks the page.
+    if (healthRefusedFor === currentKey) {
+      $("health").hidden = true;
+      return;
+    }
+    try {
+      const { endpoints } = await getJSON("/api/v1/endpoints", signal);
+      const { deliveries } = await getJSON(`/api/v1/deliveries?status=dead&limit=${DEAD_LIMIT}`, signal);
+      const names = new Map();
+      if (endpoints.some((endpoint) => String(endpoint.key).startsWith("goal:"))) {
+        try {
+          const { goals } = await getJSON("/api/v1/conversions/goals", signal);
+          for (const goal of goals) names.set(goal.id, goal.name);
+        } catch (error) {
+          if (error.name === "AbortError") throw error; // no names: the ids alone
+        }
+      }
+      renderHealth(endpoints, deliveries.length, names);
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      if (error.status === 401 || error.status === 403) healthRefusedFor = currentKey;
+      $("health").hidden = true;
+    }
+  }
+
   async function refresh() {
     if (inflight) inflight.abort();
     const mine = new AbortController();
@@ -262,6 +322,8 @@
         $("csv").setAttribute("href", `/api/v1/reports/top-events?${params}`);
         setStatus("");
       }
+      await refreshHealth(mine.signal);
+      if (mine !== inflight) return;
       $("key-form").hidden = true;
       $("updated").textContent = `${new Date().toISOString().slice(11, 19)} UTC`;
       document.body.dataset.renders = String(++renders);
