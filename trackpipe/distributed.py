@@ -21,7 +21,7 @@ from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.metrics import serve_worker_metrics
-from trackpipe.outbound.kafka_queue import KafkaDeliveryControl
+from trackpipe.outbound.kafka_endpoints import KafkaAdminControl
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
 from trackpipe.stream.kafka_source import KafkaStreamSource
@@ -82,6 +82,8 @@ async def ensure_topics(settings: Settings) -> bool:
                     topic_configs={"retention.ms": str(retention_ms)},
                 )
             )
+        if names.endpoints not in existing:  # the delivery endpoints' circuit, shared by the workers
+            missing.append(NewTopic(names.endpoints, 1, settings.kafka_replication, topic_configs=compact))
         if settings.kafka_config_topic() not in existing:
             # goals and links: one partition (one order for every edge to replay), latest record per key
             missing.append(
@@ -141,9 +143,9 @@ def build_distributed_edge(settings: Settings) -> web.Application:
         read_keys=settings.read_keys_value(),
         metrics_key=settings.metrics_key_value(),
         outbound=settings.outbound,
-        deliveries=KafkaDeliveryControl(
+        deliveries=KafkaAdminControl(
             settings.kafka_bootstrap,
-            TopologyNames(settings.kafka_topic, settings.worker_app_id).deliveries,
+            TopologyNames(settings.kafka_topic, settings.worker_app_id),
             settings.partitions,
             security=settings.kafka_security(),
         ),

@@ -10,7 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_inputs_edge import ADMIN_KEY, REF_PVTLNK
+from tests.integration.test_inputs_edge import ADMIN_KEY, AUTH, REF_PVTLNK
+from tests.integration.test_outbound_admin import GoneReceiver, _endpoints, _list
 from tests.integration.test_outbound_embedded import SCHEDULE, Receiver, _goal, _verified, wait_for
 from tests.outbound_scenario import check_deliveries, log_settled, send_outbound_scenario
 from tests.scenario import Proc, free_port, http, run_cli
@@ -176,6 +177,64 @@ def test_the_outbound_scenario_through_kafka_and_a_worker(
             receiver, expected, log_settled(base, receiver), timeout=120, fold_catch_ups=True
         )
         assert len(bodies) == len(expected.hooks) == 10 and len(expected.postbacks) == 5
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
+    finally:
+        edge.stop()
+        worker.stop()
+        receiver.close()
+
+
+def test_a_gone_endpoint_is_disabled_in_every_worker_until_reenabled_through_an_edge(
+    tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
+):
+    env = _env(kafka_bootstrap, clickhouse_server, ch_database, unique_name)
+    _prepare(env, tmp_path)
+    receiver = GoneReceiver(free_port())
+    receiver.up()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
+    worker = Proc(["worker"], env, tmp_path / "worker.log")
+    try:
+        edge.wait_healthy(base)
+        goal = _goal(base, f"http://127.0.0.1:{receiver.port}/gone", "Gone")
+        track = f"{base}/api/conversions/track/{goal['token']}"
+        assert (
+            http("POST", track, json.dumps({"value": 1, "currency": "USD", "order_id": "G1"}).encode())[0]
+            == 200
+        )
+        (first,) = wait_for("dead by 410", lambda: _list(base, status="dead"), 120)
+        assert first["dead_reason"] == "gone"
+        # the circuit's state is on the endpoints topic: the edge lists it
+        (ep,) = wait_for("the endpoint disabled", lambda: _endpoints(base))
+        assert ep["key"] == f"goal:{goal['id']}" and ep["disabled_reason"] == "gone"
+
+        # while disabled: the next delivery dies without an attempt
+        assert (
+            http("POST", track, json.dumps({"value": 1, "currency": "USD", "order_id": "G2"}).encode())[0]
+            == 200
+        )
+        wait_for(
+            "dead as endpoint_disabled",
+            lambda: [d for d in _list(base, status="dead") if d["dead_reason"] == "endpoint_disabled"],
+        )
+        assert len(receiver.on("/gone")) == 1
+
+        receiver.gone = False
+        status, answer = http("POST", f"{base}/api/v1/endpoints/{ep['key']}/enable", None, AUTH)
+        assert status == 200 and answer == {"key": ep["key"], "enabled": True}, answer
+        assert _endpoints(base) == []
+        retry = f"{base}/api/v1/deliveries/retry"
+
+        def delivered() -> bool:  # the worker applies the re-enable and the retries as it reads them
+            if len(_list(base, status="delivered")) == 2:
+                return True
+            http("POST", retry, b'{"goal": "%s"}' % goal["id"].encode(), AUTH)
+            return False
+
+        wait_for("both delivered", delivered, 120)
+        assert {json.loads(b)["order_id"] for _, b in receiver.on("/gone")} == {"G1", "G2"}
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
     finally:

@@ -91,6 +91,13 @@ class EndpointBook:
         await self._set(key, Circuit.reenable(self._endpoints[key]))
         return True
 
+    def apply(self, key: str, endpoint: Endpoint) -> None:
+        """A change made elsewhere (another worker, an edge's re-enable), already stored."""
+        if endpoint == Endpoint():
+            self._endpoints.pop(key, None)
+        else:
+            self._endpoints[key] = endpoint
+
     def states(self) -> dict[str, Endpoint]:
         """The endpoints disabled or with failures in their current streak."""
         return dict(self._endpoints)

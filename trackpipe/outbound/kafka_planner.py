@@ -48,6 +48,7 @@ from sinks.outbound.planner import (
 from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
 from sinks.outbound.templates import FiredDigest
 from sinks.stream.cloudevents import plan_stream
+from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
 log = logging.getLogger(__name__)
@@ -143,19 +144,15 @@ class KafkaOutboundPlanner:
     async def load_state(self, partition: int) -> dict[str, bytes]:
         """The digests of ``partition``: its state topic partition read from the start to its end."""
         assert self._reader is not None
-        tp = TopicPartition(self.names.outbound_state, partition)
-        self._reader.assign([tp])
-        end = (await self._reader.end_offsets([tp]))[tp]
-        await self._reader.seek_to_beginning(tp)
         found: dict[str, bytes] = {}
-        while await self._reader.position(tp) < end:
-            for records in (await self._reader.getmany(tp, timeout_ms=500)).values():
-                for r in records:
-                    key = (r.key or b"").decode()
-                    if r.value is None:
-                        found.pop(key, None)
-                    else:
-                        found[key] = r.value
+
+        def apply(key: bytes, value: bytes | None) -> None:
+            if value is None:
+                found.pop(key.decode(), None)
+            else:
+                found[key.decode()] = value
+
+        await read_partition(self._reader, TopicPartition(self.names.outbound_state, partition), apply)
         return found
 
     async def _run(self) -> None:

@@ -111,10 +111,12 @@ class KafkaDueStore:
     async def assigned(self, tps: list[TopicPartition]) -> None:
         assert self._consumer is not None
         ends = await self._consumer.end_offsets(tps) if tps else {}
+        firsts = await self._consumer.beginning_offsets(tps) if tps else {}
         for tp in tps:
             self.queues[tp.partition] = PartitionQueue()
             self.loading[tp.partition] = ends[tp]
-            await self._consumer.seek_to_beginning(tp)
+            # an explicit seek, not seek_to_beginning: position() is exact at once (outbound/kafka_read.py)
+            self._consumer.seek(tp, firsts[tp])
         log.info("outbound: deliveries partitions %s assigned", sorted(tp.partition for tp in tps))
 
     def ready(self) -> list[PartitionQueue]:

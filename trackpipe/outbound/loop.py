@@ -109,6 +109,7 @@ class DeliveryLoop:
         stats_every_s: float = 5.0,
         circuit: Circuit | None = None,
         tasks_per_host: int | None = None,
+        endpoint_store: object | None = None,
     ):
         self.store = store
         self.goal_of = goal_of
@@ -124,7 +125,7 @@ class DeliveryLoop:
         self.queue_stats: tuple[int, float] | None = None
         self._stats_at = float("-inf")
         #: per endpoint (``goal:<id>`` / ``link:<id>``), the circuit's state (trackpipe/outbound/endpoints.py)
-        self.endpoints = EndpointBook(circuit or Circuit(), store)
+        self.endpoints = EndpointBook(circuit or Circuit(), endpoint_store or store)
         self.wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._per_host: dict[str, int] = {}  # attempts started and not finished, per destination host

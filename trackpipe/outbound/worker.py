@@ -17,6 +17,7 @@ from processors.runtime.faust.topology import TopologyNames
 from sinks.backend import ClickHouseBackend
 from sinks.outbound.schedule import Schedule
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
+from trackpipe.outbound.kafka_endpoints import KafkaEndpointStore
 from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
 from trackpipe.outbound.kafka_queue import KafkaDueStore
 from trackpipe.outbound.loop import AttemptObserver, DeliveryLoop, sender_for
@@ -70,13 +71,16 @@ class WorkerOutbound(Service):
             security=security,
             keep_finished_s=settings.outbound.keep_finished_s,
         )
+        self.endpoint_store = KafkaEndpointStore(settings.kafka_bootstrap, names.endpoints, security=security)
         self.deliveries = DeliveryLoop(
             self.store,
             goal_of,
             sender_for(settings.outbound),
             Schedule.from_setting(settings.outbound.retry_schedule_s),
             observers=[self.delivery_log, counts, *observers],
+            endpoint_store=self.endpoint_store,
         )
+        self.endpoint_store.on_change = self.deliveries.endpoints.apply
         self.store.on_change = self.deliveries.wake.set
 
     def collector(self) -> OutboundCollector:
@@ -92,6 +96,7 @@ class WorkerOutbound(Service):
 
     async def on_stop(self) -> None:
         await self.deliveries.close()
+        await self.endpoint_store.close()
         await self.planner.close()
         await self.config.stop()
         await self.delivery_log.close()

@@ -63,6 +63,11 @@ class TopologyNames:
     def deliveries(self) -> str:
         return f"{self.events}.deliveries"
 
+    @property
+    def endpoints(self) -> str:
+        """The delivery endpoints' circuit states (one partition, compacted)."""
+        return f"{self.events}.endpoints"
+
     def compacted(self) -> frozenset[str]:
         """Topics that hold state (latest record per key): created with ``cleanup.policy=compact``."""
         return frozenset({self.outbound_state, self.deliveries})
