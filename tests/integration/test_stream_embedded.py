@@ -29,7 +29,9 @@ def make_goal(base: str, name: str) -> dict[str, Any]:
     return goal
 
 
-def stream_scenario(base: str, goal: dict[str, Any], seen: Callable[[], list[SseEvent]]) -> list[str]:
+def stream_scenario(
+    base: str, goal: dict[str, Any], seen: Callable[[], list[SseEvent]], timeout: float = 60
+) -> list[str]:
     """Six conversions, then one that goes pending -> approved -> rejected (each step sent once the
     previous one is on the stream, so they are three changes). Returns the expected (order, change)
     sequence as ``order/change`` strings."""
@@ -40,7 +42,7 @@ def stream_scenario(base: str, goal: dict[str, Any], seen: Callable[[], list[Sse
     pb = f"{base}/pb/?vid=v-stream&goal={goal['id']}&tx=S-P"
     for n, step in enumerate(("&rev=1&status=pending", "&rev=30&status=approved", "&status=rejected"), 7):
         assert http("GET", pb + step)[0] == 200
-        wait_for(f"{n} messages", lambda n=n: len(seen()) >= n, 60)
+        wait_for(f"{n} messages", lambda n=n: len(seen()) >= n, timeout)
     return [f"{o}/created" for o in orders] + ["S-P/created", "S-P/updated", "S-P/reversed"]
 
 
