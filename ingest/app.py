@@ -36,6 +36,7 @@ from ingest.http.keys import AccessKeys
 from ingest.http.middleware import error_middleware, log_client_errors_at_info
 from ingest.http.ratelimit import RateLimiter
 from ingest.http.routes import admin, clicks, ops, postbacks, pushwoosh, pvtlnk, track
+from ingest.http.routes import alerts as alert_routes
 from ingest.http.routes import deliveries as delivery_routes
 from ingest.http.routes import stream as stream_routes
 from ingest.produce.accumulator import RecordAccumulator
@@ -183,6 +184,7 @@ def build_edge_app(
         pvtlnk.ENDPOINTS,
         pushwoosh.ENDPOINTS,
         admin.ENDPOINTS,
+        alert_routes.ENDPOINTS,
         delivery_routes.ENDPOINTS,
         stream_routes.ENDPOINTS,
         openapi.ENDPOINTS,

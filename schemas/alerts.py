@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -23,13 +23,14 @@ Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 
 MINUTE_S = 60
 DAY_S = 86400
+MIN_WINDOW_S = 10  # the shortest window (evaluation is per second of stream time)
 
 
 class AlertKind(StrEnum):
     THRESHOLD = "threshold"  # metric above / below value
     CHANGE = "change"  # metric vs the same window one week earlier, above / below value (abs. or %)
     SPIKE = "spike"  # conversions >= min_count and > factor x the trailing 24 h baseline
-    ABSENCE = "absence"  # no conversions for absence_minutes while the project has traffic
+    ABSENCE = "absence"  # no conversions for absence_s while the project has traffic
 
 
 class AlertMetric(StrEnum):
@@ -79,21 +80,30 @@ class AlertChannels(BaseModel):
     slack_url: Url | None = None  # Slack-compatible incoming webhook
 
 
-_CONDITION_FIELDS = ("op", "value", "change_mode", "min_count", "factor", "absence_minutes")
+_CONDITION_FIELDS = ("op", "value", "change_mode", "min_count", "factor", "absence_s")
 _USED_BY: dict[AlertKind, tuple[str, ...]] = {  # in _CONDITION_FIELDS order (stable messages)
     AlertKind.THRESHOLD: ("op", "value"),
     AlertKind.CHANGE: ("op", "value", "change_mode"),
     AlertKind.SPIKE: ("min_count", "factor"),
-    AlertKind.ABSENCE: ("absence_minutes",),
+    AlertKind.ABSENCE: ("absence_s",),
 }
 
 
-def _multiple_of_minute(name: str, value: int) -> None:
-    if value % MINUTE_S:
-        raise ValueError(
-            f"{name} must be a whole number of minutes (a multiple of 60): rules are "
-            f"evaluated once a minute of stream time, got {value}"
-        )
+def _absence_minutes_to_seconds(data: Any) -> Any:
+    """Accept the former ``absence_minutes`` (whole minutes) as ``absence_s`` = 60 x it."""
+    if isinstance(data, dict) and "absence_minutes" in data:
+        data = dict(data)
+        minutes = data.pop("absence_minutes")
+        if "absence_s" in data and data["absence_s"] is not None:
+            if minutes is not None:
+                raise ValueError("give absence_s or absence_minutes, not both")
+        elif minutes is None:
+            data["absence_s"] = None
+        elif isinstance(minutes, int) and not isinstance(minutes, bool):
+            data["absence_s"] = minutes * MINUTE_S
+        else:
+            raise ValueError("absence_minutes must be a whole number (better: absence_s, in seconds)")
+    return data
 
 
 class _RuleBody(BaseModel):
@@ -110,8 +120,8 @@ class _RuleBody(BaseModel):
     change_mode: ChangeMode | None = None  # change
     min_count: int | None = Field(default=None, ge=1)  # spike: N
     factor: float | None = Field(default=None, gt=0)  # spike: M
-    absence_minutes: int | None = Field(default=None, ge=1, le=DAY_S // MINUTE_S)  # absence: N
-    window_s: int = Field(default=300, ge=MINUTE_S, le=DAY_S)  # not used by absence
+    absence_s: int | None = Field(default=None, ge=MIN_WINDOW_S, le=DAY_S)  # absence: N seconds
+    window_s: int = Field(default=300, ge=MIN_WINDOW_S, le=DAY_S)  # not used by absence
     pending_s: int = Field(default=0, ge=0, le=DAY_S)
     keep_firing_s: int = Field(default=0, ge=0, le=DAY_S)
     no_data: NoDataPolicy = NoDataPolicy.OK
@@ -119,22 +129,26 @@ class _RuleBody(BaseModel):
     enabled: bool = True
     channels: AlertChannels = Field(default_factory=AlertChannels)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _absence_minutes_to_seconds(data)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         check_rule_fields(self)
         return self
 
     def effective_window_s(self) -> int:
-        """The sliding window the condition is computed over (absence: its own minutes)."""
-        if self.kind is AlertKind.ABSENCE and self.absence_minutes is not None:
-            return self.absence_minutes * MINUTE_S
+        """The sliding window the condition is computed over (absence: its own ``absence_s``)."""
+        if self.kind is AlertKind.ABSENCE and self.absence_s is not None:
+            return self.absence_s
         return self.window_s
 
 
 def check_rule_fields(r: _RuleBody) -> None:
-    """Raise ValueError with a message naming what is wrong with this combination of fields."""
-    for name in ("window_s", "pending_s", "keep_firing_s"):
-        _multiple_of_minute(name, getattr(r, name))
+    """Raise ValueError with a message naming what is wrong with this combination of fields. Durations
+    are whole seconds (ints); the bounds are on the fields."""
     used = _USED_BY[r.kind]
     missing = [n for n in used if getattr(r, n) is None]
     if missing:
@@ -179,14 +193,19 @@ class AlertRulePatch(BaseModel):
     change_mode: ChangeMode | None = None
     min_count: int | None = Field(default=None, ge=1)
     factor: float | None = Field(default=None, gt=0)
-    absence_minutes: int | None = Field(default=None, ge=1, le=DAY_S // MINUTE_S)
-    window_s: int | None = Field(default=None, ge=MINUTE_S, le=DAY_S)
+    absence_s: int | None = Field(default=None, ge=MIN_WINDOW_S, le=DAY_S)
+    window_s: int | None = Field(default=None, ge=MIN_WINDOW_S, le=DAY_S)
     pending_s: int | None = Field(default=None, ge=0, le=DAY_S)
     keep_firing_s: int | None = Field(default=None, ge=0, le=DAY_S)
     no_data: NoDataPolicy | None = None
     snoozed_until: datetime | None = None
     enabled: bool | None = None
     channels: AlertChannels | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _absence_minutes_to_seconds(data)
 
 
 _NOT_NULLABLE = (
@@ -221,8 +240,9 @@ def transition_id(rule_id: str, episode_started_ms: int, to_state: AlertState) -
 
 
 class AlertTransition(BaseModel):
-    """One state change of one rule, at a minute boundary of stream time. ``notify`` is set for the
-    transitions sent to the channels: into ``firing`` and into ``resolved`` (see docs/alerts.md, snooze)."""
+    """One state change of one rule, at an evaluation tick of stream time (a whole second). ``notify`` is
+    set for the transitions sent to the channels: into ``firing`` and into ``resolved`` (see
+    docs/alerts.md, snooze)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -231,7 +251,7 @@ class AlertTransition(BaseModel):
     project: str
     from_state: AlertState
     to_state: AlertState
-    at: datetime  # stream time of the evaluation (a minute boundary)
+    at: datetime  # stream time of the evaluation (a tick: a whole second)
     value: float | None  # observed (None: no data)
     threshold: float | None  # what it was compared with (spike: the effective bound)
     episode_started_at: datetime  # when the rule left normal

@@ -1,9 +1,12 @@
-"""Configuration the edge needs to accept clicks and conversions: goals (with postback tokens) and links.
+"""Configuration the edge needs to accept clicks and conversions: goals (with postback tokens) and links;
+and the alert rules (issue 14).
 
-Stored as keyed records, the same on every store: key ``goal/<id>`` or ``link/<id>``, value the model as
-orjson JSON inside ``{"kind", "v", "data"}``, or ``None`` (a tombstone) when deleted. The latest record
-of a key wins, so a compacted Kafka topic and an append-only local file hold the configuration alike.
-:class:`ConfigState` is the pure read model both stores build by applying records in order.
+Stored as keyed records, the same on every store: key ``goal/<id>``, ``link/<id>`` or ``alert/<id>``,
+value the model as orjson JSON inside ``{"kind", "v", "data"}``, or ``None`` (a tombstone) when deleted.
+The latest record of a key wins, so a compacted Kafka topic and an append-only local file hold the
+configuration alike. :class:`ConfigState` is the pure read model both stores build by applying records in
+order. A record of a kind this version does not know (written by a newer one) is skipped and counted
+(:class:`UnknownKind`), never applied, so adding a kind does not stop older readers from here on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -20,12 +24,15 @@ from typing import NamedTuple, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas.alerts import AlertRule
 from schemas.outbound.postbacks import Method
 from schemas.outbound.signing import KeyRing, SigningKey, parse_secret
 
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
+KINDS = ("goal", "link", "alert")
+_KIND_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # what a kind written by a later version looks like
 
 
 class GoalType(StrEnum):
@@ -72,11 +79,27 @@ class Goal(GoalFields):
 
     def key_ring(self) -> KeyRing | None:
         """The signing key ring (None for a goal stored before secrets existed, until rotated)."""
-        if not self.signing_keys:
-            return None
-        return KeyRing(
-            tuple(SigningKey(parse_secret(k.secret), k.created_at, k.expires_at) for k in self.signing_keys)
-        )
+        return _key_ring(self.signing_keys)
+
+
+def _key_ring(keys: tuple[SigningKeyRecord, ...]) -> KeyRing | None:
+    if not keys:
+        return None
+    return KeyRing(tuple(SigningKey(parse_secret(k.secret), k.created_at, k.expires_at) for k in keys))
+
+
+class StoredAlertRule(AlertRule):
+    """A stored alert rule (issue 14): its fields (:class:`schemas.alerts.AlertRule`, what the admin API
+    shows) and the signing key ring of its webhook channel (newest first; never in an answer)."""
+
+    signing_keys: tuple[SigningKeyRecord, ...] = Field(default=(), repr=False)
+
+    def key_ring(self) -> KeyRing | None:
+        return _key_ring(self.signing_keys)
+
+    def rule(self) -> AlertRule:
+        """The rule without its secrets (what the admin API answers, what ``apply_patch`` takes)."""
+        return AlertRule.model_validate(self.model_dump(exclude={"signing_keys"}))
 
 
 def signing_key_records(ring: KeyRing) -> tuple[SigningKeyRecord, ...]:
@@ -135,12 +158,20 @@ def link_key(link_id: str) -> str:
     return f"link/{link_id}"
 
 
+def alert_key(alert_id: str) -> str:
+    return f"alert/{alert_id}"
+
+
 def goal_record(goal: Goal) -> ConfigRecord:
     return ConfigRecord(goal_key(goal.id), _encode("goal", goal))
 
 
 def link_record(link: Link) -> ConfigRecord:
     return ConfigRecord(link_key(link.id), _encode("link", link))
+
+
+def alert_record(rule: StoredAlertRule) -> ConfigRecord:
+    return ConfigRecord(alert_key(rule.id), _encode("alert", rule))
 
 
 def _encode(kind: str, model: BaseModel) -> bytes:
@@ -155,6 +186,20 @@ class ConfigRecordError(ValueError):
     """A record that is not a readable configuration record."""
 
 
+class UnknownKind(ConfigRecordError):
+    """A well-formed key of a kind this version does not know (written by a newer version): readers keep
+    the record (a compaction must not drop it) and skip it; writers refuse it (:func:`check_readable`)."""
+
+
+def _kind_of(key: str) -> tuple[str, str]:
+    kind, _, ident = key.partition("/")
+    if kind in KINDS and ident:
+        return kind, ident
+    if ident and _KIND_SHAPE.fullmatch(kind):
+        raise UnknownKind(f"configuration key {key!r} is of a kind this version does not know")
+    raise ConfigRecordError(f"unknown configuration key {key!r}")
+
+
 class ConfigStoreError(Exception):
     """The store could not make a write durable (or could not start). Retriable unless stated."""
 
@@ -164,25 +209,28 @@ class ConfigStoreError(Exception):
 
 
 class ConfigState:
-    """Goals and links by id, built by applying records in order. Pure: no I/O, no clock."""
+    """Goals, links and alert rules by id, built by applying records in order. Pure: no I/O, no clock."""
 
     def __init__(self) -> None:
         self._goals: dict[str, Goal] = {}
         self._links: dict[str, Link] = {}
+        self._alerts: dict[str, StoredAlertRule] = {}
         self._by_token: dict[bytes, str] = {}
         self.records_applied = 0
         self.bad_records = 0
+        self.unknown_records = 0  # of a kind a later version wrote (skipped)
 
     def apply(self, key: str, value: bytes | None) -> None:
-        """Apply one record. A record that cannot be read raises ConfigRecordError (state unchanged)."""
-        kind, _, ident = key.partition("/")
-        if kind not in ("goal", "link") or not ident:
-            raise ConfigRecordError(f"unknown configuration key {key!r}")
+        """Apply one record. A record that cannot be read raises ConfigRecordError (state unchanged);
+        :class:`UnknownKind` for a record of a later version's kind (the caller skips it)."""
+        kind, ident = _kind_of(key)
         if value is None:
             if kind == "goal":
                 old = self._goals.pop(ident, None)
                 if old is not None:
                     self._by_token.pop(_token_digest(old.token), None)
+            elif kind == "alert":
+                self._alerts.pop(ident, None)
             else:
                 self._links.pop(ident, None)
             self.records_applied += 1
@@ -203,6 +251,11 @@ class ConfigState:
                     self._by_token.pop(_token_digest(old.token), None)
                 self._goals[ident] = goal
                 self._by_token[_token_digest(goal.token)] = ident
+            elif kind == "alert":
+                rule = StoredAlertRule.model_validate(obj.get("data"))
+                if rule.id != ident:
+                    raise ConfigRecordError(f"record {key!r} carries alert rule {rule.id!r}")
+                self._alerts[ident] = rule
             else:
                 link = Link.model_validate(obj.get("data"))
                 if link.id != ident:
@@ -217,6 +270,9 @@ class ConfigState:
         that must go on past a bad record written by someone else."""
         try:
             self.apply(key, value)
+        except UnknownKind as exc:
+            self.unknown_records += 1
+            log.warning("configuration record at %s skipped: %s", where, exc)
         except ConfigRecordError as exc:
             self.bad_records += 1
             log.error("configuration record at %s skipped: %s", where, exc)
@@ -244,17 +300,24 @@ class ConfigState:
         found = [ln for ln in self._links.values() if project is None or ln.project == project]
         return sorted(found, key=lambda ln: (ln.project, ln.created_at, ln.id))
 
+    def alert(self, alert_id: str) -> StoredAlertRule | None:
+        return self._alerts.get(alert_id)
+
+    def alerts(self, project: str | None = None) -> list[StoredAlertRule]:
+        found = [r for r in self._alerts.values() if project is None or r.project == project]
+        return sorted(found, key=lambda r: (r.project, r.created_at, r.id))
+
     def default_goal(self, project: str) -> Goal | None:
         """The project's default goal; if several are flagged (concurrent edits), the latest updated."""
         flagged = [g for g in self._goals.values() if g.project == project and g.default]
         return max(flagged, key=lambda g: (g.updated_at, g.id), default=None)
 
     def __len__(self) -> int:
-        return len(self._goals) + len(self._links)
+        return len(self._goals) + len(self._links) + len(self._alerts)
 
 
 class ConfigStore(Protocol):
-    """Where goals and links live. Reads are served from :attr:`state` (in memory); :meth:`write`
+    """Where goals, links and alert rules live. Reads are served from :attr:`state` (in memory); :meth:`write`
     returns once the records are durable AND applied to this instance's state, so a read after a write
     sees it. Every edge instance sharing the store converges on the same state."""
 

@@ -35,8 +35,19 @@ def test_a_valid_rule_of_each_kind() -> None:
     assert rule(kind="change", change_mode="percent", value=-30, op="below").value == -30
     spike = rule(kind="spike", op=None, value=None, min_count=10, factor=3)
     assert spike.effective_window_s() == 300
-    absence = rule(kind="absence", op=None, value=None, absence_minutes=15, scope={"goal_id": "g"})
-    assert absence.effective_window_s() == 900
+    absence = rule(kind="absence", op=None, value=None, absence_s=45, scope={"goal_id": "g"})
+    assert absence.effective_window_s() == 45
+    assert rule(window_s=10, pending_s=5, keep_firing_s=1).window_s == 10  # whole seconds
+
+
+def test_absence_minutes_is_still_accepted_as_seconds() -> None:
+    legacy = rule(kind="absence", op=None, value=None, absence_minutes=15, scope={"goal_id": "g"})
+    assert (legacy.absence_s, legacy.effective_window_s()) == (900, 900)
+    assert "absence_minutes" not in legacy.model_dump()
+    with pytest.raises(ValidationError, match="not both"):
+        rule(kind="absence", op=None, value=None, absence_minutes=1, absence_s=60, scope={"goal_id": "g"})
+    patched = apply_patch(legacy, AlertRulePatch.model_validate({"absence_minutes": 2}), NOW)
+    assert patched.absence_s == 120
 
 
 @pytest.mark.parametrize(
@@ -64,10 +75,17 @@ def test_a_valid_rule_of_each_kind() -> None:
             },
             "conversion_rate is only for threshold and change",
         ),
-        ({"kind": "absence", "op": None, "value": None, "absence_minutes": 5}, "needs scope.goal_id"),
-        ({"window_s": 90}, "window_s must be a whole number of minutes"),
-        ({"pending_s": 30}, "pending_s must be a whole number of minutes"),
-        ({"window_s": 30}, "greater than or equal to 60"),
+        ({"kind": "absence", "op": None, "value": None, "absence_s": 300}, "needs scope.goal_id"),
+        ({"kind": "absence", "op": None, "value": None, "scope": {"goal_id": "g"}}, "requires absence_s"),
+        ({"absence_s": 60}, "absence_s not used by a threshold rule"),
+        ({"window_s": 9}, "greater than or equal to 10"),
+        ({"window_s": 86_401}, "less than or equal to 86400"),
+        ({"window_s": 30.5}, "window_s"),
+        ({"pending_s": -1}, "greater than or equal to 0"),
+        (
+            {"kind": "absence", "op": None, "value": None, "absence_s": 5, "scope": {"goal_id": "g"}},
+            "greater than or equal to 10",
+        ),
         ({"no_data": "maybe"}, "no_data"),
         ({"unknown": 1}, "Extra inputs"),
     ],

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from trackpipe.cli_alerts import alerts_app
 from trackpipe.cli_deliveries import deliveries_app
 from trackpipe.settings import Settings
 
@@ -27,6 +28,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(topics_app, name="topics")
 app.add_typer(fx_app, name="fx")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(alerts_app, name="alerts")
 
 DataDirOption = Annotated[
     Path | None,

@@ -49,7 +49,8 @@ def _call(url: str, key: str | None, method: str, path: str, body: dict[str, Any
     request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)  # noqa: S310 - scheme checked
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - scheme checked above
-            return json.loads(resp.read())
+            raw = resp.read()
+            return json.loads(raw) if raw else None  # 204: no body
     except urllib.error.HTTPError as exc:
         typer.echo(f"error {exc.code}: {exc.read().decode(errors='replace')}", err=True)
         if exc.code == 401:

@@ -32,12 +32,15 @@ from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
 from processors.outcome import DeadLetter
 from processors.pipeline import BatchResult, ConversionPipeline, SourceRecord
 from processors.runtime.sqlite_state import SqliteState
+from schemas.alerts import AlertRule
+from schemas.config import StoredAlertRule
 from schemas.rows import ProcessedBatch
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
 from sinks.report_retention import apply_retention
+from trackpipe.alerting.embedded import AlertStage
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
@@ -67,6 +70,7 @@ class EmbeddedPort:
         executor: ThreadPoolExecutor,
         on_commit: Callable[[int], None],
         outbound: OutboundPlanning | None = None,
+        alerts: AlertStage | None = None,
     ):
         self.pipeline = pipeline
         self.sink = sink
@@ -74,6 +78,7 @@ class EmbeddedPort:
         self.executor = executor
         self.on_commit = on_commit
         self.outbound = outbound
+        self.alerts = alerts
 
     def process(self, records: Sequence[LogRecord]) -> BatchResult:
         return self.pipeline.process_records(
@@ -99,6 +104,11 @@ class EmbeddedPort:
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.outbound.stage, work.rows.conversions
             )
+        if self.alerts is not None and (work.rows.events or work.rows.conversions):
+            # alert rules: snapshots, notifications and stream messages join the same transaction
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.alerts.stage, work.rows.events, work.rows.conversions
+            )
 
     async def quarantine(self, letters: Sequence[DeadLetter]) -> None:
         if letters:
@@ -112,6 +122,13 @@ class EmbeddedPort:
 
     def discard(self) -> None:
         self.pipeline.discard()
+        if self.alerts is not None:
+            self.alerts.discard()
+
+    async def tick(self) -> None:
+        """Between batches: alert rules advance with the clock (silent projects too)."""
+        if self.alerts is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.alerts.tick)
 
 
 def dead_letter_record(letter: DeadLetter) -> bytes:
@@ -146,6 +163,7 @@ class EmbeddedRunner:
         retry: RetryPolicy | None = None,
         outbound: OutboundPlanning | None = None,
         on_commit: Callable[[], None] | None = None,
+        alerts: AlertStage | None = None,
     ):
         self.log = log_
         self.offsets = offsets
@@ -157,7 +175,9 @@ class EmbeddedRunner:
         self.position = offsets.load() if committed is None else committed
         self.counts = counts if counts is not None else OutcomeCounts()
         self.after_commit = on_commit
-        port = EmbeddedPort(pipeline, sink, deadletter, executor, self._committed, outbound)
+        port = self.port = EmbeddedPort(
+            pipeline, sink, deadletter, executor, self._committed, outbound, alerts
+        )
         self.batches = BatchRunner(port, "embedded", self.counts, retry)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -188,6 +208,7 @@ class EmbeddedRunner:
         while not self._stopping:
             records = self.log.read(self.position, max_records=self.max_records)
             if not records:
+                await self._idle_tick()
                 self.appended.clear()
                 try:
                     await asyncio.wait_for(self.appended.wait(), timeout=0.5)
@@ -199,6 +220,15 @@ class EmbeddedRunner:
                 await asyncio.sleep(self.flush_wait_s)
                 records = self.log.read(self.position, max_records=self.max_records)
             await self.batches.run(records)
+
+    async def _idle_tick(self) -> None:
+        try:
+            await self.port.tick()
+        except Exception:  # retried at the next idle moment; batches are not held up by it
+            log.exception("embedded runner: alert tick failed")
+        else:
+            if self.after_commit is not None:
+                self.after_commit()
 
     def _committed(self, position: int) -> None:
         """After each committed (sub-)batch: the position moves; housekeeping that the SQLite offset makes
@@ -232,7 +262,25 @@ def build_embedded_app(settings: Settings) -> web.Application:
     config_store = FileConfigStore(data / "config.log")
     goal_of = goal_lookup(lambda goal_id: config_store.state.goal(goal_id))
     rule_of = rule_lookup(lambda link_id: config_store.state.link(link_id), settings.outbound.allow_list)
-    schedule = Schedule.from_setting(settings.outbound.retry_schedule_s)  # a bad setting stops the start
+    schedule = Schedule.from_setting(settings.outbound.retry_schedule_s)
+
+    plain_rules: dict[str, tuple[StoredAlertRule, AlertRule]] = {}
+
+    def alert_rules() -> list[AlertRule]:
+        """The configured alert rules without their secrets (each converted once per version)."""
+        out = []
+        for stored in config_store.state.alerts():
+            cached = plain_rules.get(stored.id)
+            if cached is None or cached[0] is not stored:
+                cached = plain_rules[stored.id] = (stored, stored.rule())
+            out.append(cached[1])
+        return out
+
+    def alert_rule_of(project: str, rule_id: str) -> StoredAlertRule | None:
+        found = config_store.state.alert(rule_id)
+        return found if found is not None and found.project == project else None
+
+    # a bad setting stops the start
 
     async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -248,6 +296,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
             sender_for(settings.outbound),
             schedule,
             observers=[delivery_log, outbound_counts],
+            rule_of=alert_rule_of,
         )
 
         def committed() -> None:  # a batch's deliveries and stream messages are durable: wake their readers
@@ -263,6 +312,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
             executor,
             counts=counts,
             outbound=OutboundPlanning(sqlite_state, goal_of, rule_of=rule_of),
+            alerts=AlertStage(sqlite_state, alert_rules),
             on_commit=committed,
         )
         state["backend"], state["runner"], state["deliveries"] = backend, runner, deliveries

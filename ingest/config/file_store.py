@@ -1,15 +1,17 @@
-"""Embedded config store: goals and links in one append-only file under the data dir.
+"""Embedded config store: goals, links and alert rules in one append-only file under the data dir.
 
 Each line is ``{"k": key, "v": value-or-null}`` (orjson). A write appends its lines and fsyncs before it
 returns, then applies them. At start the file is read in order; a torn last line (a crash mid-write,
 never acknowledged) is cut off; an unreadable line anywhere else stops the start (a hand-edited or
-damaged file is reported, not guessed at). When most lines are superseded the file is compacted
+damaged file is reported, not guessed at); a record of a kind a later version wrote is kept (also by a
+compaction) and skipped. When most lines are superseded the file is compacted
 (write a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,16 @@ from pathlib import Path
 
 import orjson
 
-from schemas.config import ConfigRecord, ConfigRecordError, ConfigState, ConfigStoreError, check_readable
+from schemas.config import (
+    ConfigRecord,
+    ConfigRecordError,
+    ConfigState,
+    ConfigStoreError,
+    UnknownKind,
+    check_readable,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _line(rec: ConfigRecord) -> bytes:
@@ -56,7 +67,7 @@ class FileConfigStore:
                 obj = orjson.loads(line)
                 key = obj["k"]
                 value = None if obj["v"] is None else orjson.dumps(obj["v"])
-                self._state.apply(key, value)
+                self._apply_read(key, value, lineno)
             except (orjson.JSONDecodeError, KeyError, TypeError, ConfigRecordError) as exc:
                 raise ConfigStoreError(
                     f"{self.path} line {lineno} is not a configuration record: {exc}", retriable=False
@@ -70,6 +81,13 @@ class FileConfigStore:
                 os.fsync(fh.fileno())
         if self._lines > 2 * len(latest) + 100:
             self._compact(latest)
+
+    def _apply_read(self, key: str, value: bytes | None, lineno: int) -> None:
+        try:
+            self._state.apply(key, value)
+        except UnknownKind as exc:
+            self._state.unknown_records += 1
+            log.warning("%s line %d skipped: %s", self.path, lineno, exc)
 
     def _compact(self, latest: dict[str, bytes | None]) -> None:
         tmp = self.path.with_suffix(".compact")

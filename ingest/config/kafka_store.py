@@ -4,7 +4,8 @@ At start the edge reads the topic from the beginning to its end offsets (the con
 then tails it in the background, so a goal created through one edge reaches the others within the
 consumer's fetch wait. Writes go through an idempotent ``acks=all`` producer, and :meth:`write` returns
 only when this edge's own reader has applied them: a read after a write on the same edge sees it.
-Records are keyed (``goal/<id>``, ``link/<id>``); compaction keeps the latest record of each key.
+Records are keyed (``goal/<id>``, ``link/<id>``, ``alert/<id>``); compaction keeps the latest record of
+each key.
 
 A write that fails (e.g. during a broker restart) spends the idempotent producer's sequence number, and
 the broker would refuse every later write of that producer (``OutOfOrderSequenceNumber``): so a failed
@@ -127,7 +128,7 @@ class KafkaConfigStore:
             await self.stop()
             raise
         log.info(
-            "configuration loaded from %s: %d goals and links (%d records)",
+            "configuration loaded from %s: %d goals, links and alert rules (%d records)",
             self.topic,
             len(self._state),
             self._state.records_applied,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from schemas.alerts import AlertRule
 from schemas.config import GoalFields, Link
 
 
@@ -53,6 +54,20 @@ class GoalCreated(GoalAnswer):
 
 class SecretRotated(BaseModel):
     goal_id: str
+    signing_secret: str  # the new whsec_... secret, shown once
+    previous_expires_at: datetime | None  # until then the previous secret signs too (None: there was none)
+
+
+class AlertCreated(AlertRule):
+    signing_secret: str  # whsec_...: verifies this rule's webhook notifications; shown here once
+
+
+class Alerts(BaseModel):
+    alerts: list[AlertRule]
+
+
+class AlertSecretRotated(BaseModel):
+    alert_id: str
     signing_secret: str  # the new whsec_... secret, shown once
     previous_expires_at: datetime | None  # until then the previous secret signs too (None: there was none)
 

@@ -1,4 +1,4 @@
-"""One rule's state machine, stepped once per minute boundary of stream time (docs/alerts.md).
+"""One rule's state machine, stepped once per evaluation tick of stream time (docs/alerts.md).
 
     normal --true--> pending            (pending_s > 0; the episode starts)
     normal --true--> firing             (pending_s = 0; the episode starts; notifies)

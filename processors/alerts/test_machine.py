@@ -8,7 +8,7 @@ from processors.alerts.rules import Evaluation, Verdict
 from schemas.alerts import AlertRule, AlertState, AlertTransition
 
 T0 = 1_767_571_200_000
-M = 60_000
+M = 1_000  # one tick
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
 S = AlertState
 
@@ -28,20 +28,20 @@ def rule(**kw: object) -> AlertRule:
 
 
 def run(r: AlertRule, verdicts: str, st_: RuleState | None = None) -> list[tuple[int, S, S, bool]]:
-    """Step once a minute from T0: ``T`` true, ``F`` false, ``N`` no data; (minute, from, to, notify)."""
+    """Step once a second from T0: ``T`` true, ``F`` false, ``N`` no data; (second, from, to, notify)."""
     state = st_ or RuleState()
     out: list[AlertTransition] = []
     for i, v in enumerate(verdicts):
         verdict = {"T": Verdict.TRUE, "F": Verdict.FALSE, "N": Verdict.NO_DATA}[v]
         out += step(r, state, Evaluation(verdict, 1.0 if v != "N" else None, 0.0), T0 + i * M)
-    return [(int((t.at - to_dt(T0)).total_seconds() // 60), t.from_state, t.to_state, t.notify) for t in out]
+    return [(int((t.at - to_dt(T0)).total_seconds()), t.from_state, t.to_state, t.notify) for t in out]
 
 
 def test_pending_firing_keep_firing_resolved() -> None:
-    r = rule(pending_s=120, keep_firing_s=120)
+    r = rule(pending_s=2, keep_firing_s=2)
     assert run(r, "FTTTTFTFFFF") == [
         (1, S.NORMAL, S.PENDING, False),
-        (3, S.PENDING, S.FIRING, True),  # true for 2 minutes
+        (3, S.PENDING, S.FIRING, True),  # true for 2 seconds
         (9, S.FIRING, S.RESOLVED, True),  # false since 7 (the false at 5 was forgotten at 6)
     ]
 
@@ -51,7 +51,7 @@ def test_zero_pending_fires_at_once_and_zero_keep_resolves_at_once() -> None:
 
 
 def test_pending_that_turns_false_goes_back_silently() -> None:
-    assert run(rule(pending_s=180), "TTFTF") == [
+    assert run(rule(pending_s=3), "TTFTF") == [
         (0, S.NORMAL, S.PENDING, False),
         (2, S.PENDING, S.NORMAL, False),
         (3, S.NORMAL, S.PENDING, False),
@@ -66,7 +66,7 @@ def test_no_data_policies() -> None:
         (2, S.FIRING, S.RESOLVED, True),
     ]
     # keep_state: the step is skipped; pending time still counts from when it began
-    assert run(rule(no_data="keep_state", pending_s=120), "TNNTNF") == [
+    assert run(rule(no_data="keep_state", pending_s=2), "TNNTNF") == [
         (0, S.NORMAL, S.PENDING, False),
         (3, S.PENDING, S.FIRING, True),
         (5, S.FIRING, S.RESOLVED, True),
@@ -78,7 +78,7 @@ def test_snooze_suppresses_then_announces_a_still_firing_episode_once() -> None:
     st_ = RuleState()
     assert run(r, "TTTTF", st_) == [
         (0, S.NORMAL, S.FIRING, False),  # snoozed
-        (0, S.NORMAL, S.FIRING, True),  # the same transition (its own time), announced at minute 2
+        (0, S.NORMAL, S.FIRING, True),  # the same transition (its own time), announced at second 2
         (4, S.FIRING, S.RESOLVED, True),
     ]
     snoozed_all_along = rule(snoozed_until=to_dt(T0 + 60 * M))
@@ -104,16 +104,16 @@ def test_announcement_after_snooze_has_the_firing_id() -> None:
 
 def test_state_round_trips() -> None:
     st_ = RuleState()
-    run(rule(pending_s=60), "T", st_)
+    run(rule(pending_s=1), "T", st_)
     assert RuleState.load(st_.dump()) == st_
 
 
 @given(st.text(alphabet="TFN", max_size=60), st.integers(0, 3), st.integers(0, 3), st.integers(-1, 60))
 def test_invariants(verdicts: str, pending: int, keep: int, snooze_min: int) -> None:
-    until = None if snooze_min < 0 else NOW + timedelta(minutes=snooze_min)
+    until = None if snooze_min < 0 else NOW + timedelta(seconds=snooze_min)
     r = rule(
-        pending_s=pending * 60,
-        keep_firing_s=keep * 60,
+        pending_s=pending,
+        keep_firing_s=keep,
         no_data="keep_state",
         snoozed_until=until and until.replace(tzinfo=UTC),
     )

@@ -57,9 +57,16 @@ def test_threshold_on_conversions_revenue_and_rate() -> None:
     assert evaluate(rate, s, T0 + 2 * MINUTE_MS).verdict is Verdict.NO_DATA  # no traffic
 
 
-def test_only_minute_boundaries() -> None:
-    with pytest.raises(ValueError, match="minute boundary"):
+def test_whole_seconds_and_second_granular_windows() -> None:
+    with pytest.raises(ValueError, match="whole second"):
         evaluate(rule(), WindowStore(), T0 + 1)
+    r = rule(window_s=10, value=1)
+    s = store_for(r)
+    s.add(PROJECT, T0 + 3_400, conversions=2)  # in second 3
+    assert evaluate(r, s, T0 + 3_000).verdict is Verdict.NO_DATA  # [-7 s, 3 s): not yet
+    assert evaluate(r, s, T0 + 4_000).value == 2.0  # [-6 s, 4 s)
+    assert evaluate(r, s, T0 + 13_000).value == 2.0  # [3 s, 13 s)
+    assert evaluate(r, s, T0 + 14_000).verdict is Verdict.NO_DATA  # [4 s, 14 s): left the window
 
 
 def test_change_against_the_same_window_a_week_earlier() -> None:
@@ -81,6 +88,25 @@ def test_change_against_the_same_window_a_week_earlier() -> None:
     assert evaluate(absolute, zero, T0).value == 1.0
 
 
+def test_the_week_ago_window_is_whole_minutes() -> None:
+    """At t = T0 + 30 s with W = 90 s: now = [T0 - 60 s, T0 + 30 s) from seconds; a week ago = the 2
+    minutes ending at minute(t) - 7d = [T0 - 7d - 120 s, T0 - 7d), scaled by 90 / 120."""
+    r = rule(kind="change", change_mode="absolute", op="above", value=0, window_s=90)
+    s = store_for(r)
+    s.add(PROJECT, T0 - 70_000, conversions=50)  # before the window now
+    s.add(PROJECT, T0 + 29_000, conversions=6)  # the last second of the window now
+    s.add(PROJECT, T0 - WEEK_MS - 120_000, conversions=8)  # the week-ago minutes
+    s.add(PROJECT, T0 - WEEK_MS, conversions=100)  # after them
+    ev = evaluate(r, s, T0 + 30_000)
+    assert (ev.verdict, ev.value) == (Verdict.FALSE, 0.0)  # 6 - 8 x 90 / 120
+    rate = rule(
+        kind="change", change_mode="absolute", op="above", value=0, window_s=90, metric="conversion_rate"
+    )
+    s.add(PROJECT, T0, traffic=12)
+    s.add(PROJECT, T0 - WEEK_MS - 60_000, traffic=16)
+    assert evaluate(rate, s, T0 + 30_000).value == 0.0  # 6 / 12 - 8 / 16: a ratio is not scaled
+
+
 def test_spike_against_the_trailing_day() -> None:
     r = rule(kind="spike", op=None, value=None, min_count=5, factor=3, window_s=60)
     s = store_for(r)
@@ -97,6 +123,20 @@ def test_spike_against_the_trailing_day() -> None:
     quiet.add(PROJECT, T0 - MINUTE_MS, conversions=1)
     assert (evaluate(r, quiet, T0).verdict, evaluate(r, quiet, T0).threshold) == (Verdict.TRUE, 5.0)
     assert evaluate(r, store_for(r), T0).verdict is Verdict.NO_DATA
+
+
+def test_the_spike_baseline_is_whole_minutes_before_the_window() -> None:
+    """W = 30 s at t = T0 + 20 s: the window is [T0 - 10 s, T0 + 20 s); the baseline is the 24 h of
+    minutes before minute(T0 - 10 s) = T0 - 60 s (the 50 s in between are in neither)."""
+    r = rule(kind="spike", op=None, value=None, min_count=1, factor=2, window_s=30)
+    s = store_for(r)
+    s.add(PROJECT, T0 - SPIKE_BASELINE_MS - 60_000, conversions=2_880)  # first baseline minute
+    s.add(PROJECT, T0 - 61_000, conversions=1)  # inside the baseline's last minute
+    s.add(PROJECT, T0 - 30_000, conversions=1_000)  # in neither
+    s.add(PROJECT, T0 - 10_000, conversions=3)  # the window's first second
+    ev = evaluate(r, s, T0 + 20_000)  # baseline = 2 881 x 30 s / 24 h = 1.0003...
+    assert (ev.verdict, ev.value) == (Verdict.TRUE, 3.0) and ev.threshold == 2 * 2_881 * 30 / 86_400
+    assert evaluate(r, s, T0 + 21_000).verdict is Verdict.NO_DATA  # [T0 - 9 s, ...): no data left
 
 
 def test_no_baseline_before_the_scope_was_counted() -> None:
@@ -116,7 +156,7 @@ def test_no_baseline_before_the_scope_was_counted() -> None:
 
 
 def test_absence_needs_traffic() -> None:
-    r = rule(kind="absence", op=None, value=None, absence_minutes=3, scope={"goal_id": "g"})
+    r = rule(kind="absence", op=None, value=None, absence_s=180, scope={"goal_id": "g"})
     s = store_for(r)
     assert evaluate(r, s, T0).verdict is Verdict.NO_DATA
     s.add(PROJECT, T0 - 3 * MINUTE_MS, traffic=1)
@@ -124,11 +164,14 @@ def test_absence_needs_traffic() -> None:
     s.add(("g", None, None), T0 - 3 * MINUTE_MS, conversions=1)
     assert evaluate(r, s, T0).verdict is Verdict.FALSE
     assert evaluate(r, s, T0 + MINUTE_MS).verdict is Verdict.NO_DATA  # the window moved past all data
+    assert evaluate(r, s, T0 + 1_000).threshold == 180.0  # absence_s
 
 
 def test_horizons() -> None:
     assert lookback_ms(rule()) == 120_000 == correction_ms(rule())
     change = rule(kind="change", change_mode="absolute")
-    assert lookback_ms(change) == WEEK_MS + 120_000 and correction_ms(change) == 120_000
+    assert lookback_ms(change) == WEEK_MS + 180_000 and correction_ms(change) == 120_000
     spike = rule(kind="spike", op=None, value=None, min_count=1, factor=1)
-    assert lookback_ms(spike) == SPIKE_BASELINE_MS + 120_000 == correction_ms(spike)
+    assert lookback_ms(spike) == SPIKE_BASELINE_MS + 180_000 == correction_ms(spike)
+    odd = rule(kind="change", change_mode="absolute", window_s=61)  # the week-ago span: 2 minutes
+    assert lookback_ms(odd) == WEEK_MS + 180_000 and correction_ms(odd) == 61_000

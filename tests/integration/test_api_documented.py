@@ -222,6 +222,14 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
             headers=AUTH,
         )
     ).json()
+    rule = {
+        "name": "Few sales",
+        "kind": "threshold",
+        "op": "below",
+        "value": 3,
+        "scope": {"goal_id": goal["id"]},
+    }
+    alert = await (await client.post("/api/v1/alerts", json=rule, headers=AUTH)).json()
     utm = "utm_source=a&utm_medium=b&utm_campaign=c&utm_term=d&utm_content=e&utm_extra=f"
     clicked = await client.get(f"/c/{link['id']}?{utm}", headers=UA, allow_redirects=False)
     hit = clicked.headers["Location"].split("click_id=")[1]
@@ -307,6 +315,21 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
         ],
         ("GET", "/api/v1/schemas/{name}/{version}"): [("/api/v1/schemas/conversion/v1", {})],
         ("POST", "/api/v1/endpoints/{key}/enable"): [("/api/v1/endpoints/goal:g/enable", {})],
+        ("POST", "/api/v1/alerts"): [
+            (
+                "/api/v1/alerts",
+                {"json": {"alert": {"name": "Spike", "kind": "spike", "min_count": 5, "factor": 3}}},
+            )
+        ],
+        ("GET", "/api/v1/alerts"): [("/api/v1/alerts?project=default", {})],
+        ("GET", "/api/v1/alerts/{alert_id}"): [(f"/api/v1/alerts/{alert['id']}", {})],
+        ("PATCH", "/api/v1/alerts/{alert_id}"): [
+            (f"/api/v1/alerts/{alert['id']}", {"json": {"snoozed_until": "2030-01-01T00:00:00Z"}})
+        ],
+        ("POST", "/api/v1/alerts/{alert_id}/secret/rotate"): [
+            (f"/api/v1/alerts/{alert['id']}/secret/rotate", {})
+        ],
+        ("DELETE", "/api/v1/alerts/{alert_id}"): [(f"/api/v1/alerts/{alert['id']}", {})],
         ("DELETE", "/api/v1/conversions/goals/{goal_id}"): [(f"/api/v1/conversions/goals/{goal['id']}", {})],
     }
     statuses: dict[tuple[str, str], list[int]] = {}

@@ -277,3 +277,39 @@ def test_every_route_is_documented(served_edge: ServedEdge) -> None:
         if r.resource is not None and r.method != "HEAD" and not r.resource.canonical.startswith("/static")
     }
     assert routes - documented == set(), "routes missing from ingest/http/openapi.py"
+
+
+def test_alert_rule_happy_paths_conform(api_schema: Any) -> None:
+    goal = _validate(api_schema, "/api/v1/conversions/goals", "POST", body=REF_GOAL).json()
+    spec = {
+        "name": "Few sales",
+        "kind": "threshold",
+        "op": "below",
+        "value": 3,
+        "scope": {"goal_id": goal["id"]},
+        "channels": {"webhook_url": "https://hooks.example.com/a"},
+    }
+    created = _validate(api_schema, "/api/v1/alerts", "POST", body={"alert": spec})
+    assert created.status_code == 201, created.text
+    rule = {"alert_id": created.json()["id"]}
+    answers = [
+        _validate(api_schema, "/api/v1/alerts", "GET", query={"project": "default"}),
+        _validate(api_schema, "/api/v1/alerts/{alert_id}", "GET", path_parameters=rule),
+        _validate(
+            api_schema,
+            "/api/v1/alerts/{alert_id}",
+            "PATCH",
+            path_parameters=rule,
+            body={
+                "snoozed_until": "2030-01-01T00:00:00Z",
+                "kind": "spike",
+                "op": None,
+                "value": None,
+                "min_count": 5,
+                "factor": 2.5,
+            },
+        ),
+        _validate(api_schema, "/api/v1/alerts/{alert_id}/secret/rotate", "POST", path_parameters=rule),
+        _validate(api_schema, "/api/v1/alerts/{alert_id}", "DELETE", path_parameters=rule),
+    ]
+    assert [a.status_code for a in answers] == [200] * 4 + [204], [a.text for a in answers]

@@ -21,7 +21,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from schemas.outbound.config import OutboundConfig
-from schemas.outbound.signing import signed_headers
+from schemas.outbound.signing import KeyRing, signed_headers
 from sinks.outbound.planner import GoalOf
 from sinks.outbound.schedule import Circuit, Delivery, DeliveryStatus, Rng, Schedule
 from sinks.outbound.sender import AttemptResult, OutboundRequest, OutboundSender
@@ -31,6 +31,16 @@ from trackpipe.outbound.endpoints import EndpointBook, endpoint_key
 log = logging.getLogger(__name__)
 
 POSTBACK_EVENT = "postback"  # the ``event`` of an S2S postback (goal webhooks: conversion.*)
+ALERT_PREFIX = "alert."  # alert rules' deliveries: alert.firing, alert.resolved (signed), alert.slack
+SLACK_EVENT = "alert.slack"
+
+
+class Signer(Protocol):
+    def key_ring(self) -> KeyRing | None: ...
+
+
+#: ``rule_of(project, rule_id)``: the alert rule as configured now (its key ring signs its webhooks).
+RuleOf = Callable[[str, str], Signer | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +120,11 @@ class DeliveryLoop:
         circuit: Circuit | None = None,
         tasks_per_host: int | None = None,
         endpoint_store: object | None = None,
+        rule_of: RuleOf | None = None,
     ):
         self.store = store
         self.goal_of = goal_of
+        self.rule_of: RuleOf = rule_of or (lambda project, rule_id: None)
         self.sender = sender
         self.schedule = schedule
         self.poll_s = poll_s
@@ -227,12 +239,19 @@ class DeliveryLoop:
             headers = {"Content-Type": FORM_CONTENT_TYPE} if row.method == "POST" else {}
             await self._send(row, current, OutboundRequest(row.method, row.url, headers, row.body))
             return
+        if row.event == SLACK_EVENT:  # a Slack-compatible incoming webhook: its URL is its secret
+            headers = {"Content-Type": "application/json"}
+            await self._send(row, current, OutboundRequest("POST", row.url, headers, row.body))
+            return
         now = self.clock()
-        goal = self.goal_of(row.project, row.goal_id)
-        ring = goal.key_ring() if goal is not None else None
-        if ring is None:  # the goal was deleted (or lost its key ring): nothing can sign it
+        if row.event.startswith(ALERT_PREFIX):  # an alert rule's webhook: ``goal_id`` holds the rule id
+            owner = self.rule_of(row.project, row.goal_id)
+        else:
+            owner = self.goal_of(row.project, row.goal_id)
+        ring = owner.key_ring() if owner is not None else None
+        if ring is None:  # the goal or rule was deleted (or has no key ring): nothing can sign it
             dead = Delivery(DeliveryStatus.DEAD, None, current.step, current.attempts)
-            error = "goal or its signing key is gone"
+            error = "goal or alert rule, or its signing key, is gone"
             await self.store.write(row, dead, now.timestamp(), None, error, "no_goal")
             self._observe(row, dead, None, now, "no_goal")
             return
