@@ -4,10 +4,14 @@ secret) and the Slack-compatible channel, and is published on the public stream.
 
 from __future__ import annotations
 
-from tests.alerts_scenario import run_alerts_scenario
-from tests.integration.test_outbound_embedded import Receiver, _run
+import json
+import signal
+
+from tests.alerts_scenario import ALERT_PATH, WINDOW_S, alert_hooks, create_rule, run_alerts_scenario
+from tests.integration.test_inputs_edge import AUTH
+from tests.integration.test_outbound_embedded import Receiver, _run, due_rows, wait_for
 from tests.integration.test_stream_embedded import BEARER
-from tests.scenario import free_port
+from tests.scenario import free_port, http
 from tests.stream_client import read_events
 
 
@@ -27,6 +31,53 @@ def test_threshold_spike_and_absence_rules_fire_and_resolve(tmp_path):
         )
         assert sorted(e.data["id"] for e in alerts) == sorted(h["transition_id"] for h in done["hooks"])
         assert all(e.data["subject"] == e.data["data"]["rule"]["id"] for e in alerts)
+    finally:
+        assert proc.stop() == 0, proc.tail()
+        receiver.close()
+
+
+def test_sigkill_mid_episode_repeats_nothing_and_loses_nothing(tmp_path):
+    receiver = Receiver(free_port())
+    receiver.up()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    proc = _run(tmp_path, port, "run1.log")
+    try:
+        spec = {"goal": {"name": "Killed", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
+        status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), AUTH)
+        assert status == 201, goal
+        rule = create_rule(
+            base,
+            {"project": goal["project"], "scope": {"goal_id": goal["id"]}, "name": "many",
+             "kind": "threshold", "op": "above", "value": 2, "window_s": WINDOW_S,
+             "channels": {"webhook_url": f"http://127.0.0.1:{receiver.port}{ALERT_PATH}"}},
+        )  # fmt: skip
+        secrets = {rule["id"]: rule["signing_secret"]}
+        for i in range(3):
+            body = json.dumps({"value": 1, "currency": "USD", "order_id": f"K-{i}"}).encode()
+            assert http("POST", f"{base}/api/conversions/track/{goal['token']}", body)[0] == 200
+        [firing] = wait_for("firing", lambda: alert_hooks(receiver, secrets), 60)
+        assert firing["state"] == "firing"
+        # its delivery is recorded as delivered: the kill comes mid-episode, with the episode firing
+        wait_for(
+            "the firing delivery recorded",
+            lambda: any(
+                r["id"] == firing["transition_id"] and r["status"] == "delivered" for r in due_rows(data)
+            ),
+        )
+    finally:
+        proc.stop(signal.SIGKILL)
+
+    proc = _run(tmp_path, port, "run2.log")
+    try:
+        hooks = wait_for(
+            "resolved after the restart", lambda: (h := alert_hooks(receiver, secrets))[1:] and h, 60
+        )
+        assert [h["state"] for h in hooks] == ["firing", "resolved"]
+        assert len({h["transition_id"] for h in hooks}) == 2
+        assert hooks[1]["episode_id"] == hooks[0]["episode_id"]  # the same episode, resumed
+        assert len(receiver.on(ALERT_PATH)) == 2  # nothing repeated
     finally:
         assert proc.stop() == 0, proc.tail()
         receiver.close()
