@@ -44,6 +44,7 @@ from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
 from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
+from schemas.alerts import AlertStates
 from schemas.config import ConfigStore
 from schemas.outbound.config import OutboundConfig
 from schemas.outbound.deliveries import DeliveryControl
@@ -97,6 +98,7 @@ def build_edge_app(
     outbound: OutboundConfig | None = None,
     deliveries: DeliveryControl | None = None,
     stream: StreamSource | None = None,
+    alert_states: AlertStates | None = None,
 ) -> web.Application:
     """The edge application. ``publisher_factory`` is called once at start-up (in cleanup_ctx), after the
     ``extra_cleanup`` contexts have started (and they stop after it). ``config_store`` (goals and links)
@@ -126,6 +128,8 @@ def build_edge_app(
     app[OUTBOUND] = outbound or OutboundConfig()
     if deliveries is not None:
         app[DELIVERIES] = deliveries
+    if alert_states is not None:
+        app[alert_routes.ALERT_STATES] = alert_states
     if stream is not None:
         app[stream_routes.STREAM] = stream
         app[stream_routes.CLOSING] = {"closing": False}

@@ -12,9 +12,10 @@ and the resolved notification is sent for that transition).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -288,3 +289,33 @@ class AlertData(BaseModel):
     threshold: float | None
     at: str = Field(description="stream time of the transition, RFC 3339 UTC")
     episode_started_at: str = Field(description="when the rule left normal, RFC 3339 UTC")
+
+
+class TransitionSeen(BaseModel):
+    """One of a rule's recent transitions, as the admin API and the dashboard show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    from_state: AlertState
+    to_state: AlertState
+    at: datetime
+    value: float | None
+    threshold: float | None
+    notified: bool
+
+
+class AlertStatus(BaseModel):
+    """Where a rule stands now (evaluated by this process: the embedded mode)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: AlertState  # normal, pending or firing
+    episode_started_at: datetime | None = None
+    transitions: list[TransitionSeen] = Field(default_factory=list)  # newest first
+
+
+class AlertStates(Protocol):
+    """The wiring's view of the rules' live states (None for a rule not evaluated here)."""
+
+    async def status(self, rule_ids: Sequence[str]) -> dict[str, AlertStatus]: ...

@@ -40,7 +40,7 @@ from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
 from sinks.report_retention import apply_retention
-from trackpipe.alerting.embedded import AlertStage
+from trackpipe.alerting.embedded import AlertStage, EmbeddedAlertStates
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
 from trackpipe.metrics import register_outcomes
@@ -336,6 +336,10 @@ def build_embedded_app(settings: Settings) -> web.Application:
         runner = state.get("runner")
         return runner.health() if isinstance(runner, EmbeddedRunner) else "embedded runner not started"
 
+    def alert_stage() -> AlertStage | None:
+        runner = state.get("runner")
+        return runner.port.alerts if isinstance(runner, EmbeddedRunner) else None
+
     def delivery_loop() -> DeliveryLoop | None:
         found = state.get("deliveries")
         return found if isinstance(found, DeliveryLoop) else None
@@ -358,6 +362,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         health_checks=[runner_health],
         deliveries=SqliteDeliveryControl(delivery_loop),
         stream=stream,
+        alert_states=EmbeddedAlertStates(alert_stage, data / "state.sqlite"),
     )
     register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too
     register_outbound(

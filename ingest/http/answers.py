@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.alerts import AlertRule
+from schemas.alerts import AlertRule, AlertStatus
 from schemas.config import GoalFields, Link
 
 
@@ -62,8 +62,12 @@ class AlertCreated(AlertRule):
     signing_secret: str  # whsec_...: verifies this rule's webhook notifications; shown here once
 
 
+class AlertWithStatus(AlertRule):
+    status: AlertStatus | None = None  # where it stands now; None: not evaluated by this process
+
+
 class Alerts(BaseModel):
-    alerts: list[AlertRule]
+    alerts: list[AlertWithStatus]
 
 
 class AlertSecretRotated(BaseModel):

@@ -23,13 +23,13 @@ from ingest.formats.alert_models import (
     rotated_alert,
     rule_problem,
 )
-from ingest.http.answers import AlertCreated, Alerts, AlertSecretRotated
+from ingest.http.answers import AlertCreated, Alerts, AlertSecretRotated, AlertWithStatus
 from ingest.http.api import Answer, Body, Param
 from ingest.http.auth import require_admin
 from ingest.http.common import OUTBOUND, json_response
 from ingest.http.request_info import config_store
 from ingest.http.routes.admin import _admin, _parsed, _project_filter, _write
-from schemas.alerts import AlertRule, AlertRulePatch
+from schemas.alerts import AlertRule, AlertRulePatch, AlertStates
 from schemas.config import ConfigRecord, ConfigStore, StoredAlertRule, alert_key, alert_record
 
 
@@ -66,15 +66,31 @@ async def create_alert(request: web.Request) -> web.Response:
     return json_response(answer, status=201)
 
 
+ALERT_STATES = web.AppKey("alert_states", AlertStates)
+
+
+async def _with_status(request: web.Request, rules: list[StoredAlertRule]) -> list[dict[str, object]]:
+    """The rules as answered, each with ``status`` (its state and last transitions) when this process
+    evaluates them (the embedded mode), else ``null``."""
+    states = request.app.get(ALERT_STATES)
+    found = await states.status([r.id for r in rules]) if states is not None and rules else {}
+    out = []
+    for r in rules:
+        status = found.get(r.id)
+        out.append({**alert_answer(r), "status": None if status is None else status.model_dump(mode="json")})
+    return out
+
+
 async def list_alerts(request: web.Request) -> web.Response:
     require_admin(request)
     rules = config_store(request).state.alerts(_project_filter(request))
-    return json_response({"alerts": [alert_answer(r) for r in rules]})
+    return json_response({"alerts": await _with_status(request, rules)})
 
 
 async def get_alert(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(alert_answer(_alert_or_404(config_store(request), request.match_info["alert_id"])))
+    rule = _alert_or_404(config_store(request), request.match_info["alert_id"])
+    return json_response((await _with_status(request, [rule]))[0])
 
 
 async def patch_alert(request: web.Request) -> web.Response:
@@ -116,6 +132,7 @@ _ALERT = "/api/v1/alerts/{alert_id}"
 _ALERT_ID = Param("alert_id", "alert rule id", where="path")
 _PROJECT = Param("project", "only this project's (no other parameter is accepted)")
 _THE_RULE = Answer(200, "the rule", AlertRule)
+_THE_RULE_NOW = Answer(200, "the rule and where it stands", AlertWithStatus)
 
 ENDPOINTS = (
     _admin(
@@ -130,7 +147,7 @@ ENDPOINTS = (
     _admin(
         "GET", _ALERTS, list_alerts, "List alert rules", Answer(200, "rules", Alerts), 400, params=(_PROJECT,)
     ),
-    _admin("GET", _ALERT, get_alert, "One alert rule", _THE_RULE, 404, params=(_ALERT_ID,)),
+    _admin("GET", _ALERT, get_alert, "One alert rule", _THE_RULE_NOW, 404, params=(_ALERT_ID,)),
     _admin(
         "PATCH",
         _ALERT,
