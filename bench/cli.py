@@ -18,8 +18,8 @@ from bench.profiles import PROFILES, Profile
 from bench.servers import Servers, machine, start_servers
 from bench.table import markdown
 
-STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound")
-NO_SERVERS = frozenset({"cores", "outbound"})  # stages that need neither Kafka nor ClickHouse
+STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound", "alerts")
+NO_SERVERS = frozenset({"cores", "outbound", "alerts"})  # stages that need neither Kafka nor ClickHouse
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -34,6 +34,10 @@ def _run_stage(name: str, servers: Servers | None, profile: Profile, work: Path,
         from bench.outbound import bench_outbound
 
         return bench_outbound(profile, stage_dir)
+    if name == "alerts":
+        from bench.alerts import bench_alerts
+
+        return bench_alerts(profile, stage_dir)
     assert servers is not None
     if name == "edge":
         from bench.edge import bench_edge

@@ -27,6 +27,9 @@ REQUIRED = (
     "outbound.spread.p95_s",
     "outbound.spread.deliveries_per_s",
     "outbound.down.lost",
+    "alerts.p50_s",
+    "alerts.p95_s",
+    "alerts.capacity.rules_x_projects",
 )
 #: Text facts: versions and the date.
 REQUIRED_TEXT = ("machine.python", "machine.kafka", "machine.clickhouse", "date")

@@ -3,8 +3,10 @@
 
 Listens on 127.0.0.1 .. 127.0.0.N (one "host" per address, so the sender's per-host limits apply per
 address), answers every request 204 and records (webhook-id, order id, arrival time on the system-wide
-monotonic clock, which the bench reads too). ``GET /stats`` on 127.0.0.1 answers the records since the
-``since``-th as JSON ``[[id, order, t], ...]``; ``GET /healthz`` answers 200.
+monotonic clock, which the bench reads too). An alert webhook (stage ``alerts``: a body with a
+``transition_id``) is recorded with ``<rule id>:<state>`` in place of the order id. ``GET /stats`` on
+127.0.0.1 answers the records since the ``since``-th as JSON ``[[id, order, t], ...]``; ``GET /healthz``
+answers 200.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ async def _hook(request: web.Request) -> web.Response:
     t = time.monotonic()
     body = await request.read()
     try:
-        order = str(orjson.loads(body).get("order_id"))
-    except (orjson.JSONDecodeError, AttributeError):
+        obj = orjson.loads(body)
+        if "transition_id" in obj:  # an alert rule's webhook (bench.alerts)
+            order = f"{obj['rule']['id']}:{obj['state']}"
+        else:
+            order = str(obj.get("order_id"))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         order = ""
     request.app[RECORDS].append((request.headers.get("webhook-id", ""), order, t))
     return web.Response(status=204)

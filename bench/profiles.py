@@ -36,6 +36,14 @@ class Profile:
     outbound_one_host_s: float = 2.0  # one receiver host drains at the sender's per-host rate: keep it short
     outbound_hosts: int = 16
     outbound_down_s: float = 5.0
+    # alert rules (embedded): firing latency over episodes of probe rules ("lanes", in rotation) in a few
+    # projects; then capacity points (rules per project, projects), cumulative, under a background load
+    alerts_lanes: int = 8
+    alerts_episodes: int = 8
+    alerts_projects: int = 1
+    alerts_capacity_points: tuple[tuple[int, int], ...] = ((10, 10), (50, 20), (100, 50))
+    alerts_capacity_episodes: int = 8
+    alerts_load_per_s: float = 100.0
 
 
 QUICK = Profile(
@@ -79,6 +87,12 @@ FULL = Profile(
     outbound_duration_s=20.0,
     outbound_one_host_s=10.0,
     outbound_down_s=60.0,
+    alerts_lanes=10,
+    alerts_episodes=40,
+    alerts_projects=3,
+    alerts_capacity_points=((10, 10), (50, 20), (100, 50), (200, 100), (500, 100), (1000, 100)),
+    alerts_capacity_episodes=20,
+    alerts_load_per_s=200.0,
 )
 
 SMOKE = Profile(
@@ -104,6 +118,11 @@ SMOKE = Profile(
     outbound_one_host_s=1.0,
     outbound_hosts=4,
     outbound_down_s=2.0,
+    alerts_lanes=2,
+    alerts_episodes=2,
+    alerts_capacity_points=((2, 2),),
+    alerts_capacity_episodes=2,
+    alerts_load_per_s=20.0,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

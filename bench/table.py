@@ -152,6 +152,34 @@ ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
         lambda r: None if _get(r, "outbound.down.lost") is None else _get(r, "outbound.down.lost") == 0,
     ),
     (
+        "alerts: threshold crossed (edge 2xx) to firing webhook p50",
+        "alerts.p50_s",
+        "s",
+        None,
+        "",
+        None,
+    ),
+    (
+        "alerts: threshold crossed (edge 2xx) to firing webhook p95",
+        "alerts.p95_s",
+        "s",
+        None,
+        "<= 5 s, no episode missed",
+        lambda r: (
+            None
+            if _get(r, "alerts.p95_s") is None
+            else _get(r, "alerts.p95_s") <= 5.0 and _get(r, "alerts.missed") == 0
+        ),
+    ),
+    (
+        "alerts: rules x projects one process evaluates keeping that p95",
+        "alerts.capacity.rules_x_projects",
+        "",
+        None,
+        "largest measured with p95 <= 5 s",
+        None,
+    ),
+    (
         "Top-5 report (median)",
         "report.top5_ms",
         "ms",
@@ -208,6 +236,14 @@ def markdown(results: dict[str, Any]) -> str:
     if heavy is not None:
         events = int(_get(results, "report.conversion_heavy.events") or 0)
         lines.append(f"| Top-5 over {events:,} events, 40% conversions (median) | {heavy:,.1f} ms | | | | |")
+    for point in _get(results, "alerts.capacity.points") or []:
+        p95 = point.get("p95_s")
+        label = (
+            f"alerts: firing p95 with {point['rules_per_project']} rules x {point['projects']} projects,"
+            f" {point['load_per_s']:,.0f} req/s background"
+        )
+        met = p95 is not None and p95 <= 5.0 and point.get("missed") == 0
+        lines.append(f"| {label} | {_fmt(p95, 's')} | | | <= 5 s | {'yes' if met else '**no**'} |")
     errors = results.get("errors") or {}
     for stage, err in errors.items():
         lines.append(f"\n**{stage} failed**: {str(err).splitlines()[0][:300]}")

@@ -48,4 +48,9 @@ def test_bench_smoke_writes_every_key(tmp_path, kafka_bootstrap, clickhouse_serv
         assert lookup(results, f"{part}.conversions") > 0, part
         assert lookup(results, f"{part}.lost") == 0, (part, lookup(results, part))
         assert lookup(results, f"{part}.ids_with_several_bodies") == 0, part
+    # alerts: every probe episode's firing webhook arrived, at every capacity point too
+    assert lookup(results, "alerts.episodes") > 0 and lookup(results, "alerts.missed") == 0
+    points = lookup(results, "alerts.capacity.points")
+    assert points and all(p["episodes"] > 0 and p["missed"] == 0 for p in points), points
+    assert lookup(results, "alerts.capacity.rules_x_projects") > 0
     assert "| stage | trackpipe | raw baseline |" in run.stdout
