@@ -5,8 +5,10 @@ pending loses none, and each webhook-id keeps one body."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,26 @@ def _prepare(env: dict[str, str], tmp_path: Path) -> None:
     run_cli(["migrate"], env, tmp_path)
 
 
+@contextlib.contextmanager
+def pipeline(tmp_path: Path, env: dict[str, str], receiver: Receiver | None = None) -> Iterator[str]:
+    """``trackpipe edge`` + ``trackpipe worker`` on ``env``; yields the edge's base URL. An assertion
+    that fails inside gets both logs appended; both processes (and ``receiver``) are stopped after."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
+    worker = Proc(["worker"], env, tmp_path / "worker.log")
+    try:
+        edge.wait_healthy(base)
+        yield base
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
+    finally:
+        edge.stop()
+        worker.stop()
+        if receiver is not None:
+            receiver.close()
+
+
 def _orders(goal: dict[str, Any], receiver: Receiver) -> dict[str, list[dict[str, Any]]]:
     by_order: dict[str, list[dict[str, Any]]] = {}
     for h, b in receiver.on("/hook"):
@@ -55,12 +77,7 @@ def test_goal_webhooks_through_kafka_and_a_worker(
     _prepare(env, tmp_path)
     receiver = Receiver(free_port(), fail={"/flaky": 2})
     receiver.up()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
-    worker = Proc(["worker"], env, tmp_path / "worker.log")
-    try:
-        edge.wait_healthy(base)
+    with pipeline(tmp_path, env, receiver) as base:
         goal = _goal(base, f"http://127.0.0.1:{receiver.port}/hook", "Sales")
         track = f"{base}/api/conversions/track/{goal['token']}"
         assert http("POST", track, json.dumps(REF_PVTLNK).encode())[0] == 200
@@ -96,12 +113,6 @@ def test_goal_webhooks_through_kafka_and_a_worker(
         wait_for("the sentinel", lambda: _orders(goal, receiver).get("LAST"))
         assert len(_orders(goal, receiver)["ORD-7"]) == 3
         assert len(receiver.on("/flaky")) == 3
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
-    finally:
-        edge.stop()
-        worker.stop()
-        receiver.close()
 
 
 def test_sigkill_of_a_worker_with_deliveries_pending_loses_none(
@@ -166,23 +177,12 @@ def test_the_outbound_scenario_through_kafka_and_a_worker(
     _prepare(env, tmp_path)
     receiver = Receiver(free_port())
     receiver.up()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
-    worker = Proc(["worker"], env, tmp_path / "worker.log")
-    try:
-        edge.wait_healthy(base)
+    with pipeline(tmp_path, env, receiver) as base:
         expected = send_outbound_scenario(base, receiver, timeout=120)
         bodies = check_deliveries(
             receiver, expected, log_settled(base, receiver), timeout=120, fold_catch_ups=True
         )
         assert len(bodies) == len(expected.hooks) == 10 and len(expected.postbacks) == 5
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
-    finally:
-        edge.stop()
-        worker.stop()
-        receiver.close()
 
 
 def test_a_gone_endpoint_is_disabled_in_every_worker_until_reenabled_through_an_edge(
@@ -192,12 +192,7 @@ def test_a_gone_endpoint_is_disabled_in_every_worker_until_reenabled_through_an_
     _prepare(env, tmp_path)
     receiver = GoneReceiver(free_port())
     receiver.up()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
-    worker = Proc(["worker"], env, tmp_path / "worker.log")
-    try:
-        edge.wait_healthy(base)
+    with pipeline(tmp_path, env, receiver) as base:
         goal = _goal(base, f"http://127.0.0.1:{receiver.port}/gone", "Gone")
         track = f"{base}/api/conversions/track/{goal['token']}"
         assert (
@@ -235,9 +230,3 @@ def test_a_gone_endpoint_is_disabled_in_every_worker_until_reenabled_through_an_
 
         wait_for("both delivered", delivered, 120)
         assert {json.loads(b)["order_id"] for _, b in receiver.on("/gone")} == {"G1", "G2"}
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
-    finally:
-        edge.stop()
-        worker.stop()
-        receiver.close()
