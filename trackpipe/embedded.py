@@ -104,8 +104,9 @@ class EmbeddedPort:
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.outbound.stage, work.rows.conversions
             )
-        if self.alerts is not None and (work.rows.events or work.rows.conversions):
+        if self.alerts is not None:
             # alert rules: snapshots, notifications and stream messages join the same transaction
+            # (also for a batch of dead letters only: the rules' clock moves with every batch)
             await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.alerts.stage, work.rows.events, work.rows.conversions
             )
