@@ -3,9 +3,10 @@ itself.
 
 Plain HTML + vanilla JS + inline SVG, no build step and nothing from other hosts. The page reads the
 report API (``/api/v1/projects``, ``/api/v1/reports/top-events``) like any other client, and with the
-admin key the delivery health (``/api/v1/endpoints``, dead ``/api/v1/deliveries``). The files are
-read once when the routes are added and served from memory: only the names found there exist, so no
-path from a request ever reaches the file system.
+admin key the delivery health (``/api/v1/endpoints``, dead ``/api/v1/deliveries``) and the alert rules
+with their state and last transitions (``/api/v1/alerts``). The files are read once when the routes are
+added and served from memory: only the names found there exist, so no path from a request ever reaches
+the file system.
 """
 
 from __future__ import annotations

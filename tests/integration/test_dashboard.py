@@ -312,6 +312,19 @@ PAGE_STATE = """(() => {
       overflow: q("#health").scrollWidth - q("#health").clientWidth,
       right: q("#health").getBoundingClientRect().right,
     } : null,
+    alerts: q("#alerts") && !q("#alerts").hidden ? {
+      empty: q("#alerts-empty").hidden ? null : text(q("#alerts-empty")),
+      headers: [...document.querySelectorAll("#rules th")].map((th) => th.textContent),
+      rows: [...document.querySelectorAll("#rules tbody tr")].filter(() => !q("#rules").hidden).map((tr) => ({
+        id: tr.dataset.rule,
+        state: tr.dataset.state,
+        state_class: tr.cells[1].className,
+        cells: [...tr.cells].map((td) => td.textContent),
+        transitions: [...tr.querySelectorAll(".transitions li")].map((li) => li.textContent),
+      })),
+      overflow: q("#alerts").scrollWidth - q("#alerts").clientWidth,
+      right: q("#alerts").getBoundingClientRect().right,
+    } : null,
   };
 })()"""
 
@@ -668,6 +681,122 @@ async def test_delivery_health_is_shown_with_the_admin_key_only(
     )
     assert state["health"] is None
     assert [u for u in page.requests if urllib.parse.urlsplit(u).path == "/api/v1/endpoints"] == asked
+
+    # nothing from another host
+    hosts = {urllib.parse.urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}
+    assert hosts == {urllib.parse.urlsplit(base).netloc}, page.requests
+    assert page.problems == []
+
+
+# -- alert rules (admin key only) -------------------------------------------------------------------
+
+RULE_NAME = XSS_GOAL + "-rule-" + "r" * 150  # markup, and long without a space
+
+
+async def test_alert_rules_are_shown_with_the_admin_key_only(
+    gone_edge: tuple[str, GoneReceiver], page: Page, tmp_path: Path
+) -> None:
+    base, _ = gone_edge
+    spec = {"goal": {"name": "order", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
+    status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), ADMIN)
+    assert status == 201, goal
+    # a window far longer than the test: the rule stays firing while the page is looked at
+    rule_spec = {
+        "project": "default",
+        "name": RULE_NAME,
+        "kind": "threshold",
+        "op": "above",
+        "value": 0,
+        "window_s": 300,
+        "scope": {"goal_id": goal["id"]},
+    }
+    status, rule = http("POST", base + "/api/v1/alerts", json.dumps(rule_spec).encode(), ADMIN)
+    assert status == 201, rule
+    body = json.dumps({"value": 1, "currency": "USD", "order_id": "A"}).encode()
+    status, answer = http("POST", f"{base}/api/conversions/track/{goal['token']}", body)
+    assert status == 200, answer
+
+    def rules() -> list[dict[str, Any]]:
+        status, answer = http("GET", base + "/api/v1/alerts?project=default", None, ADMIN)
+        assert status == 200, answer
+        return answer["alerts"]  # type: ignore[no-any-return]
+
+    def firing() -> dict[str, Any] | None:
+        time.sleep(0.2)  # gentle on the admin API's rate limit
+        (found,) = rules()
+        return found if found["status"] and found["status"]["state"] == "firing" else None
+
+    await asyncio.to_thread(wait_for, "the rule firing", firing, WAIT)
+
+    # the admin key: the rule, its state as text (and a class), since when, its last transitions
+    await page.send("Network.enable")
+    await page.goto(f"{base}/?refresh=1")
+    await page.type_key(ADMIN_KEY)
+    state = await page.wait_for(
+        "s.state === 'ready' && s.alerts && s.alerts.rows.length === 1", "the alert rules"
+    )
+    (now,) = rules()
+    alerts = state["alerts"]
+    assert alerts["empty"] is None
+    assert alerts["headers"] == ["Rule", "State", "Since (UTC)", "Last transitions (UTC)"]
+    (row,) = alerts["rows"]
+    lines = [
+        f"{t['to_state']} at {t['at'][11:19]} (value {t['value']:g} > {t['threshold']:g})"
+        for t in now["status"]["transitions"][:3]
+    ]
+    assert lines[0].startswith("firing at ") and lines[0].endswith("(value 1 > 0)"), lines
+    assert row == {
+        "id": rule["id"],
+        "state": "firing",
+        "state_class": "state state-firing",
+        "cells": [
+            f"{RULE_NAME} threshold · conversions",
+            "firing",
+            formatted(now["status"]["episode_started_at"]),
+            "".join(lines),
+        ],
+        "transitions": lines,
+    }, row
+    assert state["injected"] == 0 and state["pwned"] is None
+    assert alerts["overflow"] <= 0 and alerts["right"] <= 1000, alerts
+    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (tmp_path / "alert-rules.png").write_bytes(base64.b64decode(shot["data"]))
+
+    # at phone width the long name wraps: nothing sticks out of the section or the screen
+    await page.send(
+        "Emulation.setDeviceMetricsOverride", width=360, height=740, deviceScaleFactor=1, mobile=True
+    )
+    state = await page.wait_for("s.state === 'ready' && s.alerts && s.alerts.right <= 360", "the phone width")
+    assert state["alerts"]["overflow"] <= 0, state["alerts"]
+    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (tmp_path / "alert-rules-phone.png").write_bytes(base64.b64decode(shot["data"]))
+
+    # refreshed with the rest of the page: disabled, then deleted
+    patch = json.dumps({"enabled": False}).encode()
+    status, answer = http("PATCH", f"{base}/api/v1/alerts/{rule['id']}", patch, ADMIN)
+    assert status == 200, answer
+    state = await page.wait_for(
+        "s.state === 'ready' && s.alerts && s.alerts.rows.length && s.alerts.rows[0].cells[1] === 'disabled'",
+        "the disabled rule",
+    )
+    status, answer = http("DELETE", f"{base}/api/v1/alerts/{rule['id']}", None, ADMIN)
+    assert status == 204, answer
+    state = await page.wait_for("s.state === 'ready' && s.alerts && s.alerts.empty", "no rules")
+    assert state["alerts"]["empty"] == "No alert rules." and state["alerts"]["rows"] == []
+
+    # a read key: the section is hidden, and the refused rules are not asked again with it
+    await page.js("document.getElementById('forget-key').click()")
+    await page.type_key(SHOP_KEY)
+    state = await page.wait_for(
+        f"s.state === 'ready' && s.stored_key === '{SHOP_KEY}'", "the read key's page"
+    )
+    assert state["alerts"] is None and state["status"] == "", state
+    asked = [u for u in page.requests if urllib.parse.urlsplit(u).path == "/api/v1/alerts"]
+    state = await page.wait_for(
+        f"s.state === 'ready' && s.renders >= {state['renders'] + 2}", "two refreshes"
+    )
+    assert state["alerts"] is None
+    assert [u for u in page.requests if urllib.parse.urlsplit(u).path == "/api/v1/alerts"] == asked
 
     # nothing from another host
     hosts = {urllib.parse.urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}

@@ -48,6 +48,7 @@ from sinks.outbound.planner import (
 from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
 from sinks.outbound.templates import FiredDigest
 from sinks.stream.cloudevents import plan_stream
+from trackpipe.alerting.kafka import forward_records
 from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
@@ -86,6 +87,7 @@ class KafkaOutboundPlanner:
         rule_of: RuleOf,
         *,
         stream_topic: str | None = None,
+        alert_projects: Callable[[], set[str]] | None = None,
         security: dict[str, object] | None = None,
         batch_max: int = 1000,
         clock: Callable[[], datetime] | None = None,
@@ -97,6 +99,7 @@ class KafkaOutboundPlanner:
         self.goal_of = goal_of
         self.rule_of = rule_of
         self.stream_topic = stream_topic
+        self.alert_projects = alert_projects or set
         self.security = security or {}
         self.batch_max = batch_max
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -265,6 +268,15 @@ class KafkaOutboundPlanner:
                 )
                 for m in stream.messages
             ]
+        wanted = self.alert_projects()
+        if wanted:  # alert rules' input: these rows re-keyed by project (trackpipe.alerting.kafka)
+            by_project: dict[str, list[bytes]] = {}
+            for row in rows:
+                if row.project_id in wanted:
+                    by_project.setdefault(row.project_id, []).append(row.__pydantic_serializer__.to_json(row))
+            sent += await forward_records(
+                self._producer, self.names.alert_input, self.partitions, "conversions", by_project
+            )
         for fut in sent:
             await fut
         sent = [

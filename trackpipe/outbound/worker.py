@@ -14,8 +14,11 @@ from mode import Service
 
 from ingest.config.kafka_store import KafkaConfigStore
 from processors.runtime.faust.topology import TopologyNames
+from schemas.alerts import AlertRule
+from schemas.config import StoredAlertRule
 from sinks.backend import ClickHouseBackend
 from sinks.outbound.schedule import Schedule
+from trackpipe.alerting.kafka import AlertEvaluator, TrafficForwarder
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
 from trackpipe.outbound.kafka_endpoints import KafkaEndpointStore
 from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
@@ -40,6 +43,7 @@ class WorkerOutbound(Service):
     ):
         super().__init__()
         self.counts = counts
+        self._plain_rules: dict[str, tuple[StoredAlertRule, AlertRule]] = {}
         # the delivery log: its own thread, so inserts never wait behind the sink's batches
         self._log_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-log")
         self.delivery_log = DeliveryLogObserver(backend, self._log_executor)
@@ -61,6 +65,7 @@ class WorkerOutbound(Service):
             goal_of,
             rule_of,
             stream_topic=settings.kafka_stream_topic(),
+            alert_projects=self.alert_projects,
             security=security,
         )
         self.store = KafkaDueStore(
@@ -79,9 +84,47 @@ class WorkerOutbound(Service):
             Schedule.from_setting(settings.outbound.retry_schedule_s),
             observers=[self.delivery_log, counts, *observers],
             endpoint_store=self.endpoint_store,
+            rule_of=self.alert_rule_of,
+        )
+        # alert rules (issue 14): their inputs re-keyed by project, one evaluator per project partition
+        self.traffic = TrafficForwarder(
+            settings.kafka_bootstrap,
+            names,
+            settings.partitions,
+            f"{settings.worker_app_id}-alert-traffic",
+            self.alert_projects,
+            security=security,
+        )
+        self.alerts = AlertEvaluator(
+            settings.kafka_bootstrap,
+            names,
+            settings.partitions,
+            f"{settings.worker_app_id}-alerts",
+            self.alert_rules,
+            settings.kafka_stream_topic(),
+            security=security,
         )
         self.endpoint_store.on_change = self.deliveries.endpoints.apply
         self.store.on_change = self.deliveries.wake.set
+
+    def alert_rules(self) -> list[AlertRule]:
+        """The enabled alert rules without their secrets (each converted once per version)."""
+        out = []
+        for stored in self.config.state.alerts():
+            if not stored.enabled:
+                continue
+            cached = self._plain_rules.get(stored.id)
+            if cached is None or cached[0] is not stored:
+                cached = self._plain_rules[stored.id] = (stored, stored.rule())
+            out.append(cached[1])
+        return out
+
+    def alert_projects(self) -> set[str]:
+        return {r.project for r in self.config.state.alerts() if r.enabled}
+
+    def alert_rule_of(self, project: str, rule_id: str) -> StoredAlertRule | None:
+        found = self.config.state.alert(rule_id)
+        return found if found is not None and found.project == project else None
 
     def collector(self) -> OutboundCollector:
         """The worker's /metrics of outbound delivery (attempts, failures, queue depth, oldest due)."""
@@ -92,9 +135,13 @@ class WorkerOutbound(Service):
         await self.config.start()
         await self.planner.start()
         await self.deliveries.start()
-        log.info("outbound: planner and delivery loop started")
+        await self.alerts.start()
+        await self.traffic.start()
+        log.info("outbound: planner, delivery loop and alert evaluator started")
 
     async def on_stop(self) -> None:
+        await self.traffic.close()
+        await self.alerts.close()
         await self.deliveries.close()
         await self.endpoint_store.close()
         await self.planner.close()

@@ -6,7 +6,8 @@
 // and this browser runs on its host: on a 401 the page asks for it, keeps it in sessionStorage only
 // (gone with the tab, never in the address) and sends it as "Authorization: Bearer <key>".
 // With the admin key the page also shows the delivery health (/api/v1/endpoints, dead deliveries); a key
-// it refuses is not asked again (every refusal counts as a wrong key against this address).
+// it refuses is not asked again (every refusal counts as a wrong key against this address). The same for
+// the alert rules (/api/v1/alerts of the project shown): each rule's state and its last transitions.
 "use strict";
 
 (function () {
@@ -53,11 +54,15 @@
   let renders = 0;
   let shownProjects = null;
   let healthRefusedFor = null; // the key /api/v1/endpoints refused
+  let alertsRefusedFor = null; // the key /api/v1/alerts refused
+  const TRANSITIONS_SHOWN = 3;
 
   const intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   const moneyFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   const formatRate = (rate) => (rate * 100).toFixed(2) + " %";
   const formatTime = (iso) => String(iso).slice(0, 16).replace("T", " ");
+  const formatClock = (iso) => String(iso).slice(11, 19);
+  const valueFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4, useGrouping: false });
 
   function html(tag, attrs, text) {
     const node = document.createElement(tag);
@@ -95,6 +100,7 @@
     // Nothing read with a previous key stays on the page.
     renderNothing();
     $("health").hidden = true;
+    $("alerts").hidden = true;
     shownProjects = null;
     $("project").replaceChildren();
     $("key-form").hidden = false;
@@ -302,6 +308,77 @@
     }
   }
 
+  function compared(transition) {
+    // "(value 4 > 2)": the observed value against what it was compared with, from the numbers themselves
+    const { value, threshold } = transition;
+    if (value === null || value === undefined) return "(no data)";
+    if (threshold === null || threshold === undefined) return `(value ${valueFormat.format(value)})`;
+    const sign = value > threshold ? ">" : value < threshold ? "<" : "=";
+    return `(value ${valueFormat.format(value)} ${sign} ${valueFormat.format(threshold)})`;
+  }
+
+  function ruleState(rule) {
+    // [text, class]: the text says it all, the class only adds a colour
+    const snoozed = rule.snoozed_until && Date.parse(rule.snoozed_until) > Date.now()
+      ? `snoozed until ${formatTime(rule.snoozed_until)}` : "";
+    if (!rule.enabled) return ["disabled", "disabled"];
+    if (!rule.status) return [snoozed || "not evaluated here", "unknown"];
+    const state = String(rule.status.state);
+    const known = ["normal", "pending", "firing"].includes(state) ? state : "unknown";
+    return [snoozed ? `${state}, ${snoozed}` : state, known];
+  }
+
+  function renderAlerts(rules) {
+    $("alerts-empty").hidden = rules.length > 0;
+    $("rules").hidden = !rules.length;
+    const body = $("rules").tBodies[0];
+    const labels = [...$("rules").tHead.rows[0].cells].map((th) => th.textContent);
+    body.replaceChildren();
+    for (const rule of rules) {
+      const [stateText, stateClass] = ruleState(rule);
+      const what = html("td", { class: "rule" });
+      what.append(html("span", { class: "name" }, rule.name), " ",
+        html("span", { class: "kind" }, `${rule.kind} · ${rule.metric}`));
+      const status = rule.status || {};
+      const since = status.episode_started_at ? formatTime(status.episode_started_at) : "–";
+      const list = html("ul", { class: "transitions" });
+      for (const transition of (status.transitions || []).slice(0, TRANSITIONS_SHOWN)) {
+        const to = String(transition.to_state);
+        list.append(html("li", { class: `to-${to.replace(/[^a-z]/g, "")}` },
+          `${to} at ${formatClock(transition.at)} ${compared(transition)}`));
+      }
+      const last = html("td", { class: "transitions-cell", "data-label": labels[3] });
+      if (list.childElementCount) last.append(list);
+      else last.textContent = "–";
+      const tr = html("tr", { "data-rule": rule.id, "data-state": stateClass });
+      tr.append(
+        what,
+        html("td", { class: `state state-${stateClass}`, "data-label": labels[1] }, stateText),
+        html("td", { class: "since", "data-label": labels[2] }, since),
+        last,
+      );
+      body.append(tr);
+    }
+    $("alerts").hidden = false;
+  }
+
+  async function refreshAlerts(signal) {
+    // Hidden unless the key in use may read the rules (the admin key); never locks the page.
+    if (alertsRefusedFor === currentKey) {
+      $("alerts").hidden = true;
+      return;
+    }
+    try {
+      const query = state.project ? `?${new URLSearchParams({ project: state.project })}` : "";
+      const { alerts } = await getJSON(`/api/v1/alerts${query}`, signal);
+      renderAlerts(alerts);
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      if (error.status === 401 || error.status === 403) alertsRefusedFor = currentKey;
+      $("alerts").hidden = true; // also 501 / 503: nothing to show
+    }
+  }
+
   async function refresh() {
     if (inflight) inflight.abort();
     const mine = new AbortController();
@@ -323,6 +400,7 @@
         setStatus("");
       }
       await refreshHealth(mine.signal);
+      await refreshAlerts(mine.signal);
       if (mine !== inflight) return;
       $("key-form").hidden = true;
       $("updated").textContent = `${new Date().toISOString().slice(11, 19)} UTC`;

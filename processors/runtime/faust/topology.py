@@ -64,13 +64,23 @@ class TopologyNames:
         return f"{self.events}.deliveries"
 
     @property
+    def alert_input(self) -> str:
+        """Alert rules' input, re-keyed by project (trackpipe.alerting.kafka)."""
+        return f"{self.events}.alert-input"
+
+    @property
+    def alert_state(self) -> str:
+        """Alert engine snapshots per project (compacted)."""
+        return f"{self.events}.alert-state"
+
+    @property
     def endpoints(self) -> str:
         """The delivery endpoints' circuit states (one partition, compacted)."""
         return f"{self.events}.endpoints"
 
     def compacted(self) -> frozenset[str]:
         """Topics that hold state (latest record per key): created with ``cleanup.policy=compact``."""
-        return frozenset({self.outbound_state, self.deliveries})
+        return frozenset({self.outbound_state, self.deliveries, self.alert_state})
 
     def all(self) -> list[str]:
         """Every topic the topology reads or writes, except Faust's own changelogs."""
@@ -83,6 +93,8 @@ class TopologyNames:
             self.sessions_out,
             self.outbound_state,
             self.deliveries,
+            self.alert_input,
+            self.alert_state,
         ]
 
 
