@@ -89,7 +89,9 @@ def run_alerts_scenario(base: str, receiver: Receiver, timeout: float = 90) -> d
     channels = {"webhook_url": hook + ALERT_PATH, "slack_url": hook + SLACK_PATH}
     scope = {"goal_id": goal["id"]}
     common = {"project": goal["project"], "scope": scope, "channels": channels, "window_s": WINDOW_S}
-    threshold = create_rule(base, {**common, "name": "many", "kind": "threshold", "op": "above", "value": 2})
+    threshold = create_rule(  # true for 2 s before it fires: normal -> pending -> firing
+        base, {**common, "name": "many", "kind": "threshold", "op": "above", "value": 2, "pending_s": 2}
+    )
     spike = create_rule(base, {**common, "name": "spike", "kind": "spike", "min_count": 3, "factor": 2})
     absence = create_rule(
         base,
@@ -147,6 +149,16 @@ def run_alerts_scenario(base: str, receiver: Receiver, timeout: float = 90) -> d
     assert len(ids) == len(set(ids)) == 7, got  # each transition exactly once
     for h in got:
         assert h["event"] == f"alert.{h['state']}" and h["project"] == goal["project"]
+    # each transition's from_state: the threshold rule went through pending, the others fired at once
+    moves = {(names[h["rule"]["id"]], h["from_state"], h["state"]) for h in got}
+    assert moves == {
+        ("threshold", "pending", "firing"),
+        ("threshold", "firing", "resolved"),
+        ("spike", "normal", "firing"),
+        ("spike", "firing", "resolved"),
+        ("absence", "normal", "firing"),
+        ("absence", "firing", "resolved"),
+    }, moves
     # the same transitions as Slack-compatible bodies, unsigned
     slack = [json.loads(b) for _, b in receiver.on(SLACK_PATH)]
     assert len(slack) == 7 and all("text" in s and "blocks" in s for s in slack)

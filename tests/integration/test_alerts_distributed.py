@@ -6,14 +6,18 @@ project and evaluated by the worker; the transitions are on the stream topic too
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 
 import orjson
 
-from tests.alerts_scenario import run_alerts_scenario
+from tests.alerts_scenario import ALERT_PATH, WINDOW_S, alert_hooks, create_rule, run_alerts_scenario
+from tests.integration.test_inputs_edge import AUTH
+from tests.integration.test_outbound_admin import _list
 from tests.integration.test_outbound_distributed import _env, _prepare, pipeline
-from tests.integration.test_outbound_embedded import Receiver
+from tests.integration.test_outbound_embedded import Receiver, wait_for
 from tests.integration.test_stream_distributed import topic_messages
-from tests.scenario import free_port
+from tests.scenario import Proc, free_port, http
 
 
 def test_threshold_spike_and_absence_rules_through_kafka_and_a_worker(
@@ -28,3 +32,56 @@ def test_threshold_spike_and_absence_rules_through_kafka_and_a_worker(
         records = asyncio.run(topic_messages(kafka_bootstrap, env["TRACKPIPE_KAFKA_TOPIC"] + ".stream", 3))
         alerts = [orjson.loads(v) for _, v, _ in records if b'"com.trackpipe.alert.' in v]
         assert sorted({a["id"] for a in alerts}) == sorted(h["transition_id"] for h in done["hooks"])
+
+
+def test_sigkill_of_a_worker_mid_episode_repeats_nothing_and_loses_nothing(
+    tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
+):
+    env = _env(kafka_bootstrap, clickhouse_server, ch_database, unique_name)
+    _prepare(env, tmp_path)
+    receiver = Receiver(free_port())
+    receiver.up()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
+    first = Proc(["worker"], env, tmp_path / "worker1.log")
+    second: Proc | None = None
+    try:
+        edge.wait_healthy(base)
+        spec = {"goal": {"name": "Killed", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
+        status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), AUTH)
+        assert status == 201, goal
+        rule = create_rule(
+            base,
+            {"project": goal["project"], "scope": {"goal_id": goal["id"]}, "name": "many",
+             "kind": "threshold", "op": "above", "value": 2, "window_s": WINDOW_S,
+             "channels": {"webhook_url": f"http://127.0.0.1:{receiver.port}{ALERT_PATH}"}},
+        )  # fmt: skip
+        secrets = {rule["id"]: rule["signing_secret"]}
+        for i in range(3):
+            body = json.dumps({"value": 1, "currency": "USD", "order_id": f"K-{i}"}).encode()
+            assert http("POST", f"{base}/api/conversions/track/{goal['token']}", body)[0] == 200
+        [firing] = wait_for("firing", lambda: alert_hooks(receiver, secrets), 120)
+        assert firing["state"] == "firing"
+        # its delivery recorded as delivered (the delivery log): the kill comes mid-episode
+        wait_for(
+            "the firing delivery recorded",
+            lambda: [d for d in _list(base, status="delivered") if d["id"] == firing["transition_id"]],
+        )
+        first.stop(signal.SIGKILL)
+        second = Proc(["worker"], env, tmp_path / "worker2.log")
+        hooks = wait_for(
+            "resolved by the second worker", lambda: (h := alert_hooks(receiver, secrets))[1:] and h, 120
+        )
+        assert [h["state"] for h in hooks] == ["firing", "resolved"]
+        assert hooks[1]["episode_id"] == hooks[0]["episode_id"]  # the same episode, resumed from its snapshot
+        assert len(receiver.on(ALERT_PATH)) == 2  # nothing repeated
+    except AssertionError as exc:
+        logs = f"--- worker 1 ---\n{first.tail()}\n--- worker 2 ---\n{second.tail() if second else ''}"
+        raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n{logs}") from None
+    finally:
+        edge.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+        receiver.close()

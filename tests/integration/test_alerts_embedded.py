@@ -37,7 +37,11 @@ def test_threshold_spike_and_absence_rules_fire_and_resolve(tmp_path):
         now = {a["id"]: a["status"] for a in found["alerts"]}
         threshold, spike, absence = done["rules"]
         assert now[absence["id"]]["state"] == "firing" and now[threshold["id"]]["state"] == "normal"
-        assert [t["to_state"] for t in now[threshold["id"]]["transitions"]][:2] == ["resolved", "firing"]
+        assert [t["to_state"] for t in now[threshold["id"]]["transitions"]][:3] == [
+            "resolved",
+            "firing",
+            "pending",
+        ]
         notified = [t["id"] for t in now[spike["id"]]["transitions"] if t["notified"]]
         assert sorted(notified) == sorted(
             h["transition_id"] for h in done["hooks"] if h["rule"]["id"] == spike["id"]
