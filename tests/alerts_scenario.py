@@ -169,3 +169,26 @@ def run_alerts_scenario(base: str, receiver: Receiver, timeout: float = 90) -> d
             if p == SLACK_PATH
         )
     return {"rules": (threshold, spike, absence), "hooks": got, "goal": goal}
+
+
+def fire_one_episode(
+    base: str, receiver: Receiver, timeout: float = 120
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A goal, a threshold rule (above 2 in WINDOW_S) notifying ``receiver``, three conversions: waits for
+    the firing webhook and returns (the rule's secrets by id, that firing's body)."""
+    spec = {"goal": {"name": "Killed", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
+    status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), AUTH)
+    assert status == 201, goal
+    rule = create_rule(
+        base,
+        {"project": goal["project"], "scope": {"goal_id": goal["id"]}, "name": "many",
+         "kind": "threshold", "op": "above", "value": 2, "window_s": WINDOW_S,
+         "channels": {"webhook_url": f"http://127.0.0.1:{receiver.port}{ALERT_PATH}"}},
+    )  # fmt: skip
+    secrets = {rule["id"]: rule["signing_secret"]}
+    for i in range(3):
+        body = json.dumps({"value": 1, "currency": "USD", "order_id": f"K-{i}"}).encode()
+        assert http("POST", f"{base}/api/conversions/track/{goal['token']}", body)[0] == 200
+    [firing] = wait_for("firing", lambda: alert_hooks(receiver, secrets), timeout)
+    assert firing["state"] == "firing"
+    return secrets, firing

@@ -6,18 +6,16 @@ project and evaluated by the worker; the transitions are on the stream topic too
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 
 import orjson
 
-from tests.alerts_scenario import ALERT_PATH, WINDOW_S, alert_hooks, create_rule, run_alerts_scenario
-from tests.integration.test_inputs_edge import AUTH
+from tests.alerts_scenario import ALERT_PATH, alert_hooks, fire_one_episode, run_alerts_scenario
 from tests.integration.test_outbound_admin import _list
 from tests.integration.test_outbound_distributed import _env, _prepare, pipeline
 from tests.integration.test_outbound_embedded import Receiver, wait_for
 from tests.integration.test_stream_distributed import topic_messages
-from tests.scenario import Proc, free_port, http
+from tests.scenario import Proc, free_port
 
 
 def test_threshold_spike_and_absence_rules_through_kafka_and_a_worker(
@@ -48,21 +46,7 @@ def test_sigkill_of_a_worker_mid_episode_repeats_nothing_and_loses_nothing(
     second: Proc | None = None
     try:
         edge.wait_healthy(base)
-        spec = {"goal": {"name": "Killed", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
-        status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), AUTH)
-        assert status == 201, goal
-        rule = create_rule(
-            base,
-            {"project": goal["project"], "scope": {"goal_id": goal["id"]}, "name": "many",
-             "kind": "threshold", "op": "above", "value": 2, "window_s": WINDOW_S,
-             "channels": {"webhook_url": f"http://127.0.0.1:{receiver.port}{ALERT_PATH}"}},
-        )  # fmt: skip
-        secrets = {rule["id"]: rule["signing_secret"]}
-        for i in range(3):
-            body = json.dumps({"value": 1, "currency": "USD", "order_id": f"K-{i}"}).encode()
-            assert http("POST", f"{base}/api/conversions/track/{goal['token']}", body)[0] == 200
-        [firing] = wait_for("firing", lambda: alert_hooks(receiver, secrets), 120)
-        assert firing["state"] == "firing"
+        secrets, firing = fire_one_episode(base, receiver)
         # its delivery recorded as delivered (the delivery log): the kill comes mid-episode
         wait_for(
             "the firing delivery recorded",

@@ -4,10 +4,9 @@ secret) and the Slack-compatible channel, and is published on the public stream.
 
 from __future__ import annotations
 
-import json
 import signal
 
-from tests.alerts_scenario import ALERT_PATH, WINDOW_S, alert_hooks, create_rule, run_alerts_scenario
+from tests.alerts_scenario import ALERT_PATH, alert_hooks, fire_one_episode, run_alerts_scenario
 from tests.integration.test_inputs_edge import AUTH
 from tests.integration.test_outbound_embedded import Receiver, _run, due_rows, wait_for
 from tests.integration.test_stream_embedded import BEARER
@@ -59,21 +58,7 @@ def test_sigkill_mid_episode_repeats_nothing_and_loses_nothing(tmp_path):
     data = tmp_path / "data"
     proc = _run(tmp_path, port, "run1.log")
     try:
-        spec = {"goal": {"name": "Killed", "goal_type": "purchase", "value": 1.0, "currency": "USD"}}
-        status, goal = http("POST", base + "/api/v1/conversions/goals", json.dumps(spec).encode(), AUTH)
-        assert status == 201, goal
-        rule = create_rule(
-            base,
-            {"project": goal["project"], "scope": {"goal_id": goal["id"]}, "name": "many",
-             "kind": "threshold", "op": "above", "value": 2, "window_s": WINDOW_S,
-             "channels": {"webhook_url": f"http://127.0.0.1:{receiver.port}{ALERT_PATH}"}},
-        )  # fmt: skip
-        secrets = {rule["id"]: rule["signing_secret"]}
-        for i in range(3):
-            body = json.dumps({"value": 1, "currency": "USD", "order_id": f"K-{i}"}).encode()
-            assert http("POST", f"{base}/api/conversions/track/{goal['token']}", body)[0] == 200
-        [firing] = wait_for("firing", lambda: alert_hooks(receiver, secrets), 60)
-        assert firing["state"] == "firing"
+        secrets, firing = fire_one_episode(base, receiver)
         # its delivery is recorded as delivered: the kill comes mid-episode, with the episode firing
         wait_for(
             "the firing delivery recorded",
