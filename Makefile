@@ -23,6 +23,12 @@ kafka-jars: $(STAMP) ## fetch the Apache Kafka broker jars (Maven) for tests and
 run: $(STAMP) ## start the embedded pipeline on http://127.0.0.1:8080 (data in ./var)
 	$(BIN)/trackpipe run
 
+EDGES   ?= 2
+WORKERS ?= 2
+PORT    ?= 8080
+cluster: $(STAMP) kafka-jars ## distributed pipeline on one machine: Kafka, ClickHouse, EDGES edges on PORT, WORKERS workers
+	$(BIN)/trackpipe cluster up --edges $(EDGES) --workers $(WORKERS) --port $(PORT) $(CLUSTER_ARGS)
+
 test-deps: ## Debian packages the tests need (Chromium, openssl), installed when missing
 	bash tests/system-deps.sh
 
@@ -51,4 +57,4 @@ bench-quick: $(STAMP) kafka-jars ## quick benchmarks (< 3 minutes)
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install kafka-jars run test test-deps test-fast lint fmt bench bench-quick clean
+.PHONY: help install kafka-jars run cluster test test-deps test-fast lint fmt bench bench-quick clean

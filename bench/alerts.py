@@ -29,6 +29,11 @@ Runs:
   episodes (fresh probes, in the first projects) measured as above. ``capacity.rules_x_projects`` =
   the largest R x N whose probe p95 <= 5 s with no episode missed (0 if none); a point that misses it
   ends the series (larger ones would too). The probes' own rules are not counted in R x N.
+
+Both runs again through ``trackpipe edge`` -> Kafka -> **one** ``trackpipe worker`` (``distributed``,
+when the profile has ``alerts_distributed_points``): the rules are evaluated by the worker's evaluator
+group and notified through the deliveries topic, so ``distributed.capacity.rules_x_projects`` is how many
+rules x projects one worker evaluates while keeping the p95; its CPU share and peak RSS are the worker's.
 """
 
 from __future__ import annotations
@@ -48,9 +53,10 @@ import aiohttp
 import orjson
 
 from bench.loadgen import percentile
-from bench.outbound import ADMIN_KEY, AUTH, HEADERS, Receiver, _alive
-from bench.procs import Proc, free_port, http_get
+from bench.outbound import ADMIN_KEY, AUTH, HEADERS, Receiver
+from bench.procs import Proc, alive, free_port, http_get, run_module
 from bench.profiles import Profile
+from bench.servers import Servers
 
 TARGET_P95_S = 5.0
 WINDOW_S = 10  # the smallest window a rule may have: the shortest episodes
@@ -357,8 +363,16 @@ async def _load(
     }
 
 
-async def _run(base: str, profile: Profile, receiver: Receiver, proc: Proc) -> dict[str, Any]:
-    check = _alive(proc)
+async def _run(
+    base: str,
+    profile: Profile,
+    receiver: Receiver,
+    proc: Proc,
+    check: Callable[[], None],
+    capacity_points: tuple[tuple[int, int], ...],
+) -> dict[str, Any]:
+    """``proc`` is the process that evaluates the rules (its CPU share is reported); ``check`` raises
+    when one of the pipeline's processes has exited."""
     tag = uuid.uuid4().hex[:6]
     arrivals = Arrivals(receiver)
     async with aiohttp.ClientSession(
@@ -374,7 +388,7 @@ async def _run(base: str, profile: Profile, receiver: Receiver, proc: Proc) -> d
         cap = Capacity(base, tag)
         points: list[dict[str, Any]] = []
         best = 0
-        for n, (rules_per_project, n_projects) in enumerate(profile.alerts_capacity_points):
+        for n, (rules_per_project, n_projects) in enumerate(capacity_points):
             t0 = time.monotonic()
             created = await cap.grow(session, rules_per_project, n_projects)
             create_s = time.monotonic() - t0
@@ -424,25 +438,25 @@ async def _run(base: str, profile: Profile, receiver: Receiver, proc: Proc) -> d
     return result
 
 
-def bench_alerts(profile: Profile, work: Path) -> dict[str, Any]:
+ENV = {
+    "TRACKPIPE_ADMIN_KEY": ADMIN_KEY,
+    "TRACKPIPE_OUTBOUND__ALLOW_NETWORKS": "127.0.0.0/8",
+    "TRACKPIPE_OUTBOUND__TIMEOUT_S": "5",
+    "TRACKPIPE_EDGE__RATE_LIMIT_PER_MINUTE": "0",  # the per-token limit would refuse the load
+}
+
+
+def _embedded(profile: Profile, work: Path) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        "TRACKPIPE_ADMIN_KEY": ADMIN_KEY,
-        "TRACKPIPE_OUTBOUND__ALLOW_NETWORKS": "127.0.0.0/8",
-        "TRACKPIPE_OUTBOUND__TIMEOUT_S": "5",
-        "TRACKPIPE_EDGE__RATE_LIMIT_PER_MINUTE": "0",  # the per-token limit would refuse the load
-    }
     proc = Proc(
-        "trackpipe.cli", ["run", "--port", str(port), "--data-dir", str(work / "data")], work / "run.log", env
+        "trackpipe.cli", ["run", "--port", str(port), "--data-dir", str(work / "data")], work / "run.log", ENV
     )
     receiver = Receiver(free_port(), 1, work, "receiver")
     try:
         proc.wait_healthy(f"{base}/healthz")
         receiver.up()
-        result = asyncio.run(_run(base, profile, receiver, proc))
-        result["target_p95_s"] = TARGET_P95_S
-        result["window_s"] = WINDOW_S
+        result = asyncio.run(_run(base, profile, receiver, proc, alive(proc), profile.alerts_capacity_points))
         result["peak_rss_mb"] = proc.peak_rss_mb()
         status, _ = http_get(f"{base}/healthz")
         result["healthy_after"] = status == 200
@@ -452,3 +466,61 @@ def bench_alerts(profile: Profile, work: Path) -> dict[str, Any]:
     finally:
         receiver.stop()
         proc.stop()
+
+
+def _distributed(servers: Servers, profile: Profile, work: Path) -> dict[str, Any]:
+    """The same runs through ``trackpipe edge`` -> Kafka -> one ``trackpipe worker`` (which evaluates the
+    rules: its CPU share and peak RSS are reported); capacity over ``alerts_distributed_points``."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **ENV,
+        "TRACKPIPE_KAFKA_BOOTSTRAP": servers.kafka,
+        "TRACKPIPE_KAFKA_TOPIC": f"bench-alerts-{suffix}",
+        "TRACKPIPE_PARTITIONS": "4",
+        "TRACKPIPE_CLICKHOUSE_HOST": servers.clickhouse_host,
+        "TRACKPIPE_CLICKHOUSE_PORT": str(servers.clickhouse_port),
+        "TRACKPIPE_CLICKHOUSE_DATABASE": f"bench_alerts_{suffix}",
+        "TRACKPIPE_WORKER_APP_ID": f"bench-alerts-{suffix}",
+        "TRACKPIPE_WORKER_METRICS_PORT": "0",
+    }
+    run_module("trackpipe.cli", ["topics", "create"], timeout=120, env=env)
+    run_module("trackpipe.cli", ["migrate"], timeout=120, env=env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    edge = Proc("trackpipe.cli", ["edge", "--port", str(port)], work / "edge.log", env)
+    worker = Proc("trackpipe.cli", ["worker"], work / "worker.log", env)
+    receiver = Receiver(free_port(), 1, work, "receiver")
+    try:
+        edge.wait_healthy(f"{base}/healthz")
+        receiver.up()
+        check = alive(edge, worker)
+        result = asyncio.run(_run(base, profile, receiver, worker, check, profile.alerts_distributed_points))
+        result["worker_peak_rss_mb"] = worker.peak_rss_mb()
+        return result
+    except BaseException as exc:
+        raise RuntimeError(
+            f"distributed alerts bench failed: {exc}\n--- edge ---\n{edge.tail()}"
+            f"\n--- worker ---\n{worker.tail()}"
+        ) from exc
+    finally:
+        receiver.stop()
+        edge.stop()
+        worker.stop()
+        from sinks.server_backend import ServerBackend
+
+        with ServerBackend(servers.clickhouse_host, servers.clickhouse_port, "default") as admin:
+            admin.command(f"DROP DATABASE IF EXISTS `bench_alerts_{suffix}`")
+
+
+def bench_alerts(servers: Servers | None, profile: Profile, work: Path) -> dict[str, Any]:
+    (work / "embedded").mkdir(exist_ok=True)
+    result = _embedded(profile, work / "embedded")
+    result["target_p95_s"] = TARGET_P95_S
+    result["window_s"] = WINDOW_S
+    if profile.alerts_distributed_points and servers is not None:
+        (work / "distributed").mkdir(exist_ok=True)
+        try:
+            result["distributed"] = _distributed(servers, profile, work / "distributed")
+        except Exception as exc:  # keep the embedded numbers; the failure is reported as an error
+            result["errors"] = {"distributed": str(exc)}
+    return result

@@ -19,7 +19,8 @@ from bench.servers import Servers, machine, start_servers
 from bench.table import markdown
 
 STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound", "alerts")
-NO_SERVERS = frozenset({"cores", "outbound", "alerts"})  # stages that need neither Kafka nor ClickHouse
+# stages that need neither Kafka nor ClickHouse (alerts: unless its distributed points are run)
+NO_SERVERS = frozenset({"cores", "outbound", "alerts"})
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -37,7 +38,7 @@ def _run_stage(name: str, servers: Servers | None, profile: Profile, work: Path,
     if name == "alerts":
         from bench.alerts import bench_alerts
 
-        return bench_alerts(profile, stage_dir)
+        return bench_alerts(servers, profile, stage_dir)
     assert servers is not None
     if name == "edge":
         from bench.edge import bench_edge
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trackpipe-bench-") as tmp:
         work = Path(tmp)
         try:
-            if any(s not in NO_SERVERS for s in stages):
+            if any(s not in NO_SERVERS for s in stages) or (
+                "alerts" in stages and profile.alerts_distributed_points
+            ):
                 log("starting servers ...")
                 servers = start_servers(args.kafka, args.clickhouse)
                 log(f"kafka {servers.kafka}, clickhouse {servers.clickhouse_host}:{servers.clickhouse_port}")

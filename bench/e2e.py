@@ -24,7 +24,7 @@ import orjson
 from bench import stream
 from bench.kafka_topics import create_topics
 from bench.loadgen import percentile
-from bench.procs import Proc, free_port, run_module
+from bench.procs import Proc, alive, free_port, run_module
 from bench.profiles import Profile
 from bench.servers import Servers
 
@@ -152,15 +152,6 @@ async def drive(
     }
 
 
-def _alive(*procs: Proc) -> Callable[[], None]:
-    def check() -> None:
-        for proc in procs:
-            if proc.p.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, proc.p.args[2:4]))} exited with {proc.p.returncode}")
-
-    return check
-
-
 def _embedded(profile: Profile, work: Path) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -169,7 +160,7 @@ def _embedded(profile: Profile, work: Path) -> dict[str, Any]:
     )
     try:
         proc.wait_healthy(f"{base}/healthz")
-        result = asyncio.run(drive(base, profile, _alive(proc)))
+        result = asyncio.run(drive(base, profile, alive(proc)))
         result["peak_rss_mb"] = proc.peak_rss_mb()
         return result
     except BaseException as exc:
@@ -197,7 +188,7 @@ def _distributed(servers: Servers, profile: Profile, work: Path) -> dict[str, An
     worker = Proc("trackpipe.cli", ["worker"], work / "worker.log", env)
     try:
         edge.wait_healthy(f"{base}/healthz")
-        return asyncio.run(drive(base, profile, _alive(edge, worker)))
+        return asyncio.run(drive(base, profile, alive(edge, worker)))
     except BaseException as exc:
         raise RuntimeError(
             f"distributed e2e failed: {exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}"

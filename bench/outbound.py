@@ -38,7 +38,7 @@ import aiohttp
 import orjson
 
 from bench.loadgen import percentile
-from bench.procs import Proc, free_port, http_get
+from bench.procs import Proc, alive, free_port, http_get
 from bench.profiles import Profile
 
 ADMIN_KEY = "bench-admin-key-0123456789-abcdefghijklmnop"
@@ -188,14 +188,6 @@ async def _run(
     return result
 
 
-def _alive(proc: Proc) -> Callable[[], None]:
-    def check() -> None:
-        if proc.p.poll() is not None:
-            raise RuntimeError(f"trackpipe run exited with {proc.p.returncode}")
-
-    return check
-
-
 def bench_outbound(profile: Profile, work: Path) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -216,7 +208,7 @@ def bench_outbound(profile: Profile, work: Path) -> dict[str, Any]:
     receivers: list[Receiver] = []
     try:
         proc.wait_healthy(f"{base}/healthz")
-        check = _alive(proc)
+        check = alive(proc)
         # the spread run first: it also warms the process up (the first seconds of a fresh
         # ``trackpipe run`` are slower), so the headline one-host figure is a steady one
         spread = Receiver(free_port(), profile.outbound_hosts, work, "receiver-hosts")

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -115,3 +116,14 @@ def run_module(module: str, args: list[str], timeout: float, env: dict[str, str]
             f"{module} {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
         )
     return out.stdout
+
+
+def alive(*procs: Proc) -> Callable[[], None]:
+    """A check that raises when one of ``procs`` has exited (a benchmark must not wait on a dead pipeline)."""
+
+    def check() -> None:
+        for proc in procs:
+            if proc.p.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.p.args[2:4]))} exited with {proc.p.returncode}")
+
+    return check

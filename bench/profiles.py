@@ -44,6 +44,8 @@ class Profile:
     alerts_capacity_points: tuple[tuple[int, int], ...] = ((10, 10), (50, 20), (100, 50))
     alerts_capacity_episodes: int = 8
     alerts_load_per_s: float = 100.0
+    # the same through Kafka + one ``trackpipe worker`` (empty: not run); capacity points as above
+    alerts_distributed_points: tuple[tuple[int, int], ...] = ((10, 10), (50, 20))
 
 
 QUICK = Profile(
@@ -93,6 +95,7 @@ FULL = Profile(
     alerts_capacity_points=((10, 10), (50, 20), (100, 50), (200, 100), (500, 100), (1000, 100)),
     alerts_capacity_episodes=20,
     alerts_load_per_s=200.0,
+    alerts_distributed_points=((10, 10), (50, 20), (100, 50), (200, 100), (500, 100)),
 )
 
 SMOKE = Profile(
@@ -123,6 +126,7 @@ SMOKE = Profile(
     alerts_capacity_points=((2, 2),),
     alerts_capacity_episodes=2,
     alerts_load_per_s=20.0,
+    alerts_distributed_points=(),
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

@@ -171,6 +171,25 @@ def run_alerts_scenario(base: str, receiver: Receiver, timeout: float = 90) -> d
     return {"rules": (threshold, spike, absence), "hooks": got, "goal": goal}
 
 
+def check_rule_statuses(base: str, done: dict[str, Any]) -> None:
+    """After :func:`run_alerts_scenario`: the admin API says where each rule stands, with its last
+    transitions (newest first), those notified being the webhooks received."""
+    status, found = http("GET", f"{base}/api/v1/alerts", headers=AUTH)
+    assert status == 200, found
+    now = {a["id"]: a["status"] for a in found["alerts"]}
+    threshold, spike, absence = done["rules"]
+    assert now[absence["id"]]["state"] == "firing" and now[threshold["id"]]["state"] == "normal", now
+    assert [t["to_state"] for t in now[threshold["id"]]["transitions"]][:3] == [
+        "resolved",
+        "firing",
+        "pending",
+    ]
+    notified = [t["id"] for t in now[spike["id"]]["transitions"] if t["notified"]]
+    assert sorted(notified) == sorted(
+        h["transition_id"] for h in done["hooks"] if h["rule"]["id"] == spike["id"]
+    )
+
+
 def fire_one_episode(
     base: str, receiver: Receiver, timeout: float = 120
 ) -> tuple[dict[str, str], dict[str, Any]]:

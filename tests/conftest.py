@@ -11,7 +11,7 @@ import pytest
 
 pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_clickhouse"]
 
-SERVER_FIXTURES = frozenset({"kafka_bootstrap", "clickhouse_server", "ch_database"})
+SERVER_FIXTURES = frozenset({"kafka_bootstrap", "secure_kafka", "clickhouse_server", "ch_database"})
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 

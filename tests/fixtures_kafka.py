@@ -10,6 +10,12 @@ sharing the one broker never see each other's data.
 
 ``dedicated_broker`` (function) is a broker of the test's own, for tests that stop and restart it,
 which the shared one must never be.
+
+``secure_kafka`` (session) is a second local broker, started only for the tests that ask for it, with
+an ``SSL`` listener (TLS, client certificate required) and a ``SASL_SSL`` one (SCRAM-SHA-512) beside
+PLAINTEXT: a throwaway CA, certificates and a random SCRAM password made for the run (``broker.tls``,
+``broker.scram_username`` / ``scram_password``, ``broker.bootstrap_for("SSL")``). It is always started
+here: ``TRACKPIPE_TEST_KAFKA`` names no secured broker.
 """
 
 from __future__ import annotations
@@ -48,6 +54,23 @@ def dedicated_broker() -> Iterator[KafkaBroker]:
         broker = KafkaBroker(ensure_kafka_jars()).start()
     except KafkaError as exc:
         pytest.fail(f"cannot start a dedicated Kafka broker: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[KafkaBroker]:
+    t0 = time.monotonic()
+    try:
+        broker = KafkaBroker(ensure_kafka_jars(), secure=("SSL", "SASL_SSL")).start()
+    except KafkaError as exc:
+        pytest.fail(f"cannot start the secured Kafka broker: {exc}", pytrace=False)
+    _timings["secure kafka"] = (
+        f"{broker.bootstrap_for('SSL')} SSL, {broker.bootstrap_for('SASL_SSL')} SASL_SSL "
+        f"(start {time.monotonic() - t0:.1f}s, pid {broker.pid}, log {broker.log_path})"
+    )
     try:
         yield broker
     finally:
@@ -97,5 +120,5 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[..., str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if "kafka" in _timings:
-        terminalreporter.write_line(f"kafka: {_timings['kafka']}")
+    for name, timing in _timings.items():
+        terminalreporter.write_line(f"{name}: {timing}")

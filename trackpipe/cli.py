@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +20,8 @@ import typer
 
 from trackpipe.cli_alerts import alerts_app
 from trackpipe.cli_deliveries import deliveries_app
+from trackpipe.cli_ops import ops_app
+from trackpipe.cluster import cluster_app
 from trackpipe.settings import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -29,6 +33,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(fx_app, name="fx")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(ops_app, name="ops")
+app.add_typer(cluster_app, name="cluster")
 
 DataDirOption = Annotated[
     Path | None,
@@ -103,32 +109,58 @@ def run(
 def edge(
     port: Annotated[int | None, typer.Option()] = None,
     host: Annotated[str | None, typer.Option()] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port",
+            help="bind with SO_REUSEPORT: several edges on one port, the kernel spreads connections",
+        ),
+    ] = False,
 ) -> None:
     """Distributed edge: HTTP -> Kafka (acks=all). Serves reports when ClickHouse is reachable."""
     from aiohttp import web
 
     from trackpipe.distributed import build_distributed_edge
+    from trackpipe.kafka_errors import exit_if_unavailable
+    from trackpipe.ops.status import startup_layout
 
     settings = _settings(port=port, host=host)
     _logging(settings.log_level)
-    web.run_app(
-        build_distributed_edge(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        loop=_event_loop(settings),
-        **_access_log(settings),
-    )
+    with exit_if_unavailable(settings), _layout_checked():  # a broker refusing us: one line, exit 1
+        layout = asyncio.run(startup_layout(settings))
+        web.run_app(
+            build_distributed_edge(settings, layout),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            loop=_event_loop(settings),
+            reuse_port=reuse_port or None,
+            **_access_log(settings),
+        )
 
 
 @app.command()
 def worker() -> None:
     """Distributed Faust worker: Kafka -> processors -> ClickHouse."""
     from trackpipe.distributed import run_worker
+    from trackpipe.kafka_errors import exit_if_unavailable
 
     settings = _settings()
     _logging(settings.log_level)
-    run_worker(settings)
+    with exit_if_unavailable(settings), _layout_checked():
+        run_worker(settings)
+
+
+@contextlib.contextmanager
+def _layout_checked() -> Iterator[None]:
+    """A worker or an edge refusing a mismatched topic layout: what is wrong, the fix, exit 2."""
+    from trackpipe.ops.status import LayoutMismatch
+
+    try:
+        yield
+    except LayoutMismatch as exc:
+        typer.echo(f"trackpipe: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("migrate")
@@ -150,14 +182,35 @@ def migrate_cmd() -> None:
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create the events topic with the configured partitions (no-op when it exists)."""
+    """Create every topic the pipeline's layout needs (no-op for those that exist) and, for a new
+    pipeline, its layout record (generation 0 with TRACKPIPE_PARTITIONS partitions)."""
     import asyncio
 
-    from trackpipe.distributed import ensure_topics
+    from trackpipe.kafka_errors import exit_if_unavailable
+    from trackpipe.ops.topics import ensure_topics
 
     settings = _settings()
-    created = asyncio.run(ensure_topics(settings))
-    print(f"topic {settings.kafka_topic}: {'created' if created else 'exists'}")
+    with exit_if_unavailable(settings):
+        result = asyncio.run(ensure_topics(settings))
+    for topic in result.created:
+        print(f"topic {topic}: created")
+    layout = result.layout
+    assert layout is not None
+    print(
+        f"topic {settings.kafka_topic}: {'created' if result.created else 'exists'}; layout: generation"
+        f" {layout.current.generation}, {layout.current.partitions} partitions"
+        + (" (written)" if result.layout_written else "")
+    )
+    if settings.partitions != layout.current.partitions and not result.layout_written:
+        print(
+            f"TRACKPIPE_PARTITIONS is {settings.partitions} but the pipeline has"
+            f" {layout.current.partitions} partitions: topics are never resized in place (keys would move"
+            " away from their state). Either set TRACKPIPE_PARTITIONS="
+            f"{layout.current.partitions}, or move the pipeline with"
+            f" `trackpipe ops rescale --partitions {settings.partitions}`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
 
 
 @report_app.command("top-events")

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from ingest.app import build_edge_app
 from ingest.config.kafka_store import KafkaConfigStore
@@ -20,7 +18,10 @@ from processors.runtime.faust.topology import TopologyNames
 from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
+from trackpipe.alerting.kafka_status import KafkaAlertStates
 from trackpipe.metrics import serve_worker_metrics
+from trackpipe.ops.layout import Layout, Phase
+from trackpipe.ops.status import startup_layout
 from trackpipe.outbound.kafka_endpoints import KafkaAdminControl
 from trackpipe.report_source import BackendReports
 from trackpipe.settings import Settings
@@ -53,67 +54,29 @@ def server_backend(settings: Settings, *, create_database: bool = False) -> Serv
 
 
 async def ensure_topics(settings: Settings) -> bool:
-    """Create the events and dead-letter topics when missing. True if anything was created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_security())
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
+    """Create what the pipeline's layout needs (trackpipe.ops.topics). True if anything was created."""
+    from trackpipe.ops.topics import ensure_topics as ensure
 
-        names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
-        compact = {"cleanup.policy": "compact"}
-        missing = [
-            NewTopic(
-                name,
-                settings.partitions,
-                settings.kafka_replication,
-                topic_configs=compact if name in names.compacted() else None,
-            )
-            for name in names.all()
-            if name not in existing
-        ]
-        if settings.kafka_stream_topic() not in existing:
-            # the public stream: keyed by project, kept for the resumable window
-            retention_ms = int(settings.stream_retention_days * 86_400_000)
-            missing.append(
-                NewTopic(
-                    settings.kafka_stream_topic(),
-                    settings.partitions,
-                    settings.kafka_replication,
-                    topic_configs={"retention.ms": str(retention_ms)},
-                )
-            )
-        if names.endpoints not in existing:  # the delivery endpoints' circuit, shared by the workers
-            missing.append(NewTopic(names.endpoints, 1, settings.kafka_replication, topic_configs=compact))
-        if settings.kafka_config_topic() not in existing:
-            # goals and links: one partition (one order for every edge to replay), latest record per key
-            missing.append(
-                NewTopic(
-                    settings.kafka_config_topic(),
-                    1,
-                    settings.kafka_replication,
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-            )
-        if not missing:
-            return False
-        response = await admin.create_topics(missing)
-        for topic, code, *rest in getattr(response, "topic_errors", []):
-            if code and code != TopicAlreadyExistsError.errno:
-                raise RuntimeError(f"cannot create topic {topic}: error {code} {rest[0] if rest else ''}")
-        return True
-    finally:
-        await admin.close()
+    result = await ensure(settings)
+    return bool(result.created or result.layout_written)
 
 
-def build_distributed_edge(settings: Settings) -> web.Application:
+def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> web.Application:
+    """The edge over ``layout`` (None: generation 0 with TRACKPIPE_PARTITIONS, as for a pipeline without
+    a layout record): events go to the generation ``layout.produce_to``; the outputs have
+    ``layout.outputs_partitions`` partitions."""
+    layout = layout or Layout.initial(settings.partitions)
+    settings = settings.model_copy(update={"partitions": layout.outputs_partitions})
+    target = layout.produce_to
+    events_topic = TopologyNames(settings.kafka_topic, settings.worker_app_id).at(target.generation).events_in
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reports")
     backends: list[ServerBackend] = []
 
     def publisher() -> KafkaPublisher:
         return KafkaPublisher(
             settings.kafka_bootstrap,
-            settings.kafka_topic,
-            partitions=settings.partitions,
+            events_topic,
+            partitions=target.partitions,
             max_record_bytes=settings.edge.max_record_bytes,
             security=settings.kafka_security(),
         )
@@ -149,6 +112,11 @@ def build_distributed_edge(settings: Settings) -> web.Application:
             settings.partitions,
             security=settings.kafka_security(),
         ),
+        alert_states=KafkaAlertStates(
+            settings.kafka_bootstrap,
+            TopologyNames(settings.kafka_topic, settings.worker_app_id).alert_status,
+            security=settings.kafka_security(),
+        ),
         stream=KafkaStreamSource(
             settings.kafka_bootstrap,
             settings.kafka_stream_topic(),
@@ -158,7 +126,11 @@ def build_distributed_edge(settings: Settings) -> web.Application:
     )
 
 
-def build_worker_app(settings: Settings, counts: OutcomeCounts | None = None):
+def build_worker_app(
+    settings: Settings, counts: OutcomeCounts | None = None, layout: Layout | None = None
+):  # -> faust.App
+    """The Faust app processing ``layout.current`` (None: generation 0 with TRACKPIPE_PARTITIONS)."""
+    layout = layout or Layout.initial(settings.partitions)
     from processors.runtime.faust.app import build_faust_app  # the edge never loads Faust
 
     backend = server_backend(settings)
@@ -179,8 +151,11 @@ def build_worker_app(settings: Settings, counts: OutcomeCounts | None = None):
     return build_faust_app(
         app_id=settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=settings.kafka_broker_credentials(),
         topic=settings.kafka_topic,
-        partitions=settings.partitions,
+        partitions=layout.current.partitions,
+        generation=layout.current.generation,
+        output_partitions=layout.outputs_partitions,
         writer=writer,
         batch_max=settings.worker_batch_max,
         batch_within_s=settings.worker_batch_within_s,
@@ -191,6 +166,17 @@ def build_worker_app(settings: Settings, counts: OutcomeCounts | None = None):
     )
 
 
+def _warn_partitions(settings: Settings, layout: Layout) -> None:
+    if settings.partitions != layout.current.partitions and layout.phase == Phase.STABLE:
+        logging.getLogger(__name__).warning(
+            "TRACKPIPE_PARTITIONS is %d but the pipeline runs generation %d with %d partitions (its"
+            " layout wins; `trackpipe ops rescale --partitions N` changes it)",
+            settings.partitions,
+            layout.current.generation,
+            layout.current.partitions,
+        )
+
+
 def run_worker(settings: Settings) -> None:
     import faulthandler
     import signal
@@ -199,8 +185,11 @@ def run_worker(settings: Settings) -> None:
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     asyncio.run(ensure_topics(settings))  # the stage topics must exist before Faust subscribes
+    layout = asyncio.run(startup_layout(settings))  # LayoutMismatch: the CLI says what to do
+    _warn_partitions(settings, layout)
+    settings = settings.model_copy(update={"partitions": layout.outputs_partitions})
     counts = OutcomeCounts()
-    app = build_worker_app(settings, counts)
+    app = build_worker_app(settings, counts, layout)
     from trackpipe.outbound.metrics import OutboundCounts
     from trackpipe.outbound.worker import WorkerOutbound  # the edge never loads the delivery engine
 
@@ -213,8 +202,14 @@ def run_worker(settings: Settings) -> None:
 
     outbound = WorkerOutbound(settings, log_backend, OutboundCounts())
     if settings.worker_metrics_port:
+        from trackpipe.ops.lag_metrics import LagCollector
+
+        lag = LagCollector(settings).start()  # consumer lag per stage and partition (autoscaling)
         serve_worker_metrics(
-            counts, settings.worker_metrics_host, settings.worker_metrics_port, extra=[outbound.collector()]
+            counts,
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            extra=[outbound.collector(), lag],
         )
     # long-lived start-up objects (modules, Faust services) out of the collector's way, and fewer
     # young collections: the cores allocate many short-lived objects per event (docs/performance.md)

@@ -5,8 +5,9 @@ Nested edge limits use ``__``: ``TRACKPIPE_EDGE__MAX_BODY_BYTES=65536``. CLI fla
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,49 @@ from schemas.outbound.config import OutboundConfig
 
 if TYPE_CHECKING:
     from processors.config import ProcessingConfig
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _uses_tls(protocol: object) -> bool:
+    return protocol in ("SSL", "SASL_SSL")
+
+
+def _readable_file(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    try:
+        value.open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+    return value
+
+
+def kafka_ssl_context(
+    cafile: Path | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    key_password: str | None,
+    check_hostname: bool,
+) -> ssl.SSLContext:
+    """The TLS context of every Kafka client: the broker's certificate is verified against ``cafile``
+    (the system's trust store without it), and its name against the bootstrap host unless
+    ``check_hostname`` is off; ``certfile`` (+ ``keyfile``) is the client certificate for mTLS."""
+    from aiokafka.helpers import create_ssl_context
+
+    # without a password OpenSSL would prompt on the terminal for an encrypted key: never wait for that
+    password = key_password if key_password is not None else (lambda: "")
+    context = create_ssl_context(
+        cafile=cafile,
+        certfile=certfile,
+        keyfile=keyfile if certfile is not None else None,
+        password=password if certfile is not None else None,
+    )
+    context.check_hostname = check_hostname  # verify_mode stays CERT_REQUIRED either way
+    return context
 
 
 class Settings(BaseSettings):
@@ -40,10 +84,30 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
     kafka_topic: str = Field("trackpipe.events", description="topic carrying envelope records")
     kafka_replication: int = Field(1, ge=1, description="replication factor used by 'topics create'")
+    # Kafka security (docs/kafka-security.md); validated together below, in this order of declaration
     kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
-    kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN or SCRAM-SHA-512")
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_mechanism: str | None = Field(
+        None, validate_default=True, description="SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, validate_default=True, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, validate_default=True, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="SSL/SASL_SSL: PEM CA bundle the broker certificates are checked against "
+        "(unset: the system's trust store)",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of an encrypted TRACKPIPE_KAFKA_SSL_KEYFILE"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="mTLS: PEM client certificate (chain), may also hold the key"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, validate_default=True, description="mTLS: PEM private key of the client certificate"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="check that the broker certificate names the host connected to"
+    )
 
     clickhouse_host: str = Field("127.0.0.1", description="ClickHouse server (distributed mode)")
     clickhouse_port: int = Field(8123, description="ClickHouse HTTP port")
@@ -95,6 +159,104 @@ class Settings(BaseSettings):
         None, description="per-project report keys (≥ 32 characters): 'project=key,project2=key2'"
     )
     metrics_key: SecretStr | None = Field(None, description="bearer key (≥ 32 characters) of /metrics")
+
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _kafka_protocol(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in KAFKA_PROTOCOLS:
+            raise ValueError(
+                f"unknown Kafka security protocol {value!r}; one of {', '.join(KAFKA_PROTOCOLS)}"
+            )
+        return value
+
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _kafka_mechanism(cls, value: str | None, info: ValidationInfo) -> str | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if value is not None:
+            value = value.strip().upper() or None
+        if protocol is None:  # invalid itself: reported on its own
+            return value
+        sasl = str(protocol).startswith("SASL_")
+        if sasl and value is None:
+            raise ValueError(
+                f"required with TRACKPIPE_KAFKA_SECURITY_PROTOCOL={protocol}: "
+                f"one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if not sasl and value is not None:
+            raise ValueError(
+                f"set, but TRACKPIPE_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(SASL_SSL or SASL_PLAINTEXT does)"
+            )
+        if value is not None and value not in KAFKA_SASL_MECHANISMS:
+            raise ValueError(
+                f"unsupported SASL mechanism {value!r}; one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        return value
+
+    @field_validator("kafka_sasl_username", "kafka_sasl_password")
+    @classmethod
+    def _kafka_sasl_user(cls, value: Any, info: ValidationInfo) -> Any:
+        if "kafka_sasl_mechanism" not in info.data or "kafka_security_protocol" not in info.data:
+            return value  # invalid themselves: reported on their own
+        mechanism = info.data["kafka_sasl_mechanism"]
+        empty = value is None or not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+        if mechanism is not None and empty:
+            raise ValueError(f"required with TRACKPIPE_KAFKA_SASL_MECHANISM={mechanism}")
+        if mechanism is None and not empty:
+            raise ValueError(
+                f"set, but TRACKPIPE_KAFKA_SECURITY_PROTOCOL={info.data['kafka_security_protocol']} "
+                "does not use SASL"
+            )
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile")
+    @classmethod
+    def _kafka_tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if value is not None and protocol is not None and not _uses_tls(protocol):
+            raise ValueError(
+                f"set, but TRACKPIPE_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(SSL or SASL_SSL does)"
+            )
+        value = _readable_file(value)
+        if value is not None and info.field_name == "kafka_ssl_cafile":
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"{value} holds no usable PEM CA certificate: {exc}") from None
+        return value
+
+    @field_validator("kafka_ssl_keyfile")
+    @classmethod
+    def _kafka_client_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Checked last: the client certificate and key are loaded once here, so a wrong file or key
+        password is named at start-up rather than at the first connection."""
+        value = _readable_file(value)
+        certfile = info.data.get("kafka_ssl_certfile")
+        password: SecretStr | None = info.data.get("kafka_ssl_key_password")
+        if value is not None and certfile is None:
+            if "kafka_ssl_certfile" in info.data:
+                raise ValueError("set without TRACKPIPE_KAFKA_SSL_CERTFILE (the client certificate)")
+            return value
+        if password is not None and certfile is None and "kafka_ssl_certfile" in info.data:
+            raise ValueError(
+                "TRACKPIPE_KAFKA_SSL_KEY_PASSWORD is set without TRACKPIPE_KAFKA_SSL_CERTFILE / _KEYFILE"
+            )
+        if certfile is not None:
+            context = ssl.create_default_context()
+            secret = password.get_secret_value() if password is not None else ""
+            try:
+                context.load_cert_chain(certfile, value, lambda: secret)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(
+                    f"cannot load the client certificate TRACKPIPE_KAFKA_SSL_CERTFILE={certfile} with "
+                    f"its key ({'TRACKPIPE_KAFKA_SSL_KEYFILE=' + str(value) if value else 'in the same file'}"
+                    f"{', TRACKPIPE_KAFKA_SSL_KEY_PASSWORD' if password is not None else ''}): "
+                    f"{exc.args[-1] if exc.args else exc}"
+                ) from None
+        return value
 
     @field_validator("admin_key", "metrics_key")
     @classmethod
@@ -159,8 +321,25 @@ class Settings(BaseSettings):
             lateness=timedelta(hours=self.processing_lateness_hours),
         )
 
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """A new TLS context for a Kafka client (None unless the protocol is SSL or SASL_SSL)."""
+        if not _uses_tls(self.kafka_security_protocol):
+            return None
+        return kafka_ssl_context(
+            self.kafka_ssl_cafile,
+            self.kafka_ssl_certfile,
+            self.kafka_ssl_keyfile,
+            self.kafka_ssl_key_password.get_secret_value() if self.kafka_ssl_key_password else None,
+            self.kafka_ssl_check_hostname,
+        )
+
     def kafka_security(self) -> dict[str, object]:
+        """The security keyword options of every aiokafka client (producer, consumer, admin):
+        ``security_protocol``, ``ssl_context`` for SSL / SASL_SSL, and the SASL mechanism and user."""
         opts: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
+        context = self.kafka_ssl_context()
+        if context is not None:
+            opts["ssl_context"] = context
         if self.kafka_sasl_mechanism:
             opts["sasl_mechanism"] = self.kafka_sasl_mechanism
             opts["sasl_plain_username"] = self.kafka_sasl_username
@@ -168,3 +347,29 @@ class Settings(BaseSettings):
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
             )
         return opts
+
+    def kafka_broker_credentials(self) -> Any:
+        """The same security as Faust's ``broker_credentials`` (None for PLAINTEXT): ``SSLCredentials``
+        or ``SASLCredentials`` (with the TLS context for SASL_SSL). Faust is imported only here."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return None
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        context = self.kafka_ssl_context()
+        if self.kafka_sasl_mechanism is None:
+            return SSLCredentials(context)
+        return SASLCredentials(
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None,
+            ssl_context=context,
+            mechanism=self.kafka_sasl_mechanism,
+        )
+
+    def kafka_security_summary(self) -> str:
+        """How Kafka is reached, for messages (never a password): e.g. ``SASL_SSL, SCRAM-SHA-512 as x``."""
+        parts = [self.kafka_security_protocol]
+        if self.kafka_sasl_mechanism:
+            parts.append(f"{self.kafka_sasl_mechanism} as {self.kafka_sasl_username!r}")
+        if self.kafka_ssl_certfile is not None:
+            parts.append("client certificate")
+        return ", ".join(parts)

@@ -88,7 +88,11 @@ class KafkaConfigStore:
 
     async def start(self) -> None:
         producer = self._new_producer()
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:  # e.g. refused credentials: close it, or it is reported unclosed at exit
+            await producer.stop()
+            raise
         try:
             cluster = await producer.client.fetch_all_metadata()
             parts = cluster.partitions_for_topic(self.topic)

@@ -10,7 +10,13 @@ import signal
 
 import orjson
 
-from tests.alerts_scenario import ALERT_PATH, alert_hooks, fire_one_episode, run_alerts_scenario
+from tests.alerts_scenario import (
+    ALERT_PATH,
+    alert_hooks,
+    check_rule_statuses,
+    fire_one_episode,
+    run_alerts_scenario,
+)
 from tests.integration.test_outbound_admin import _list
 from tests.integration.test_outbound_distributed import _env, _prepare, pipeline
 from tests.integration.test_outbound_embedded import Receiver, wait_for
@@ -30,6 +36,8 @@ def test_threshold_spike_and_absence_rules_through_kafka_and_a_worker(
         records = asyncio.run(topic_messages(kafka_bootstrap, env["TRACKPIPE_KAFKA_TOPIC"] + ".stream", 3))
         alerts = [orjson.loads(v) for _, v, _ in records if b'"com.trackpipe.alert.' in v]
         assert sorted({a["id"] for a in alerts}) == sorted(h["transition_id"] for h in done["hooks"])
+        # the edge shows the states the worker published on <events>.alert-status
+        check_rule_statuses(base, done)
 
 
 def test_sigkill_of_a_worker_mid_episode_repeats_nothing_and_loses_nothing(

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import signal
 
-from tests.alerts_scenario import ALERT_PATH, alert_hooks, fire_one_episode, run_alerts_scenario
-from tests.integration.test_inputs_edge import AUTH
+from tests.alerts_scenario import (
+    ALERT_PATH,
+    alert_hooks,
+    check_rule_statuses,
+    fire_one_episode,
+    run_alerts_scenario,
+)
 from tests.integration.test_outbound_embedded import Receiver, _run, due_rows, wait_for
 from tests.integration.test_stream_embedded import BEARER
-from tests.scenario import free_port, http
+from tests.scenario import free_port
 from tests.stream_client import read_events
 
 
@@ -30,21 +35,7 @@ def test_threshold_spike_and_absence_rules_fire_and_resolve(tmp_path):
         )
         assert sorted(e.data["id"] for e in alerts) == sorted(h["transition_id"] for h in done["hooks"])
         assert all(e.data["subject"] == e.data["data"]["rule"]["id"] for e in alerts)
-        # the admin API says where each rule stands, with its last transitions (newest first)
-        status, found = http("GET", f"{base}/api/v1/alerts", headers=AUTH)
-        assert status == 200, found
-        now = {a["id"]: a["status"] for a in found["alerts"]}
-        threshold, spike, absence = done["rules"]
-        assert now[absence["id"]]["state"] == "firing" and now[threshold["id"]]["state"] == "normal"
-        assert [t["to_state"] for t in now[threshold["id"]]["transitions"]][:3] == [
-            "resolved",
-            "firing",
-            "pending",
-        ]
-        notified = [t["id"] for t in now[spike["id"]]["transitions"] if t["notified"]]
-        assert sorted(notified) == sorted(
-            h["transition_id"] for h in done["hooks"] if h["rule"]["id"] == spike["id"]
-        )
+        check_rule_statuses(base, done)
     finally:
         assert proc.stop() == 0, proc.tail()
         receiver.close()

@@ -36,13 +36,15 @@ from pydantic import ValidationError
 
 from processors.alerts.engine import AlertEngine
 from processors.alerts.notify import cloudevent, slack_body, stream_type, webhook_body
+from processors.alerts.status import status_after
 from processors.runtime.faust.topology import TopologyNames
-from schemas.alerts import AlertRule, AlertState, AlertTransition
+from schemas.alerts import AlertRule, AlertState, AlertStatus, AlertTransition
 from schemas.events import Event
 from schemas.partitioning import partition_for
 from schemas.rows import Conversion
 from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
 from trackpipe.alerting.embedded import ALERT_EVENTS, slack_id
+from trackpipe.alerting.kafka_status import encode_status, read_statuses
 from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import SLACK_EVENT
 
@@ -182,6 +184,7 @@ class AlertEvaluator:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._status: dict[str, AlertStatus] = {}  # published rule statuses (<events>.alert-status)
 
     def _mine(self) -> tuple[AlertRule, ...]:
         return tuple(
@@ -222,6 +225,7 @@ class AlertEvaluator:
                 except ValueError as exc:  # a snapshot of another format: start that project afresh
                     log.warning("alerts: snapshot of %s not restored: %s", project, exc)
         self.engine.clear_dirty()
+        self._status = await read_statuses(self._reader, self.names.alert_status)
 
     async def start(self) -> None:
         common: dict[str, Any] = {"bootstrap_servers": self.bootstrap, **self.security}
@@ -307,8 +311,16 @@ class AlertEvaluator:
                     headers=[("ce_type", stream_type(t).value.encode()), ("ce_id", t.id.encode())],
                 )
             )
+        statuses = self._statuses(transitions, rules)
+        for rule_id, status in statuses.items():
+            sent.append(
+                await self._producer.send(
+                    self.names.alert_status, encode_status(status), rule_id.encode(), partition=0
+                )
+            )
         for fut in sent:
             await fut
+        self._status.update(statuses)
         sent = [
             await self._producer.send(
                 self.names.alert_state,
@@ -323,6 +335,25 @@ class AlertEvaluator:
         self.engine.clear_dirty()
         for t in transitions:
             log.info("alert %s (%s): %s -> %s at %s", t.rule_id, t.project, t.from_state, t.to_state, t.at)
+
+    def _statuses(
+        self, transitions: list[AlertTransition], rules: dict[str, AlertRule]
+    ) -> dict[str, AlertStatus]:
+        """The new published status of each rule with transitions in this batch."""
+        by_rule: dict[str, list[AlertTransition]] = {}
+        for t in transitions:
+            if t.rule_id in rules:
+                by_rule.setdefault(t.rule_id, []).append(t)
+        out = {}
+        for rule_id, ts in by_rule.items():
+            st = self.engine.rule_state(rules[rule_id])
+            out[rule_id] = status_after(
+                self._status.get(rule_id),
+                ts,
+                AlertState.NORMAL if st is None else st.state,
+                None if st is None else st.episode_ms,
+            )
+        return out
 
 
 def _deliveries(t: AlertTransition, rule: AlertRule, now: float) -> list[QueuedDelivery]:

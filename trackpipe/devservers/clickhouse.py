@@ -71,6 +71,8 @@ class ClickHouseServer:
         picked, a start that loses a port to another process in the meantime is retried with new ones.
     :param data_dir: persistent engine data directory; default: ``data/`` inside the temporary work dir.
     :param keep: keep the temporary work dir (config, log, default data) after ``stop()``.
+    :param own_session: run the server in its own session, so a Ctrl-C in the terminal reaches only the
+        caller, which stops the server when it chooses (``trackpipe cluster up``: after the workers).
     """
 
     host = LOOPBACK
@@ -82,6 +84,7 @@ class ClickHouseServer:
         tcp_port: int | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         keep: bool = False,
+        own_session: bool = False,
         startup_timeout: float = 60.0,
         stop_timeout: float = 15.0,
         python: str = sys.executable,
@@ -90,6 +93,7 @@ class ClickHouseServer:
         self._requested_tcp_port = tcp_port
         self._data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self.keep = keep
+        self.own_session = own_session
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._python = python
@@ -240,6 +244,7 @@ class ClickHouseServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
         )
         self._wait_ready()
 

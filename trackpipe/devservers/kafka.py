@@ -7,6 +7,13 @@ log4j2 configuration, the KRaft metadata/data log dirs and ``broker.log``; it is
 :meth:`KafkaBroker.stop`.  :meth:`KafkaBroker.halt` and :meth:`KafkaBroker.restart` stop the JVM
 and start it again on the same storage and ports (a rolling restart).
 
+``KafkaBroker(secure=("SSL", "SASL_SSL"))`` opens extra listeners beside the PLAINTEXT one (which stays
+the inter-broker listener and the readiness probe's): ``SSL`` (TLS; client certificates required unless
+``tls_client_auth=False``), ``SASL_SSL`` and ``SASL_PLAINTEXT`` (SCRAM-SHA-512). A throwaway CA, a broker
+certificate for 127.0.0.1/localhost and a client certificate (its key encrypted with a random password)
+are made with ``openssl`` into the broker's temp dir at start (:class:`BrokerTls`); the SCRAM user is
+created with a random password when the storage is formatted (KRaft, ``format --add-scram``).
+
 Developers can run one in the foreground::
 
     python -m trackpipe.devservers.kafka [--port 9092]
@@ -24,6 +31,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,17 +43,23 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 
 from trackpipe.devservers.ports import pick_free_ports
 
 __all__ = [
+    "SCRAM_MECHANISM",
+    "SECURE_LISTENERS",
+    "BrokerTls",
     "KafkaBroker",
     "KafkaError",
     "KafkaStartError",
+    "client_settings",
     "ensure_kafka_jars",
     "find_repo_root",
+    "make_tls_material",
 ]
 
 POM_RELATIVE = Path("deploy") / "kafka" / "pom.xml"
@@ -92,6 +106,13 @@ logger.request.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN
 """
+
+
+#: Listeners a broker can open beside PLAINTEXT (``KafkaBroker(secure=...)``).
+SECURE_LISTENERS = ("SSL", "SASL_SSL", "SASL_PLAINTEXT")
+#: The SASL mechanism of the SASL listeners (the user is created at format time).
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+_TLS_DAYS = "2"  # the material lives as long as the broker's temp dir
 
 
 class KafkaError(RuntimeError):
@@ -190,6 +211,157 @@ def ensure_kafka_jars(repo_root: Path | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------------------
+# TLS material
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """PEM files of a broker's throwaway CA and of a client certificate it signed (for mTLS)."""
+
+    ca_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+    client_key_password: str = field(repr=False)
+    keystore_file: Path  # the broker's encrypted key + certificate chain (ssl.keystore.type=PEM)
+    keystore_password: str = field(repr=False)
+
+
+def _openssl(directory: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise KafkaError("'openssl' is not on PATH; it makes the TLS material of a secured broker")
+    proc = subprocess.run(
+        [openssl, *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise KafkaError(f"openssl {args[0]} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
+
+def _signed_certificate(
+    directory: Path, name: str, subject: str, extensions: str, key_password: str, cipher: Sequence[str]
+) -> tuple[Path, Path]:
+    """A key (PKCS#8, encrypted with ``key_password`` by ``cipher``, openssl pkcs8 options) and a
+    certificate signed by ``ca.pem``."""
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl(
+        directory,
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.plain.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+    )
+    _openssl(
+        directory,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        _TLS_DAYS,
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.pem",
+    )
+    _openssl(
+        directory,
+        "pkcs8",
+        "-topk8",
+        *cipher,
+        "-in",
+        f"{name}.plain.key",
+        "-out",
+        f"{name}.key",
+        "-passout",
+        "env:TRACKPIPE_KEY_PASSWORD",
+        env={"TRACKPIPE_KEY_PASSWORD": key_password},
+    )
+    (directory / f"{name}.plain.key").unlink()
+    (directory / f"{name}.csr").unlink()
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def make_tls_material(directory: Path, hosts: Sequence[str]) -> BrokerTls:
+    """A new CA, a broker certificate for ``hosts`` (IP addresses or names) and a client certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        directory,
+        "req",
+        "-x509",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        _TLS_DAYS,
+        "-sha256",
+        "-subj",
+        "/CN=trackpipe throwaway test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    sans = ",".join(
+        f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in dict.fromkeys(hosts)
+    )
+    keystore_password, client_password = secrets.token_hex(16), secrets.token_hex(16)
+    broker_cert, broker_key = _signed_certificate(
+        directory,
+        "broker",
+        "/CN=localhost",
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        keystore_password,
+        # the broker's PEM keystore reads PKCS#8 PBES1 only (Java's SecretKeyFactory knows no PBES2 name)
+        ("-v1", "PBE-SHA1-3DES"),
+    )
+    client_cert, client_key = _signed_certificate(
+        directory,
+        "client",
+        "/CN=trackpipe-client",
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        client_password,
+        ("-v2", "aes-256-cbc"),
+    )
+    keystore = directory / "broker-keystore.pem"
+    keystore.write_text(broker_key.read_text() + broker_cert.read_text() + (directory / "ca.pem").read_text())
+    (directory / "ca.key").unlink()  # nothing can be signed with it any more
+    return BrokerTls(
+        ca_file=directory / "ca.pem",
+        client_cert_file=client_cert,
+        client_key_file=client_key,
+        client_key_password=client_password,
+        keystore_file=keystore,
+        keystore_password=keystore_password,
+    )
+
+
+# --------------------------------------------------------------------------------------
 # Broker
 # --------------------------------------------------------------------------------------
 
@@ -284,7 +456,9 @@ class KafkaBroker:
     ...     print(kafka.bootstrap)  # "127.0.0.1:PORT"
 
     ``port``/``controller_port`` default to free ephemeral ports.  ``extra_properties``
-    override or add ``server.properties`` entries.
+    override or add ``server.properties`` entries.  ``secure`` names extra listeners of
+    :data:`SECURE_LISTENERS` (module docstring); :meth:`bootstrap_for` gives their addresses,
+    ``tls`` the CA and client certificate, ``scram_username``/``scram_password`` the SASL user.
     """
 
     def __init__(
@@ -299,7 +473,13 @@ class KafkaBroker:
         start_timeout: float = 120.0,
         stop_timeout: float = 20.0,
         extra_properties: Mapping[str, str] | None = None,
+        secure: Sequence[str] = (),
+        tls_client_auth: bool = True,
+        scram_username: str = "trackpipe",
     ) -> None:
+        unknown = sorted(set(secure) - set(SECURE_LISTENERS))
+        if unknown:
+            raise KafkaError(f"unknown listener(s) {unknown}; one of {', '.join(SECURE_LISTENERS)}")
         self.libs_dir = Path(libs_dir) if libs_dir is not None else None
         self.host = host
         self.java = java
@@ -315,6 +495,12 @@ class KafkaBroker:
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self.secure = tuple(dict.fromkeys(secure))
+        self.tls_client_auth = tls_client_auth
+        self.scram_username = scram_username
+        self.scram_password: str | None = None  # random, set at start when a SASL listener is asked for
+        self.tls: BrokerTls | None = None
+        self.listener_ports: dict[str, int] = {}
 
     # ---- public API ------------------------------------------------------------------
 
@@ -323,6 +509,14 @@ class KafkaBroker:
         if self.port is None or not self.running:
             raise KafkaError("broker is not running")
         return f"{self.host}:{self.port}"
+
+    def bootstrap_for(self, listener: str) -> str:
+        """``host:port`` of the ``listener`` (``PLAINTEXT`` or one of ``secure``)."""
+        if listener == "PLAINTEXT":
+            return self.bootstrap
+        if listener not in self.listener_ports or not self.running:
+            raise KafkaError(f"broker has no running {listener} listener")
+        return f"{self.host}:{self.listener_ports[listener]}"
 
     @property
     def running(self) -> bool:
@@ -426,6 +620,9 @@ class KafkaBroker:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         self.port = self.controller_port = None
+        self.listener_ports = {}
+        self.tls = None
+        self.scram_password = None
         _live_brokers.discard(self)
 
     def __enter__(self) -> KafkaBroker:
@@ -490,7 +687,42 @@ class KafkaBroker:
             "num.replica.fetchers": "1",
             "log.flush.interval.messages": str(2**62),
         }
+        if self.secure:
+            props.update(self._secure_properties())
         props.update(self.extra_properties)
+        return props
+
+    def _secure_properties(self) -> dict[str, str]:
+        h, ports = self.host, self.listener_ports
+        extra = [f"{name}://{h}:{ports[name]}" for name in self.secure]
+        props = {
+            "listeners": ",".join(
+                [f"PLAINTEXT://{h}:{self.port}", *extra, f"CONTROLLER://{h}:{self.controller_port}"]
+            ),
+            "advertised.listeners": ",".join([f"PLAINTEXT://{h}:{self.port}", *extra]),
+            "listener.security.protocol.map": ",".join(
+                ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT", *(f"{n}:{n}" for n in self.secure)]
+            ),
+        }
+        if self.tls is not None:
+            props.update(
+                {
+                    "ssl.keystore.type": "PEM",
+                    "ssl.keystore.location": str(self.tls.keystore_file),
+                    "ssl.key.password": self.tls.keystore_password,
+                    "ssl.truststore.type": "PEM",
+                    "ssl.truststore.location": str(self.tls.ca_file),
+                    "ssl.client.auth": "none",
+                }
+            )
+            if "SSL" in self.secure and self.tls_client_auth:
+                props["listener.name.ssl.ssl.client.auth"] = "required"
+        sasl = [n for n in self.secure if n.startswith("SASL_")]
+        if sasl:
+            props["sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            for name in sasl:
+                props[f"listener.name.{name.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = jaas
         return props
 
     def _java_cmd(self, opts: Sequence[str], main: str, *args: str) -> list[str]:
@@ -514,6 +746,16 @@ class KafkaBroker:
             self.controller_port = next(p for p in pick_free_ports(2, self.host) if p != self._want_port)
         else:
             self.port, self.controller_port = pick_free_ports(2, self.host)
+        taken = {self.port, self.controller_port}
+        spare = [p for p in pick_free_ports(len(self.secure) + 2, self.host) if p not in taken]
+        self.listener_ports = dict(zip(self.secure, spare, strict=False))
+        if any(n in ("SSL", "SASL_SSL") for n in self.secure):
+            self.tls = make_tls_material(self.workdir / "tls", [self.host, "localhost"])
+        format_extra: list[str] = []
+        if any(n.startswith("SASL_") for n in self.secure):
+            self.scram_password = secrets.token_hex(16)  # hex: nothing to quote in the --add-scram value
+            scram = f"{SCRAM_MECHANISM}=[name={self.scram_username},password={self.scram_password}]"
+            format_extra = ["--add-scram", scram]
         self.cluster_id = _random_cluster_id()
 
         props_path = self.workdir / "server.properties"
@@ -524,7 +766,14 @@ class KafkaBroker:
         with open(log_path, "ab") as log:
             fmt = subprocess.run(
                 self._java_cmd(
-                    TOOL_JVM_OPTS, STORAGE_TOOL_CLASS, "format", "-t", self.cluster_id, "-c", str(props_path)
+                    TOOL_JVM_OPTS,
+                    STORAGE_TOOL_CLASS,
+                    "format",
+                    "-t",
+                    self.cluster_id,
+                    "-c",
+                    str(props_path),
+                    *format_extra,
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -590,6 +839,26 @@ class KafkaBroker:
 # --------------------------------------------------------------------------------------
 
 
+def client_settings(broker: KafkaBroker, listener: str) -> dict[str, str]:
+    """The TRACKPIPE_KAFKA_* variables of a trackpipe process using ``listener`` of ``broker`` (SSL: with
+    the client certificate)."""
+    env = {
+        "TRACKPIPE_KAFKA_BOOTSTRAP": broker.bootstrap_for(listener),
+        "TRACKPIPE_KAFKA_SECURITY_PROTOCOL": listener,
+    }
+    if broker.tls is not None and listener in ("SSL", "SASL_SSL"):
+        env["TRACKPIPE_KAFKA_SSL_CAFILE"] = str(broker.tls.ca_file)
+    if broker.tls is not None and listener == "SSL":
+        env["TRACKPIPE_KAFKA_SSL_CERTFILE"] = str(broker.tls.client_cert_file)
+        env["TRACKPIPE_KAFKA_SSL_KEYFILE"] = str(broker.tls.client_key_file)
+        env["TRACKPIPE_KAFKA_SSL_KEY_PASSWORD"] = broker.tls.client_key_password
+    if listener.startswith("SASL_") and broker.scram_password is not None:
+        env["TRACKPIPE_KAFKA_SASL_MECHANISM"] = SCRAM_MECHANISM
+        env["TRACKPIPE_KAFKA_SASL_USERNAME"] = broker.scram_username
+        env["TRACKPIPE_KAFKA_SASL_PASSWORD"] = broker.scram_password
+    return env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trackpipe.devservers.kafka",
@@ -598,6 +867,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
     parser.add_argument("--controller-port", type=int, default=None, help="KRaft controller port")
     parser.add_argument("--timeout", type=float, default=120.0, help="startup timeout, seconds")
+    parser.add_argument(
+        "--secure",
+        action="append",
+        choices=SECURE_LISTENERS,
+        default=[],
+        help="also open this listener (repeatable); its TRACKPIPE_KAFKA_* settings are printed",
+    )
     args = parser.parse_args(argv)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -606,7 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     # even when started with SIGINT ignored (e.g. "&" in a script), Ctrl-C / kill -INT stops it
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    broker = KafkaBroker(port=args.port, controller_port=args.controller_port, start_timeout=args.timeout)
+    broker = KafkaBroker(
+        port=args.port, controller_port=args.controller_port, start_timeout=args.timeout, secure=args.secure
+    )
     try:
         t0 = time.monotonic()
         libs = ensure_kafka_jars()
@@ -616,6 +894,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Kafka broker log: {broker.log_path}", flush=True)
         print(f"Kafka ready in {broker.startup_seconds:.1f}s (pid {broker.pid}); Ctrl-C to stop", flush=True)
         print(f"KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        for listener in broker.secure:
+            print(f"{listener} (a throwaway CA and password, valid while this broker runs):", flush=True)
+            print(
+                "  " + " ".join(f"{k}={v}" for k, v in client_settings(broker, listener).items()), flush=True
+            )
         assert broker.process is not None
         while broker.process.poll() is None:
             time.sleep(0.5)

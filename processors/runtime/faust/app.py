@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
 from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
 from processors.messages import STAGES, Stage
@@ -49,6 +50,7 @@ def build_faust_app(
     *,
     app_id: str,
     broker: str,
+    broker_credentials: CredentialsT | None = None,
     topic: str,
     partitions: int,
     writer: BatchWriter,
@@ -60,13 +62,17 @@ def build_faust_app(
     stages: Stages | None = None,
     counts: OutcomeCounts | None = None,
     retry: RetryPolicy = WORKER_RETRY,
+    generation: int = 0,
+    output_partitions: int | None = None,
 ) -> faust.App:
-    """The worker app. ``counts`` (shared with the wiring's /metrics) receives every batch outcome; it is
-    also ``app.conf.trackpipe_counts``."""
-    names = TopologyNames(topic, app_id)
+    """The worker app. ``broker_credentials`` (Faust's ``SSLCredentials`` / ``SASLCredentials``, from the
+    wiring's settings; None: PLAINTEXT) secure every Kafka client of the app. ``counts`` (shared with the
+    wiring's /metrics) receives every batch outcome; it is also ``app.conf.trackpipe_counts``."""
+    names = TopologyNames(topic, app_id, generation)
     app = faust.App(
-        app_id,
+        names.app,
         broker=broker,
+        broker_credentials=broker_credentials,
         store=store,
         web_enabled=False,
         topic_partitions=partitions,
@@ -80,26 +86,29 @@ def build_faust_app(
     counts = counts if counts is not None else OutcomeCounts()
     app.conf.trackpipe_counts = counts
 
-    def raw_topic(*names_: str) -> Any:
+    out_partitions = output_partitions or partitions
+
+    def raw_topic(*names_: str, n: int = partitions) -> Any:
         return app.topic(
             *names_,
             value_type=bytes,
             value_serializer="raw",
             key_type=bytes,
             key_serializer="raw",
-            partitions=partitions,
+            partitions=n,
         )
 
     outputs = Outputs(
         stages={s: raw_topic(names.stage(s)) for s in STAGES},
-        deadletter=raw_topic(names.deadletter),
-        conversions=raw_topic(names.conversions_out),
-        sessions=raw_topic(names.sessions_out),
+        deadletter=raw_topic(names.deadletter, n=out_partitions),
+        conversions=raw_topic(names.conversions_out, n=out_partitions),
+        sessions=raw_topic(names.sessions_out, n=out_partitions),
+        partitions=out_partitions,
     )
     input_topic_of: dict[Stage, str] = {s: names.stage(s) for s in STAGES}
-    input_topic_of["visitor"] = names.events
+    input_topic_of["visitor"] = names.events_in
 
-    install_gapless_consumer(app, {names.events, *(names.stage(s) for s in STAGES)})
+    install_gapless_consumer(app, {names.events_in, *(names.stage(s) for s in STAGES)})
 
     sweeper = Sweeper()
     runners: dict[Stage, BatchRunner[Any, StageWork]] = {}
@@ -122,7 +131,7 @@ def build_faust_app(
 
         port = StagePort(
             s,
-            app_id=app_id,
+            app_id=names.app,
             names=names,
             cores=cores,
             table=TableStore(table, owned, partitions),
@@ -168,9 +177,9 @@ def build_faust_app(
                 await guarded(stage, events)
 
         agent.__name__ = f"{stage}_agent"
-        app.agent(source, name=f"{app_id}.{stage}")(agent)
+        app.agent(source, name=f"{names.app}.{stage}")(agent)
 
-    make_agent("visitor", raw_topic(names.events, names.stage("visitor")))
+    make_agent("visitor", raw_topic(names.events_in, names.stage("visitor")))
     for s in STAGES:
         if s != "visitor":
             make_agent(s, raw_topic(names.stage(s)))

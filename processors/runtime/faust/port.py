@@ -86,12 +86,14 @@ class StageWork:
 
 @dataclass
 class Outputs:
-    """The topics a stage sends to (Faust topic objects)."""
+    """The topics a stage sends to (Faust topic objects); ``partitions``: the outputs' count (the stage
+    topics have the generation's)."""
 
     stages: dict[Stage, Any]
     deadletter: Any
     conversions: Any
     sessions: Any
+    partitions: int
 
 
 class StagePort:
@@ -127,7 +129,7 @@ class StagePort:
             for e in events:
                 msg = e.message
                 try:
-                    if msg.topic == self.names.events:
+                    if msg.topic == self.names.events_in:
                         sources.extend(
                             SourceEvent(ev, msg.topic, msg.offset) for ev in decode_envelope(e.value)
                         )
@@ -174,13 +176,13 @@ class StagePort:
         by_part: dict[int, list[Any]] = {}
         for c in work.rows.conversions:
             key = f"{c.project_id}\x1f{c.conversion_key}"
-            by_part.setdefault(partition_for(key, self.partitions), []).append(c)
+            by_part.setdefault(partition_for(key, self.outputs.partitions), []).append(c)
         for part, rows in by_part.items():
             for value in encode_rows("conversions", rows):
                 futures.append(await self.outputs.conversions.send(value=value, partition=part))
         by_part = {}
         for srow in work.rows.sessions:
-            by_part.setdefault(partition_for(srow.visitor_id, self.partitions), []).append(srow)
+            by_part.setdefault(partition_for(srow.visitor_id, self.outputs.partitions), []).append(srow)
         for part, rows in by_part.items():
             for value in encode_rows("sessions", rows):
                 futures.append(await self.outputs.sessions.send(value=value, partition=part))

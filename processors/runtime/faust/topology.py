@@ -37,15 +37,39 @@ from schemas.rows import Conversion
 
 @dataclass(frozen=True)
 class TopologyNames:
+    """Topic names of one pipeline. ``events`` and ``app_id`` are the base names (settings); the
+    **processing** topics (the events input, the stage topics, the tables' changelogs) belong to a
+    ``generation`` (docs/rescaling.md): generation 0 uses the base names, generation g > 0 the topics
+    ``<events>.g<g>`` and ``<app>-g<g>-...`` (so a rescale creates new ones and keeps the old for a
+    rollback). The **outputs** and the shared state topics keep the base names in every generation."""
+
     events: str
     app_id: str
+    generation: int = 0
+
+    def at(self, generation: int) -> TopologyNames:
+        return TopologyNames(self.events, self.app_id, generation)
+
+    @property
+    def events_in(self) -> str:
+        """The topic the edges produce to and the visitor stage reads (this generation's)."""
+        return self.events if self.generation == 0 else f"{self.events}.g{self.generation}"
+
+    @property
+    def app(self) -> str:
+        """The Faust app id (and consumer group) of this generation."""
+        return self.app_id if self.generation == 0 else f"{self.app_id}-g{self.generation}"
 
     @property
     def deadletter(self) -> str:
         return f"{self.events}.deadletter"
 
     def stage(self, stage: Stage) -> str:
-        return f"{self.app_id}-{stage}"
+        return f"{self.app}-{stage}"
+
+    def changelog(self, stage: Stage) -> str:
+        """The stage table's changelog (Faust names it ``<app id>-<table>-changelog``)."""
+        return f"{self.app}-{stage}-state-changelog"
 
     @property
     def conversions_out(self) -> str:
@@ -74,21 +98,39 @@ class TopologyNames:
         return f"{self.events}.alert-state"
 
     @property
+    def alert_status(self) -> str:
+        """Each alert rule's published status, for the edges (one partition, compacted)."""
+        return f"{self.events}.alert-status"
+
+    @property
     def endpoints(self) -> str:
         """The delivery endpoints' circuit states (one partition, compacted)."""
         return f"{self.events}.endpoints"
 
+    @property
+    def layout(self) -> str:
+        """The pipeline's current generation and its partitions (one partition, compacted)."""
+        return f"{self.events}.layout"
+
     def compacted(self) -> frozenset[str]:
         """Topics that hold state (latest record per key): created with ``cleanup.policy=compact``."""
-        return frozenset({self.outbound_state, self.deliveries, self.alert_state})
+        return frozenset(
+            {self.outbound_state, self.deliveries, self.alert_state, *(self.changelog(s) for s in STAGES)}
+        )
 
-    def all(self) -> list[str]:
-        """Every topic the topology reads or writes, except Faust's own changelogs."""
+    def processing(self) -> list[str]:
+        """This generation's topics: all with the generation's partition count (co-partitioned)."""
         return [
-            self.events,
-            self.deadletter,
+            self.events_in,
             *(self.stage(s) for s in STAGES if s != "visitor"),
             self.stage("visitor"),
+            *(self.changelog(s) for s in STAGES),
+        ]
+
+    def outputs(self) -> list[str]:
+        """The topics shared by every generation, with the partition count they were created with."""
+        return [
+            self.deadletter,
             self.conversions_out,
             self.sessions_out,
             self.outbound_state,
@@ -96,6 +138,15 @@ class TopologyNames:
             self.alert_input,
             self.alert_state,
         ]
+
+    def singles(self) -> list[str]:
+        """Compacted one-partition topics shared by every process (besides the config topic)."""
+        return [self.endpoints, self.alert_status, self.layout]
+
+    def all(self) -> list[str]:
+        """The processing topics (without the changelogs, which Faust creates) and the outputs."""
+        changelogs = {self.changelog(s) for s in STAGES}
+        return [t for t in self.processing() if t not in changelogs] + self.outputs()
 
 
 def topology_topics(events_topic: str, app_id: str) -> list[str]:
