@@ -42,6 +42,7 @@ from ingest.http.routes import stream as stream_routes
 from ingest.produce.accumulator import RecordAccumulator
 from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
+from ingest.produce.switching import SwitchingSender
 from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
 from schemas.alerts import AlertStates
@@ -153,19 +154,23 @@ def build_edge_app(
     async def sender_ctx(app: web.Application) -> AsyncIterator[None]:
         publisher = publisher_factory()
         await publisher.start()
-        acc = RecordAccumulator(
-            publisher.partitions,
-            partition_for,
-            max_events_per_record=config.max_events_per_record,
-            max_record_bytes=config.max_record_bytes,
-        )
-        sender = EdgeSender(
-            acc,
-            publisher,
-            linger_ms=config.linger_ms,
-            max_buffered_events=config.max_buffered_events,
-            delivery_timeout_s=config.delivery_timeout_s,
-        )
+
+        def make_sender(pub: Publisher) -> EdgeSender:
+            acc = RecordAccumulator(
+                pub.partitions,
+                partition_for,
+                max_events_per_record=config.max_events_per_record,
+                max_record_bytes=config.max_record_bytes,
+            )
+            return EdgeSender(
+                acc,
+                pub,
+                linger_ms=config.linger_ms,
+                max_buffered_events=config.max_buffered_events,
+                delivery_timeout_s=config.delivery_timeout_s,
+            )
+
+        sender = SwitchingSender(make_sender, publisher)
         await sender.start()
         app[SENDER] = sender
         app[READY].update(ready=True, partitions=publisher.partitions)
@@ -176,7 +181,6 @@ def build_edge_app(
             _restore_gc()
             app[READY]["ready"] = False
             await sender.stop()
-            await publisher.stop()
 
     app.cleanup_ctx.append(sender_ctx)
     for endpoints in (

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ingest.app import build_edge_app
 from ingest.config.kafka_store import KafkaConfigStore
+from ingest.http.common import SENDER
 from ingest.produce.kafka_publisher import KafkaPublisher
 from processors.batch import OutcomeCounts
 from processors.runtime.faust.topology import TopologyNames
@@ -20,7 +21,8 @@ from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.alerting.kafka_status import KafkaAlertStates
 from trackpipe.metrics import serve_worker_metrics
-from trackpipe.ops.layout import Layout, Phase
+from trackpipe.ops.follow import EdgeBeats, LayoutFollower
+from trackpipe.ops.layout import Generation, Layout, Phase
 from trackpipe.ops.status import startup_layout
 from trackpipe.outbound.kafka_endpoints import KafkaAdminControl
 from trackpipe.report_source import BackendReports
@@ -63,23 +65,49 @@ async def ensure_topics(settings: Settings) -> bool:
 
 def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> web.Application:
     """The edge over ``layout`` (None: generation 0 with TRACKPIPE_PARTITIONS, as for a pipeline without
-    a layout record): events go to the generation ``layout.produce_to``; the outputs have
-    ``layout.outputs_partitions`` partitions."""
+    a layout record): events go to the generation ``layout.produce_to`` — followed on the layout topic,
+    so a rescale switches them (trackpipe.ops.follow) —; the outputs have ``layout.outputs_partitions``."""
     layout = layout or Layout.initial(settings.partitions)
     settings = settings.model_copy(update={"partitions": layout.outputs_partitions})
-    target = layout.produce_to
-    events_topic = TopologyNames(settings.kafka_topic, settings.worker_app_id).at(target.generation).events_in
+    names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reports")
     backends: list[ServerBackend] = []
+    security = settings.kafka_security()
+    started: list[web.Application] = []
 
-    def publisher() -> KafkaPublisher:
+    def make_publisher(target: Generation) -> KafkaPublisher:
         return KafkaPublisher(
             settings.kafka_bootstrap,
-            events_topic,
+            names.at(target.generation).events_in,
             partitions=target.partitions,
             max_record_bytes=settings.edge.max_record_bytes,
-            security=settings.kafka_security(),
+            security=security,
         )
+
+    async def switch(new: Layout) -> None:
+        target = new.produce_to
+        if not started or SENDER not in started[0] or target.generation == beats.generation:
+            return  # not serving yet: the publisher is made for the latest layout when it starts
+        log.info("layout: switching the edge to generation %d (%d partitions)", target.generation,
+                 target.partitions)  # fmt: skip
+        await started[0][SENDER].switch(make_publisher(target))
+        await beats.beat(target.generation)  # every event accepted before is durable in the old topic
+
+    follower = LayoutFollower(settings.kafka_bootstrap, names.layout, security=security, on_change=switch)
+    beats = EdgeBeats(settings.kafka_bootstrap, names.layout, security=security)
+
+    async def layout_ctx(app: web.Application) -> AsyncIterator[None]:
+        await beats.start()  # announced (generation -1) before the layout is read: docs/rescaling.md
+        await follower.start()
+        started.append(app)
+        yield
+        await follower.close()
+        await beats.close()
+
+    def publisher() -> KafkaPublisher:
+        target = (follower.layout or layout).produce_to
+        beats.generation = target.generation  # in the next beat
+        return make_publisher(target)
 
     def backend() -> ServerBackend:
         # created on first use (in an executor thread): the edge starts even when ClickHouse is down
@@ -100,7 +128,7 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
         settings.edge,
         publisher,
         BackendReports(backend, executor),
-        extra_cleanup=[reports_ctx],
+        extra_cleanup=[layout_ctx, reports_ctx],
         config_store=config_store,
         admin_key=settings.admin_key_value(),
         read_keys=settings.read_keys_value(),
@@ -147,7 +175,10 @@ def build_worker_app(
         "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
     }
     if settings.worker_store.startswith("rocksdb"):
-        options["datadir"] = str(settings.data_dir / "faust")  # one RocksDB per table and partition
+        # one RocksDB per table and partition, per generation (a partition number of another generation
+        # holds other keys: its database and the offset it stores must not be reused)
+        gen = layout.current.generation
+        options["datadir"] = str(settings.data_dir / ("faust" if gen == 0 else f"faust-g{gen}"))
     return build_faust_app(
         app_id=settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -200,7 +231,16 @@ def run_worker(settings: Settings) -> None:
             backends.append(server_backend(settings))
         return backends[0]
 
-    outbound = WorkerOutbound(settings, log_backend, OutboundCounts())
+    outbound = WorkerOutbound(settings, log_backend, OutboundCounts(), generation=layout.current.generation)
+    from trackpipe.ops.worker_watch import LayoutWatch, restart_process
+
+    names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
+    watch = LayoutWatch(
+        settings.kafka_bootstrap,
+        names.layout,
+        layout.current.generation,
+        security=settings.kafka_security(),
+    )
     if settings.worker_metrics_port:
         from trackpipe.ops.lag_metrics import LagCollector
 
@@ -216,4 +256,9 @@ def run_worker(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    Worker(app, outbound, loglevel=settings.log_level).execute_from_commandline()
+    try:
+        Worker(app, outbound, watch, loglevel=settings.log_level).execute_from_commandline()
+    except SystemExit:
+        if watch.restart_wanted:  # a rescale cut over: start again on the live generation
+            restart_process()
+        raise

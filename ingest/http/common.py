@@ -15,7 +15,7 @@ from ingest.config.edge import EdgeConfig
 from ingest.formats import convert_fast
 from ingest.http.keys import AccessKeys
 from ingest.http.ratelimit import RateLimiter
-from ingest.produce.sender import EdgeSender
+from ingest.produce.switching import SwitchingSender
 from schemas.config import ConfigStore
 from schemas.outbound.config import OutboundConfig
 from schemas.outbound.deliveries import DeliveryControl
@@ -68,7 +68,7 @@ class EdgeMetrics:
 
 
 CONFIG = web.AppKey("config", EdgeConfig)
-SENDER = web.AppKey("sender", EdgeSender)
+SENDER = web.AppKey("sender", SwitchingSender)
 REPORTS = web.AppKey("reports", ReportSource)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 READY = web.AppKey("ready", dict)

@@ -97,7 +97,7 @@ class TrafficForwarder:
         common: dict[str, Any] = {"bootstrap_servers": self.bootstrap, **self.security}
         producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **common)
         consumer = AIOKafkaConsumer(
-            self.names.events,
+            self.names.events_in,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="latest",  # rules count traffic from when they exist

@@ -86,10 +86,13 @@ def _stage_topics(names: TopologyNames) -> list[str]:
     return [names.stage(s) for s in STAGES]
 
 
-def decode_layout(records: Iterable[tuple[bytes, bytes | None]]) -> LayoutRecord:
-    """The layout and the edges' beats from the layout topic's records, in order (latest wins)."""
-    layout: Layout | None = None
-    edges: dict[str, EdgeBeat] = {}
+def decode_layout(
+    records: Iterable[tuple[bytes, bytes | None]], onto: LayoutRecord | None = None
+) -> LayoutRecord:
+    """The layout and the edges' beats from the layout topic's records, in order (latest wins), applied
+    onto ``onto`` (what earlier records said) when given."""
+    layout = onto.layout if onto is not None else None
+    edges = dict(onto.edges) if onto is not None else {}
     for key, value in records:
         if key == LAYOUT_KEY and value is not None:
             with contextlib.suppress(ValidationError):

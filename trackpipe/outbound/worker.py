@@ -40,6 +40,7 @@ class WorkerOutbound(Service):
         backend: Callable[[], ClickHouseBackend],
         counts: OutboundCounts,
         observers: Sequence[AttemptObserver] = (),
+        generation: int = 0,
     ):
         super().__init__()
         self.counts = counts
@@ -47,7 +48,8 @@ class WorkerOutbound(Service):
         # the delivery log: its own thread, so inserts never wait behind the sink's batches
         self._log_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-log")
         self.delivery_log = DeliveryLogObserver(backend, self._log_executor)
-        names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
+        # the traffic forwarder reads the live generation's events topic; the rest are shared topics
+        names = TopologyNames(settings.kafka_topic, settings.worker_app_id, generation)
         security = settings.kafka_security()
         self.config = KafkaConfigStore(
             settings.kafka_bootstrap,
