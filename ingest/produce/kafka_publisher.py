@@ -251,7 +251,10 @@ class KafkaPublisher:
             log.warning("kafka producer %d stopped with an error: %r", gen.number, stopping.exception())
 
     async def _probe_loop(self) -> None:
-        while True:
+        # not `while True`: on Python 3.11 a cancellation that arrives while ``wait_for`` (in _probe) holds
+        # an already-finished future is swallowed (CPython gh-86296, fixed in 3.12); stop() sets _closing
+        # before it cancels, so the loop ends at its next turn either way
+        while not self._closing:
             await asyncio.sleep(self._probe_interval)
             gen = self._current
             if gen is None or self._replacing is not None:

@@ -41,6 +41,7 @@ def test_goal_created_on_one_edge_works_on_the_other(tmp_path, kafka_bootstrap, 
     env = {
         "TRACKPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "TRACKPIPE_KAFKA_TOPIC": unique_name("events"),
+        "TRACKPIPE_WORKER_APP_ID": unique_name("worker"),  # its own stage topics (the edges check them)
         "TRACKPIPE_PARTITIONS": "2",
         "TRACKPIPE_ADMIN_KEY": ADMIN_KEY,
         # reports are not used here; point ClickHouse at a closed port so nothing depends on it
