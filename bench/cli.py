@@ -18,7 +18,7 @@ from bench.profiles import PROFILES, Profile
 from bench.servers import Servers, machine, start_servers
 from bench.table import markdown
 
-STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound", "alerts")
+STAGES = ("cores", "sink", "worker", "edge", "e2e", "report", "outbound", "alerts", "rescale")
 # stages that need neither Kafka nor ClickHouse (alerts: unless its distributed points are run)
 NO_SERVERS = frozenset({"cores", "outbound", "alerts"})
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -56,6 +56,12 @@ def _run_stage(name: str, servers: Servers | None, profile: Profile, work: Path,
         from bench.e2e import bench_e2e
 
         return bench_e2e(servers, profile, stage_dir)
+    if name == "rescale":
+        from bench.rescale import bench_rescale
+
+        if not profile.rescale_to:
+            return {"skipped": f"not in the {profile.name} profile"}
+        return bench_rescale(servers, profile, stage_dir)
     if name == "report":
         from bench.reports import bench_report
 

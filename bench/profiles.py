@@ -46,6 +46,10 @@ class Profile:
     alerts_load_per_s: float = 100.0
     # the same through Kafka + one ``trackpipe worker`` (empty: not run); capacity points as above
     alerts_distributed_points: tuple[tuple[int, int], ...] = ((10, 10), (50, 20))
+    # rescale (distributed): 4 -> rescale_to partitions under an open-loop load (0 partitions: not run)
+    rescale_to: int = 8
+    rescale_rate_per_s: float = 100.0
+    rescale_settle_s: float = 5.0
 
 
 QUICK = Profile(
@@ -96,6 +100,8 @@ FULL = Profile(
     alerts_capacity_episodes=20,
     alerts_load_per_s=200.0,
     alerts_distributed_points=((10, 10), (50, 20), (100, 50), (200, 100), (500, 100)),
+    rescale_rate_per_s=300.0,
+    rescale_settle_s=15.0,
 )
 
 SMOKE = Profile(
@@ -127,6 +133,7 @@ SMOKE = Profile(
     alerts_capacity_episodes=2,
     alerts_load_per_s=20.0,
     alerts_distributed_points=(),
+    rescale_to=0,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

@@ -156,6 +156,13 @@ def test_topics_edge_and_worker_over_a_secured_listener(
         assert ids <= seen, f"missing on {topic}: {ids - seen}"
         # ... and the worker (Faust over TLS / SCRAM) processed them into ClickHouse
         wait_report(base, "12345", EXPECTED_ROWS, timeout=90)
+        # the operator's commands over the same listener: the layout, the worker's group and its lag
+        status = _cli(["ops", "status", "--json"], env, tmp_path)
+        report = json.loads(status.stdout)
+        assert report["layout"]["current"] == {"generation": 0, "partitions": PARTITIONS}, status.stderr
+        assert [p for p in report["problems"] if p["severity"] == "error"] == []
+        group = next(g for g in report["groups"] if g["group_id"] == env["TRACKPIPE_WORKER_APP_ID"])
+        assert group["members"] and any(p["topic"] == topic for p in group["partitions"])
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- edge ---\n{edge.tail()}\n--- worker ---\n{worker.tail()}") from None
     finally:

@@ -223,6 +223,11 @@ class Rescaler:
             + (f"; `trackpipe ops rollback` returns to generation {source.generation} until `trackpipe ops"
                " finalize`" if keep_previous else "")
         )  # fmt: skip
+        live = self.names.at(target.generation)
+        self.say(
+            f"  autoscaling: a KEDA Kafka trigger now watches consumerGroup={live.app} topic={live.events_in}"
+            f" with maxReplicaCount={target.partitions}; set TRACKPIPE_PARTITIONS={target.partitions}"
+        )
         return report
 
     async def _edges_on(self, target: Generation) -> None:
