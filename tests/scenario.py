@@ -60,15 +60,22 @@ def http(
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    out = subprocess.run(
+def cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``trackpipe <args>`` run to completion with ``env`` added; its exit status and output."""
+    return subprocess.run(
         [sys.executable, "-m", "trackpipe.cli", *args],
         env={**os.environ, **env},
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    out = cli(args, env, cwd)
     assert out.returncode == 0, f"trackpipe {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 

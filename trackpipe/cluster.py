@@ -17,7 +17,6 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -187,56 +186,10 @@ def check_partitions(data_dir: Path, partitions: int) -> str | None:
 
 def persistent_kafka(directory: Path, port: int, controller_port: int) -> Any:
     """A :class:`~trackpipe.devservers.kafka.KafkaBroker` whose storage is ``directory`` and stays there:
-    formatted on the first start only, kept by :meth:`stop`. Its log is ``directory/broker.log``."""
-    from trackpipe.devservers.kafka import LOG4J2_PROPERTIES, KafkaBroker, KafkaStartError
+    formatted on the first start only, kept by ``stop``. Its log is ``directory/broker.log``."""
+    from trackpipe.devservers.kafka import KafkaBroker
 
-    class PersistentKafkaBroker(KafkaBroker):
-        # The dev broker keeps its storage in a temp dir that stop() removes; the cluster keeps it in the
-        # data dir. This reuses KafkaBroker's private _launch/_java_cmd/_failure_details (same project).
-        def _start_once(self) -> None:
-            directory.mkdir(parents=True, exist_ok=True)
-            self.workdir = directory
-            self.port, self.controller_port = port, controller_port
-            self.listener_ports = {}
-            props_path = directory / "server.properties"
-            props_path.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
-            (directory / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-            if not (directory / "meta" / "meta.properties").exists():
-                self._format(props_path)
-            self._launch()
-
-        def _format(self, props_path: Path) -> None:
-            from trackpipe.devservers.kafka import STORAGE_TOOL_CLASS, TOOL_JVM_OPTS, _random_cluster_id
-
-            self.cluster_id = _random_cluster_id()
-            assert self.workdir is not None
-            with open(self.workdir / "broker.log", "ab") as log:
-                fmt = subprocess.run(
-                    self._java_cmd(
-                        TOOL_JVM_OPTS,
-                        STORAGE_TOOL_CLASS,
-                        "format",
-                        "-t",
-                        self.cluster_id,
-                        "-c",
-                        str(props_path),
-                    ),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=self.workdir,
-                    timeout=120,
-                    check=False,
-                )
-            if fmt.returncode != 0:
-                raise KafkaStartError(
-                    f"formatting Kafka storage failed (exit {fmt.returncode}); {self._failure_details()}"
-                )
-
-        def stop(self, timeout: float | None = None) -> None:
-            self.halt(timeout)  # never delete the storage
-
-    return PersistentKafkaBroker(port=port, controller_port=controller_port)
+    return KafkaBroker(port=port, controller_port=controller_port, storage_dir=directory)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +23,7 @@ from aiokafka.helpers import create_ssl_context
 
 from schemas.envelope import decode_envelope
 from tests.integration.test_edge_convert import REF_JSON
-from tests.scenario import EXPECTED_ROWS, LEGACY_TX, Proc, free_port, http, run_cli, wait_report
+from tests.scenario import EXPECTED_ROWS, LEGACY_TX, Proc, cli, free_port, http, run_cli, wait_report
 from trackpipe.devservers.kafka import SCRAM_MECHANISM, BrokerTls, KafkaBroker, client_settings
 
 pytestmark = pytest.mark.integration
@@ -157,7 +153,7 @@ def test_topics_edge_and_worker_over_a_secured_listener(
         # ... and the worker (Faust over TLS / SCRAM) processed them into ClickHouse
         wait_report(base, "12345", EXPECTED_ROWS, timeout=90)
         # the operator's commands over the same listener: the layout, the worker's group and its lag
-        status = _cli(["ops", "status", "--json"], env, tmp_path)
+        status = cli(["ops", "status", "--json"], env, tmp_path)
         report = json.loads(status.stdout)
         assert report["layout"]["current"] == {"generation": 0, "partitions": PARTITIONS}, status.stderr
         assert [p for p in report["problems"] if p["severity"] == "error"] == []
@@ -170,17 +166,6 @@ def test_topics_edge_and_worker_over_a_secured_listener(
         worker.stop()
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackpipe.cli", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_a_wrong_scram_password_is_refused_clearly(tmp_path, secure_kafka, unique_name):
     assert secure_kafka.scram_password is not None
     wrong = "not-" + secure_kafka.scram_password
@@ -190,7 +175,7 @@ def test_a_wrong_scram_password_is_refused_clearly(tmp_path, secure_kafka, uniqu
         "TRACKPIPE_WORKER_METRICS_PORT": "0",
     }
     t0 = time.monotonic()
-    out = _cli(["topics", "create"], env, tmp_path)
+    out = cli(["topics", "create"], env, tmp_path)
     assert time.monotonic() - t0 < 30  # refused at once, no retry loop
     assert out.returncode == 1, out
     assert "SaslAuthenticationFailed" in out.stderr, out.stderr
@@ -218,7 +203,7 @@ def test_a_wrong_scram_password_is_refused_clearly(tmp_path, secure_kafka, uniqu
     assert code == 1, log
     assert "SaslAuthenticationFailed" in log and "Traceback" not in log, log
 
-    worker = _cli(["worker"], env, tmp_path)
+    worker = cli(["worker"], env, tmp_path)
     assert worker.returncode == 1, worker
     assert "SaslAuthenticationFailed" in worker.stderr and "Traceback" not in worker.stderr
 
@@ -234,7 +219,7 @@ def test_the_tls_check_is_real(listener, tmp_path, secure_kafka, unique_name):
 
     env = {**security_env(secure_kafka, listener), "TRACKPIPE_KAFKA_TOPIC": unique_name("events")}
     del env["TRACKPIPE_KAFKA_SSL_CAFILE"]  # trackpipe with the system trust store only
-    out = _cli(["topics", "create"], env, tmp_path)
+    out = cli(["topics", "create"], env, tmp_path)
     assert out.returncode == 1, out
     assert "CERTIFICATE_VERIFY_FAILED" in out.stderr and "TRACKPIPE_KAFKA_SSL_CAFILE" in out.stderr, (
         out.stderr

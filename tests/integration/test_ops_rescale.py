@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,26 +27,13 @@ from tests.integration.test_inputs_edge import ADMIN_KEY
 from tests.integration.test_outbound_embedded import wait_for
 from tests.integration.test_processing_scenario import _summary
 from tests.rescale_load import Load
-from tests.scenario import Proc, free_port, run_cli
+from tests.scenario import Proc, cli, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
 
-def _cli(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trackpipe.cli", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _status(env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    return json.loads(_cli(["ops", "status", "--json"], env, cwd).stdout)
+    return json.loads(cli(["ops", "status", "--json"], env, cwd).stdout)
 
 
 class StatusWatch:
@@ -175,7 +159,7 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
         previous = 4
         for step, partitions in enumerate((8, 2), start=1):
             with StatusWatch(env, tmp_path) as watch:
-                out = _cli(["ops", "rescale", "--partitions", str(partitions), "--json", "--timeout", "240"],
+                out = cli(["ops", "rescale", "--partitions", str(partitions), "--json", "--timeout", "240"],
                            env, tmp_path)  # fmt: skip
             assert out.returncode == 0, out.stdout + out.stderr
             report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -203,7 +187,7 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
             # the retired generation's events are final: keep them for the clean run, then finalize
             accepted += asyncio.run(_events_of(kafka_bootstrap, old_events, previous))
             previous = partitions
-            fin = _cli(["ops", "finalize"], env, tmp_path)
+            fin = cli(["ops", "finalize"], env, tmp_path)
             assert fin.returncode == 0 and old_events in fin.stdout, fin.stdout + fin.stderr
 
         load.stop()

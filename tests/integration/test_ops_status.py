@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,26 +15,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from tests.integration.test_outbound_distributed import _env, pipeline
 from tests.integration.test_outbound_embedded import wait_for
-from tests.scenario import free_port, run_cli, send_scenario
+from tests.scenario import cli, free_port, run_cli, send_scenario
 
 pytestmark = pytest.mark.integration
 
 
-def _cli(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trackpipe.cli", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _status(env: dict[str, str], cwd: Path) -> tuple[int, dict[str, Any]]:
-    out = _cli(["ops", "status", "--json"], env, cwd)
+    out = cli(["ops", "status", "--json"], env, cwd)
     return out.returncode, json.loads(out.stdout)
 
 
@@ -60,7 +44,7 @@ def test_status_before_and_after_topics_create_and_while_a_worker_runs(
     assert topics[events]["partitions"] == 3 and topics[events]["group"] == "processing g0 (current)"
     assert topics[f"{events}.config"]["partitions"] == 1
     assert topics[f"{events}.deliveries"]["group"] == "outputs"
-    text = _cli(["ops", "status"], env, tmp_path).stdout
+    text = cli(["ops", "status"], env, tmp_path).stdout
     assert "verdict: ok" in text and "[processing g0 (current)]" in text
 
     run_cli(["migrate"], env, tmp_path)
@@ -136,7 +120,7 @@ def test_worker_edge_and_topics_create_refuse_a_layout_changed_outside_trackpipe
 
     # the operator raises the setting only: the layout stays, topics create says how to change it
     more = {**env, "TRACKPIPE_PARTITIONS": "6"}
-    out = _cli(["topics", "create"], more, tmp_path)
+    out = cli(["topics", "create"], more, tmp_path)
     assert out.returncode == 2 and "trackpipe ops rescale --partitions 6" in out.stderr
     code, report = _status(more, tmp_path)
     assert code == 1 and report["verdict"] == "warning"
@@ -149,7 +133,7 @@ def test_worker_edge_and_topics_create_refuse_a_layout_changed_outside_trackpipe
     [problem] = [p for p in report["problems"] if p["severity"] == "error"]
     assert problem["topic"] == events and "has 6 partitions, the layout needs 3" in problem["what"]
     for args in (["worker"], ["edge", "--port", "0"]):
-        refused = _cli(args, env, tmp_path, timeout=120)
+        refused = cli(args, env, tmp_path, timeout=120)
         assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
         assert f"{events}: has 6 partitions, the layout needs 3" in refused.stderr
         assert "fix: trackpipe ops rescale --partitions 6" in refused.stderr

@@ -476,7 +476,10 @@ class KafkaBroker:
         secure: Sequence[str] = (),
         tls_client_auth: bool = True,
         scram_username: str = "trackpipe",
+        storage_dir: Path | None = None,
     ) -> None:
+        """``storage_dir``: keep the broker's storage (and log) there, formatted on the first start only
+        and kept by :meth:`stop` (``trackpipe cluster up``); default: a temp dir removed by ``stop``."""
         unknown = sorted(set(secure) - set(SECURE_LISTENERS))
         if unknown:
             raise KafkaError(f"unknown listener(s) {unknown}; one of {', '.join(SECURE_LISTENERS)}")
@@ -498,6 +501,7 @@ class KafkaBroker:
         self.secure = tuple(dict.fromkeys(secure))
         self.tls_client_auth = tls_client_auth
         self.scram_username = scram_username
+        self.storage_dir = Path(storage_dir) if storage_dir is not None else None
         self.scram_password: str | None = None  # random, set at start when a SASL listener is asked for
         self.tls: BrokerTls | None = None
         self.listener_ports: dict[str, int] = {}
@@ -614,10 +618,12 @@ class KafkaBroker:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM the JVM (SIGKILL after ``timeout``) and delete the temp directory."""
+        """SIGTERM the JVM (SIGKILL after ``timeout``) and delete the temp directory (a ``storage_dir``
+        is kept)."""
         self.halt(timeout)
         if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.storage_dir is None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         self.port = self.controller_port = None
         self.listener_ports = {}
@@ -738,7 +744,11 @@ class KafkaBroker:
         ]
 
     def _start_once(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="trackpipe-kafka-"))
+        if self.storage_dir is not None:
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+            self.workdir = self.storage_dir
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="trackpipe-kafka-"))
         if self._want_port and self._want_controller_port:
             self.port, self.controller_port = self._want_port, self._want_controller_port
         elif self._want_port:
@@ -762,6 +772,9 @@ class KafkaBroker:
         props_path.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
         (self.workdir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         log_path = self.workdir / "broker.log"
+        if (self.workdir / "meta" / "meta.properties").exists():  # a kept storage: formatted already
+            self._launch()
+            return
 
         with open(log_path, "ab") as log:
             fmt = subprocess.run(

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from trackpipe.ops.kafka_view import LayoutRecord, decode_layout
 from trackpipe.ops.layout import EDGE_KEY_PREFIX, EdgeBeat, Layout
+from trackpipe.outbound.kafka_read import read_partition
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,9 @@ class LayoutFollower:
         )
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)
-        self._consumer.assign([tp])
-        end = (await self._consumer.end_offsets([tp]))[tp]
-        self._consumer.seek(tp, (await self._consumer.beginning_offsets([tp]))[tp])
-        while await self._consumer.position(tp) < end:
-            got = (await self._consumer.getmany(tp, timeout_ms=500)).get(tp, [])
-            self._apply([(r.key or b"", r.value) for r in got])
+        records: list[tuple[bytes, bytes | None]] = []
+        await read_partition(self._consumer, tp, lambda k, v: records.append((k, v)))
+        self._apply(records)  # then followed from where the read stopped
         self._task = asyncio.create_task(self._follow(tp), name="layout-follower")
         return self.layout
 
