@@ -310,7 +310,10 @@ async def generate_open(
             run.sent += 1
         if run.start + run.sent / rate >= run.end:
             break
-        await asyncio.sleep(max(0.0, run.start + run.sent / rate - time.perf_counter()))
+        # at least a millisecond: shorter sleeps round down to none on uvloop and the pacer would spin (CPU
+        # taken from the server it measures); requests due meanwhile go out together on the next turn,
+        # their latency still counted from their own scheduled times
+        await asyncio.sleep(max(0.001, run.start + run.sent / rate - time.perf_counter()))
     run.pacing = False
     if run.answered_in_window >= run.in_window and not run.done.done():
         run.done.set_result(None)
