@@ -54,7 +54,7 @@ bench-deps: ## Debian packages the benchmarks need (wrk), installed when missing
 bench: $(STAMP) kafka-jars bench-deps ## full benchmarks -> bench/results/latest.json
 	$(BIN)/python -m bench --full
 
-bench-quick: $(STAMP) kafka-jars bench-deps ## quick benchmarks (< 3 minutes)
+bench-quick: $(STAMP) kafka-jars bench-deps ## quick benchmarks (~5 minutes)
 	$(BIN)/python -m bench
 
 clean: ## remove the venv, caches and local data

@@ -1,4 +1,4 @@
-"""How big each stage's run is: ``quick`` (default, < 3 minutes), ``full`` and ``smoke`` (seconds, tests)."""
+"""How big each stage's run is: ``quick`` (default, ~5 minutes), ``full`` and ``smoke`` (seconds, tests)."""
 
 from __future__ import annotations
 
