@@ -48,13 +48,16 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) kafka-jars ## full benchmarks -> bench/results/latest.json
+bench-deps: ## Debian packages the benchmarks need (wrk), installed when missing
+	bash bench/system-deps.sh
+
+bench: $(STAMP) kafka-jars bench-deps ## full benchmarks -> bench/results/latest.json
 	$(BIN)/python -m bench --full
 
-bench-quick: $(STAMP) kafka-jars ## quick benchmarks (< 3 minutes)
+bench-quick: $(STAMP) kafka-jars bench-deps ## quick benchmarks (~5 minutes)
 	$(BIN)/python -m bench
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install kafka-jars run cluster test test-deps test-fast lint fmt bench bench-quick clean
+.PHONY: help install kafka-jars run cluster test test-deps test-fast lint fmt bench-deps bench bench-quick clean

@@ -180,7 +180,7 @@ def _distributed(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         "TRACKPIPE_CLICKHOUSE_DATABASE": f"bench_e2e_{suffix}",
         "TRACKPIPE_WORKER_APP_ID": f"bench-e2e-{suffix}",
     }
-    create_topics(servers.kafka, env["TRACKPIPE_KAFKA_TOPIC"], 4)
+    create_topics(servers.kafka, env["TRACKPIPE_KAFKA_TOPIC"], 4, env)  # the app id names the stage topics
     run_module("trackpipe.cli", ["migrate"], timeout=120, env=env)
     port = free_port()
     base = f"http://127.0.0.1:{port}"

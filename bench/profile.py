@@ -43,7 +43,7 @@ def _edge(args: argparse.Namespace, profiler: Profiler) -> str:
     bodies.write_bytes(b"\n".join(stream.bodies(500 if args.batch else 2000, epr, seed=61)) + b"\n")
     port = free_port()
     app = build_edge_app(EdgeConfig(), lambda: KafkaPublisher(args.kafka, topic, partitions=4))
-    conc = QUICK.edge_batch_concurrency if args.batch else QUICK.edge_concurrency
+    conc = args.concurrency or (max(QUICK.edge_batch_sweep) if args.batch else max(QUICK.edge_sweep))
 
     async def serve() -> dict[str, Any]:
         runner = web.AppRunner(app, access_log=None)
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stage", choices=("edge", "cores", "arrow"))
     p.add_argument("--kafka", help="broker host:port (edge)")
     p.add_argument("--batch", action="store_true", help="edge: 50-event POSTs")
+    p.add_argument("--concurrency", type=int, default=0, help="edge: connections (default: the sweep's top)")
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--html", type=Path)
     args = p.parse_args(argv)

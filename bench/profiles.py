@@ -1,4 +1,4 @@
-"""How big each stage's run is: ``quick`` (default, < 3 minutes), ``full`` and ``smoke`` (seconds, tests)."""
+"""How big each stage's run is: ``quick`` (default, ~5 minutes), ``full`` and ``smoke`` (seconds, tests)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Profile:
     name: str
-    # edge: closed-loop load, per run (4 runs: edge/bare x single/batch)
+    # edge: closed-loop load per run, at each concurrency of a sweep (edge/bare x single/batch), then
+    # open-loop runs at 50% of our best rate over a pool of at most edge_open_loop_connections
     edge_warmup_s: float
     edge_duration_s: float
     edge_max_requests: int
-    edge_concurrency: int
-    edge_batch_concurrency: int
+    edge_sweep: tuple[int, ...]
+    edge_batch_sweep: tuple[int, ...]
     # processors
     cores_events: int
     worker_events: int
@@ -50,6 +51,7 @@ class Profile:
     rescale_to: int = 8
     rescale_rate_per_s: float = 100.0
     rescale_settle_s: float = 5.0
+    edge_open_loop_connections: int = 256
 
 
 QUICK = Profile(
@@ -57,8 +59,8 @@ QUICK = Profile(
     edge_warmup_s=1.0,
     edge_duration_s=3.0,
     edge_max_requests=500_000,
-    edge_concurrency=64,
-    edge_batch_concurrency=16,
+    edge_sweep=(64, 256, 1024),
+    edge_batch_sweep=(16, 64, 256, 1024),
     cores_events=20_000,
     worker_events=60_000,
     events_per_record=100,
@@ -77,8 +79,8 @@ FULL = Profile(
     edge_warmup_s=2.0,
     edge_duration_s=10.0,
     edge_max_requests=2_000_000,
-    edge_concurrency=64,
-    edge_batch_concurrency=16,
+    edge_sweep=(64, 256, 1024),
+    edge_batch_sweep=(16, 64, 256, 1024),
     cores_events=100_000,
     worker_events=200_000,
     events_per_record=100,
@@ -109,8 +111,8 @@ SMOKE = Profile(
     edge_warmup_s=0.2,
     edge_duration_s=0.5,
     edge_max_requests=300,
-    edge_concurrency=8,
-    edge_batch_concurrency=4,
+    edge_sweep=(8,),
+    edge_batch_sweep=(4,),
     cores_events=300,
     worker_events=300,
     events_per_record=50,
@@ -134,6 +136,7 @@ SMOKE = Profile(
     alerts_load_per_s=20.0,
     alerts_distributed_points=(),
     rescale_to=0,
+    edge_open_loop_connections=8,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

@@ -11,7 +11,8 @@ old topic (or its request was answered with an error), and every later one goes 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
@@ -32,11 +33,12 @@ class SwitchingSender:
     async def start(self) -> None:
         await self.current.start()
 
-    async def submit(self, events: Sequence[Event]) -> None:
-        await self.current.submit(events)
+    def submit(self, events: Sequence[Event]) -> Coroutine[Any, Any, None]:
+        # the current sender's coroutine itself (no frame of ours per request)
+        return self.current.submit(events)
 
-    async def submit_serialized(self, key: str, blobs: Sequence[bytes]) -> None:
-        await self.current.submit_serialized(key, blobs)
+    def submit_serialized(self, key: str, blobs: Sequence[bytes]) -> Coroutine[Any, Any, None]:
+        return self.current.submit_serialized(key, blobs)
 
     def publisher_health(self) -> str | None:
         return self.current.publisher_health()

@@ -42,6 +42,15 @@ def test_bench_smoke_writes_every_key(tmp_path, kafka_bootstrap, clickhouse_serv
     assert results["profile"] == "smoke" and "errors" not in results
     # every stage really ran: events went through the edge, the worker and into the report's data
     assert lookup(results, "edge.events_per_s") > 0 and lookup(results, "worker.events_per_s") > 0
+    # the edge at saturation: a sweep point per server and body size, CPU per event, and answers to the
+    # open-loop runs at half our best rate (a generator that got none reports a p99 of 0)
+    sweep = lookup(results, "edge.saturation.sweep")
+    assert all(sweep[k] for k in ("edge_single", "bare_single", "edge_batch", "bare_batch")), sweep
+    assert lookup(results, "edge.saturation.events_per_s") > 0 and lookup(results, "edge.cpu_s_per_1k") > 0
+    for server, size in (("edge", "single"), ("bare", "single"), ("edge", "batch"), ("bare", "batch")):
+        half = f"{server}_{size}_half_rate"
+        got = lookup(results, f"edge.runs.{half}")
+        assert got["ok_requests"] > 0 and got["unanswered"] == 0 and got["p99_ms"] > 0, (half, got)
     assert lookup(results, "report.events") == 10_000
     # outbound: every accepted conversion's webhook arrived, also after the receiver was down
     for part in ("outbound", "outbound.spread", "outbound.down"):
