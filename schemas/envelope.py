@@ -7,17 +7,26 @@ orjson-encoded JSON object::
 
 Readers reject an unknown envelope version (it goes to the dead-letter path with the raw bytes)
 rather than guessing.
+
+Reading: msgspec first (strict, ~1 µs per event: the envelope as the edge writes it), the canonical
+models then built from its values without a second validation; a record msgspec refuses or a value it
+does not decide on (a revenue that is not plain decimal text) is read by pydantic exactly as before.
+``schemas/test_envelope_decode.py`` checks that both paths give equal events.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from schemas.events import SCHEMA_VERSION, Event
+from schemas.events import SCHEMA_VERSION, Event, EventType, ExperimentVariation, Segment
 
 ENVELOPE_VERSION = 1
 
@@ -25,13 +34,177 @@ _events_adapter = TypeAdapter(list[Event])
 
 
 class _Envelope(BaseModel):
-    """Fast path of :func:`decode_envelope`: a well-formed current envelope, validated from JSON bytes in
-    one pass (no intermediate Python objects; ~18% less time per event than parse-then-validate)."""
+    """Second path of :func:`decode_envelope` (after msgspec's): a well-formed current envelope, validated
+    from JSON bytes in one pass (~18% less time per event than parse-then-validate)."""
 
     model_config = ConfigDict(extra="ignore")
 
     envelope: Literal[1]  # == ENVELOPE_VERSION
     events: list[Event]
+
+
+class _WireSegment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    browser: str | None = None
+    devices: tuple[str, ...] = ()
+    source: str | None = None
+    campaign: str | None = None
+    returning: bool | None = None
+    country: str | None = None
+    custom: tuple[str, ...] = ()
+
+
+class _WireVariation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    experiment_id: str
+    variation_id: str
+
+
+class _WireEvent(msgspec.Struct, frozen=True):
+    """:class:`~schemas.events.Event` as the edge writes it (same fields, same order; unknown fields are
+    ignored), read by msgspec in strict mode: anything pydantic would coerce (a number for a time, text
+    for a count, ...) is refused here and takes pydantic's path instead, so both paths give equal events."""
+
+    event_id: str
+    type: EventType
+    received_at: datetime
+    occurred_at: datetime
+    account_id: str
+    project_id: str
+    visitor_id: str
+    v: int = SCHEMA_VERSION
+    experiments: tuple[_WireVariation, ...] = ()
+    goal_ids: tuple[str, ...] = ()
+    revenue: str | None = None  # pydantic writes decimals as text; a JSON number takes pydantic's path
+    currency: str | None = None
+    products_count: int | None = None
+    transaction_id: str | None = None
+    segment: _WireSegment | msgspec.UnsetType = msgspec.UNSET  # absent: Segment(); null is refused
+    client_ip: str | None = None
+    user_agent: str | None = None
+    source_format: str = "unknown"
+    click_id: str | None = None
+    link_id: str | None = None
+    external_click_id: str | None = None
+    status: str | None = None
+    disable_postbacks: bool = False
+    push_hash: str | None = None
+    app_id: str | None = None
+    device_id: str | None = None
+    user_id: str | None = None
+    event_name: str | None = None
+    attributes: dict[str, str] = {}
+    attribution_window_days: int | None = None
+
+
+class _WireEnvelope(msgspec.Struct):
+    envelope: Literal[1]  # == ENVELOPE_VERSION
+    events: list[_WireEvent]
+
+
+_wire_decoder = msgspec.json.Decoder(_WireEnvelope)
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch  # what the edge writes; else pydantic
+_EVENT_FIELD_SET = set(Event.__pydantic_fields__)
+_SEGMENT_FIELD_SET = set(Segment.__pydantic_fields__)
+_VARIATION_FIELD_SET = set(ExperimentVariation.__pydantic_fields__)
+_EMPTY_SEGMENT = Segment()
+assert set(_WireEvent.__struct_fields__) == _EVENT_FIELD_SET, "_WireEvent must mirror Event"
+assert set(_WireSegment.__struct_fields__) == _SEGMENT_FIELD_SET, "_WireSegment must mirror Segment"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
+    """An instance of a frozen pydantic model holding ``values`` (already of the fields' types)."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _event(
+    w: _WireEvent,
+    segments: dict[_WireSegment, Segment],
+    variations: dict[_WireVariation, ExperimentVariation],
+) -> Event:
+    revenue = w.revenue
+    if revenue is not None and _PLAIN_DECIMAL(revenue) is None:
+        raise _Unusual
+    seg = w.segment
+    if isinstance(seg, _WireSegment):
+        cached = segments.get(seg)  # a record's events mostly share their segment (frozen, shared)
+        if cached is None:
+            cached = segments[seg] = _model(Segment, _SEGMENT_FIELD_SET, msgspec.structs.asdict(seg))
+        segment = cached
+    else:
+        segment = _EMPTY_SEGMENT
+    exps = w.experiments
+    if exps:
+        out = []
+        for x in exps:
+            var = variations.get(x)
+            if var is None:
+                var = variations[x] = _model(
+                    ExperimentVariation,
+                    _VARIATION_FIELD_SET,
+                    {"experiment_id": x.experiment_id, "variation_id": x.variation_id},
+                )
+            out.append(var)
+        experiments: tuple[ExperimentVariation, ...] = tuple(out)
+    else:
+        experiments = ()
+    return _model(
+        Event,
+        _EVENT_FIELD_SET,
+        {
+            "v": w.v,
+            "event_id": w.event_id,
+            "type": w.type,
+            "received_at": w.received_at,
+            "occurred_at": w.occurred_at,
+            "account_id": w.account_id,
+            "project_id": w.project_id,
+            "visitor_id": w.visitor_id,
+            "experiments": experiments,
+            "goal_ids": w.goal_ids,
+            "revenue": None if revenue is None else Decimal(revenue),
+            "currency": w.currency,
+            "products_count": w.products_count,
+            "transaction_id": w.transaction_id,
+            "segment": segment,
+            "client_ip": w.client_ip,
+            "user_agent": w.user_agent,
+            "source_format": w.source_format,
+            "click_id": w.click_id,
+            "link_id": w.link_id,
+            "external_click_id": w.external_click_id,
+            "status": w.status,
+            "disable_postbacks": w.disable_postbacks,
+            "push_hash": w.push_hash,
+            "app_id": w.app_id,
+            "device_id": w.device_id,
+            "user_id": w.user_id,
+            "event_name": w.event_name,
+            "attributes": w.attributes,
+            "attribution_window_days": w.attribution_window_days,
+        },
+    )
+
+
+class _Unusual(Exception):
+    """A value the msgspec path does not decide on (pydantic's path reads the record)."""
+
+
+def _decode_fast(data: bytes) -> list[Event] | None:
+    """The events of a well-formed current envelope as the edge writes it, or None (pydantic decides)."""
+    try:
+        env = _wire_decoder.decode(data)
+        segments: dict[_WireSegment, Segment] = {}
+        variations: dict[_WireVariation, ExperimentVariation] = {}
+        return [_event(w, segments, variations) for w in env.events]
+    except (msgspec.ValidationError, msgspec.DecodeError, _Unusual):
+        return None
 
 
 class EnvelopeError(ValueError):
@@ -47,6 +220,9 @@ def encode_envelope(events: Iterable[Event]) -> bytes:
 
 
 def decode_envelope(data: bytes) -> Sequence[Event]:
+    events = _decode_fast(data)
+    if events is not None:
+        return events
     try:
         return _Envelope.model_validate_json(data).events
     except ValidationError:
