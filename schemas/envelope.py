@@ -111,15 +111,16 @@ assert set(_WireSegment.__struct_fields__) == _SEGMENT_FIELD_SET, "_WireSegment 
 
 
 M = TypeVar("M", bound=BaseModel)
+_set = object.__setattr__
 
 
 def _model(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
     """An instance of a frozen pydantic model holding ``values`` (already of the fields' types)."""
     obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj
 
 
