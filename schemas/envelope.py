@@ -58,11 +58,13 @@ class _WireVariation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     variation_id: str
 
 
-class _WireEvent(msgspec.Struct, frozen=True):
-    """:class:`~schemas.events.Event` as the edge writes it (same fields, same order; unknown fields are
-    ignored), read by msgspec in strict mode: anything pydantic would coerce (a number for a time, text
-    for a count, ...) is refused here and takes pydantic's path instead, so both paths give equal events."""
+class _WireEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """:class:`~schemas.events.Event` as the edge writes it (same fields in the same order; unknown fields
+    are ignored), read by msgspec in strict mode: anything pydantic would coerce (a number for a time,
+    text for a count, ...) is refused here and takes pydantic's path instead, so both paths give equal
+    events."""
 
+    v: int = SCHEMA_VERSION
     event_id: str
     type: EventType
     received_at: datetime
@@ -70,7 +72,6 @@ class _WireEvent(msgspec.Struct, frozen=True):
     account_id: str
     project_id: str
     visitor_id: str
-    v: int = SCHEMA_VERSION
     experiments: tuple[_WireVariation, ...] = ()
     goal_ids: tuple[str, ...] = ()
     revenue: str | None = None  # pydantic writes decimals as text; a JSON number takes pydantic's path
@@ -101,12 +102,13 @@ class _WireEnvelope(msgspec.Struct):
 
 
 _wire_decoder = msgspec.json.Decoder(_WireEnvelope)
+_asdict = msgspec.structs.asdict
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?").fullmatch  # what the edge writes; else pydantic
 _EVENT_FIELD_SET = set(Event.__pydantic_fields__)
 _SEGMENT_FIELD_SET = set(Segment.__pydantic_fields__)
 _VARIATION_FIELD_SET = set(ExperimentVariation.__pydantic_fields__)
 _EMPTY_SEGMENT = Segment()
-assert set(_WireEvent.__struct_fields__) == _EVENT_FIELD_SET, "_WireEvent must mirror Event"
+assert _WireEvent.__struct_fields__ == tuple(Event.__pydantic_fields__), "_WireEvent must mirror Event"
 assert set(_WireSegment.__struct_fields__) == _SEGMENT_FIELD_SET, "_WireSegment must mirror Segment"
 
 
@@ -155,42 +157,11 @@ def _event(
         experiments: tuple[ExperimentVariation, ...] = tuple(out)
     else:
         experiments = ()
-    return _model(
-        Event,
-        _EVENT_FIELD_SET,
-        {
-            "v": w.v,
-            "event_id": w.event_id,
-            "type": w.type,
-            "received_at": w.received_at,
-            "occurred_at": w.occurred_at,
-            "account_id": w.account_id,
-            "project_id": w.project_id,
-            "visitor_id": w.visitor_id,
-            "experiments": experiments,
-            "goal_ids": w.goal_ids,
-            "revenue": None if revenue is None else Decimal(revenue),
-            "currency": w.currency,
-            "products_count": w.products_count,
-            "transaction_id": w.transaction_id,
-            "segment": segment,
-            "client_ip": w.client_ip,
-            "user_agent": w.user_agent,
-            "source_format": w.source_format,
-            "click_id": w.click_id,
-            "link_id": w.link_id,
-            "external_click_id": w.external_click_id,
-            "status": w.status,
-            "disable_postbacks": w.disable_postbacks,
-            "push_hash": w.push_hash,
-            "app_id": w.app_id,
-            "device_id": w.device_id,
-            "user_id": w.user_id,
-            "event_name": w.event_name,
-            "attributes": w.attributes,
-            "attribution_window_days": w.attribution_window_days,
-        },
-    )
+    values = _asdict(w)  # Event's fields in Event's order; three of them hold their wire form
+    values["experiments"] = experiments
+    values["revenue"] = None if revenue is None else Decimal(revenue)
+    values["segment"] = segment
+    return _model(Event, _EVENT_FIELD_SET, values)
 
 
 class _Unusual(Exception):
