@@ -18,6 +18,7 @@ from processors.clicks import ClickStage
 from processors.config import ProcessingConfig
 from processors.conversions import ConversionStage
 from processors.fingerprints import FingerprintStage
+from processors.gcpause import gc_paused
 from processors.messages import (
     STAGES,
     Attributed,
@@ -156,14 +157,16 @@ class ConversionPipeline:
         return self.state.offset() if self.state else None
 
     def process_records(self, records: Iterable[bytes | SourceRecord]) -> BatchResult:
-        sources, dead = decode_source(records)
-        result = self._run(sources)
+        with gc_paused():
+            sources, dead = decode_source(records)
+            result = self._run(sources)
         result.dead_letters.extend(dead)
         return result
 
     def process_events(self, events: Iterable[Event]) -> BatchResult:
         """Process events as one batch and commit the state (tests, benchmarks)."""
-        result = self._run([SourceEvent(e) for e in events])
+        with gc_paused():
+            result = self._run([SourceEvent(e) for e in events])
         self.commit()
         return result
 

@@ -43,6 +43,12 @@ def add_activity(spans: list[Span], t_ms: int, gap_ms: int) -> SessionChange:
     """Record one activity event at ``t_ms`` in ``spans`` (kept sorted by start); return what changed."""
     lo, hi = t_ms - gap_ms, t_ms + gap_ms
     touching = [s for s in spans if s.start <= hi and s.end >= lo]  # s.start - gap <= t <= s.end + gap
+    if len(touching) == 1:  # the usual case: one session grows (same list and spans as below, cheaper)
+        s = touching[0]
+        merged = Span(t_ms if t_ms < s.start else s.start, t_ms if t_ms > s.end else s.end, s.n + 1)
+        # sessions are disjoint, and the others are more than the gap away: the order stays
+        spans[next(i for i, x in enumerate(spans) if x is s)] = merged
+        return SessionChange(merged, [s] if s.start != merged.start else [])
     start = end = t_ms
     n = 1
     for s in touching:
