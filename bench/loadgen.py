@@ -38,6 +38,36 @@ def build_requests(host: str, port: int, path: str, bodies: list[bytes]) -> list
     return [head + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]
 
 
+class _Responses:
+    """HTTP/1.1 responses read off a connection, one at a time (status line and Content-Length only)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.need: int | None = None
+        self.status = 0
+
+    def feed(self, data: bytes) -> int | None:
+        """Add ``data``; the status of the response it completes (then dropped from the buffer), or None."""
+        self.buf += data
+        if self.need is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            head = bytes(self.buf[:end]).lower()
+            self.status = int(head[9:12])
+            length = 0
+            at = head.find(b"content-length:")
+            if at >= 0:
+                eol = head.find(b"\r\n", at)
+                length = int(head[at + 15 : eol if eol >= 0 else len(head)])
+            self.need = end + 4 + length
+        if len(self.buf) < self.need:
+            return None
+        del self.buf[: self.need]
+        self.need = None
+        return self.status
+
+
 class _Run:
     def __init__(self, requests: list[bytes], warmup: float, duration: float, max_requests: int):
         self.requests = requests
@@ -73,9 +103,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, run: _Run, lost: asyncio.Future[None]):
         self.run = run
         self.lost = lost
-        self.buf = bytearray()
-        self.need: int | None = None
-        self.status = 0
+        self.reader = _Responses()
         self.t0 = 0
         self.transport: asyncio.Transport | None = None
 
@@ -93,24 +121,9 @@ class _Conn(asyncio.Protocol):
         self.transport.write(req)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.need is None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buf[:end]).lower()
-            self.status = int(head[9:12])
-            length = 0
-            at = head.find(b"content-length:")
-            if at >= 0:
-                eol = head.find(b"\r\n", at)
-                length = int(head[at + 15 : eol if eol >= 0 else len(head)])
-            self.need = end + 4 + length
-        if len(self.buf) < self.need:
+        if self.reader.feed(data) is None:
             return
-        del self.buf[: self.need]
-        self.need = None
-        self.run.record(self.status, time.perf_counter_ns() - self.t0)
+        self.run.record(self.reader.status, time.perf_counter_ns() - self.t0)
         self._send()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -227,9 +240,7 @@ class _OpenRun:
 class _OpenConn(asyncio.Protocol):
     def __init__(self, run: _OpenRun):
         self.run = run
-        self.buf = bytearray()
-        self.need: int | None = None
-        self.status = 0
+        self.reader = _Responses()
         self.due = 0.0
         self.transport: asyncio.Transport | None = None
         self.usable = False
@@ -245,24 +256,9 @@ class _OpenConn(asyncio.Protocol):
         self.transport.write(req)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.need is None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buf[:end]).lower()
-            self.status = int(head[9:12])
-            length = 0
-            at = head.find(b"content-length:")
-            if at >= 0:
-                eol = head.find(b"\r\n", at)
-                length = int(head[at + 15 : eol if eol >= 0 else len(head)])
-            self.need = end + 4 + length
-        if len(self.buf) < self.need:
+        if self.reader.feed(data) is None:
             return
-        del self.buf[: self.need]
-        self.need = None
-        self.run.answered(self, self.status, self.due)
+        self.run.answered(self, self.reader.status, self.due)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
