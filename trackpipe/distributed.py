@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -155,7 +156,10 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
 
 
 def build_worker_app(
-    settings: Settings, counts: OutcomeCounts | None = None, layout: Layout | None = None
+    settings: Settings,
+    counts: OutcomeCounts | None = None,
+    layout: Layout | None = None,
+    fail_stop: Callable[[int], None] = os._exit,
 ):  # -> faust.App
     """The Faust app processing ``layout.current`` (None: generation 0 with TRACKPIPE_PARTITIONS)."""
     layout = layout or Layout.initial(settings.partitions)
@@ -187,6 +191,7 @@ def build_worker_app(
         partitions=layout.current.partitions,
         generation=layout.current.generation,
         output_partitions=layout.outputs_partitions,
+        fail_stop=fail_stop,
         writer=writer,
         batch_max=settings.worker_batch_max,
         batch_within_s=settings.worker_batch_within_s,
@@ -220,7 +225,24 @@ def run_worker(settings: Settings) -> None:
     _warn_partitions(settings, layout)
     settings = settings.model_copy(update={"partitions": layout.outputs_partitions})
     counts = OutcomeCounts()
-    app = build_worker_app(settings, counts, layout)
+    from trackpipe.ops.worker_watch import LayoutWatch, restart_process
+
+    names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
+    watch = LayoutWatch(
+        settings.kafka_bootstrap,
+        names.layout,
+        layout.current.generation,
+        security=settings.kafka_security(),
+    )
+
+    def fail_stop(status: int) -> None:
+        """A batch that cannot complete ends the process unacknowledged; when the worker is stopping to
+        restart into a new generation, it restarts (the new process replays from the committed offsets)."""
+        if watch.restart_wanted:
+            restart_process()
+        os._exit(status)
+
+    app = build_worker_app(settings, counts, layout, fail_stop)
     from trackpipe.outbound.metrics import OutboundCounts
     from trackpipe.outbound.worker import WorkerOutbound  # the edge never loads the delivery engine
 
@@ -232,15 +254,6 @@ def run_worker(settings: Settings) -> None:
         return backends[0]
 
     outbound = WorkerOutbound(settings, log_backend, OutboundCounts(), generation=layout.current.generation)
-    from trackpipe.ops.worker_watch import LayoutWatch, restart_process
-
-    names = TopologyNames(settings.kafka_topic, settings.worker_app_id)
-    watch = LayoutWatch(
-        settings.kafka_bootstrap,
-        names.layout,
-        layout.current.generation,
-        security=settings.kafka_security(),
-    )
     if settings.worker_metrics_port:
         from trackpipe.ops.lag_metrics import LagCollector
 
@@ -258,7 +271,7 @@ def run_worker(settings: Settings) -> None:
     gc.set_threshold(10_000, 10, 10)
     try:
         Worker(app, outbound, watch, loglevel=settings.log_level).execute_from_commandline()
-    except SystemExit:
+    except BaseException:  # SystemExit after a stop, or whatever a stop raised
         if watch.restart_wanted:  # a rescale cut over: start again on the live generation
             restart_process()
         raise

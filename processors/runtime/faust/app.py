@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
@@ -64,10 +64,13 @@ def build_faust_app(
     retry: RetryPolicy = WORKER_RETRY,
     generation: int = 0,
     output_partitions: int | None = None,
+    fail_stop: Callable[[int], None] = os._exit,
 ) -> faust.App:
     """The worker app. ``broker_credentials`` (Faust's ``SSLCredentials`` / ``SASLCredentials``, from the
     wiring's settings; None: PLAINTEXT) secure every Kafka client of the app. ``counts`` (shared with the
-    wiring's /metrics) receives every batch outcome; it is also ``app.conf.trackpipe_counts``."""
+    wiring's /metrics) receives every batch outcome; it is also ``app.conf.trackpipe_counts``.
+    ``fail_stop(status)`` ends the process without acknowledging (default ``os._exit``; the wiring
+    re-executes the worker instead when it is stopping to restart into a new generation)."""
     names = TopologyNames(topic, app_id, generation)
     app = faust.App(
         names.app,
@@ -164,12 +167,12 @@ def build_faust_app(
             done, _ = await asyncio.wait([task], timeout=SHUTDOWN_GRACE_S)
             if not done or task.cancelled() or task.exception() is not None:
                 log.critical("stopped while a %s batch was not complete: exiting without ack", stage)
-                os._exit(75)
+                fail_stop(75)
             raise
         except Exception:
             # take_events would ack the batch on the way out: never let an unfinished batch be acked
             log.critical("%s batch failed: exiting without ack (fail-stop)", stage, exc_info=True)
-            os._exit(70)
+            fail_stop(70)
 
     def make_agent(stage: Stage, source: Any) -> None:
         async def agent(stream: faust.StreamT[bytes]) -> None:
