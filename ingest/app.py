@@ -43,6 +43,7 @@ from ingest.produce.accumulator import RecordAccumulator
 from ingest.produce.publisher import Publisher
 from ingest.produce.sender import EdgeSender
 from ingest.produce.switching import SwitchingSender
+from ingest.read import report_views as report_view_routes
 from ingest.read import reports as report_routes
 from ingest.read.dashboard import add_dashboard_routes
 from schemas.alerts import AlertStates
@@ -186,6 +187,7 @@ def build_edge_app(
     for endpoints in (
         track.ENDPOINTS,
         report_routes.ENDPOINTS,
+        report_view_routes.ENDPOINTS,
         ops.ENDPOINTS,
         clicks.ENDPOINTS,
         postbacks.ENDPOINTS,

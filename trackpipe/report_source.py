@@ -8,6 +8,15 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from schemas.outbound.deliveries import DeliveriesList, DeliveriesQuery, RetryFilter
+from schemas.report_views import (
+    DelayHistogram,
+    DelayQuery,
+    ListKind,
+    ListQuery,
+    ListReport,
+    SeriesQuery,
+    SeriesReport,
+)
 from schemas.reports import (
     ConversionAnalytics,
     ConversionAnalyticsQuery,
@@ -18,7 +27,7 @@ from schemas.reports import (
     TopEventsQuery,
     TopEventsReport,
 )
-from sinks import reports
+from sinks import report_views, reports
 from sinks.backend import ClickHouseBackend
 from sinks.outbound import delivery_reads
 
@@ -46,6 +55,20 @@ class BackendReports:
 
     async def experiment_report(self, query: ExperimentReportQuery) -> ExperimentReport:
         return await self._run(reports.experiment_report, query)
+
+    # the dashboard's further reports (issue 17): schemas.report_views.ViewSource
+
+    async def report_list(self, kind: ListKind, query: ListQuery) -> ListReport:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, report_views.report_list, self._backend(), kind, query
+        )
+
+    async def series(self, query: SeriesQuery) -> SeriesReport:
+        return await self._run(report_views.series, query)
+
+    async def delays(self, query: DelayQuery) -> DelayHistogram:
+        return await self._run(report_views.delays, query)
 
     # the outbound delivery log (issue 13): schemas.outbound.deliveries.DeliveryLogSource
 

@@ -36,6 +36,15 @@ from schemas.outbound.deliveries import (
     EndpointState,
     RetryFilter,
 )
+from schemas.report_views import (
+    DelayHistogram,
+    DelayQuery,
+    ListKind,
+    ListQuery,
+    ListReport,
+    SeriesQuery,
+    SeriesReport,
+)
 from schemas.reports import (
     ConversionAnalytics,
     ConversionAnalyticsQuery,
@@ -119,6 +128,21 @@ class StubReports:
             project=q.project, experiment=q.experiment, goal=q.goal, from_=self._T, to=self._T,
             baseline=None, rows=[],
         )  # fmt: skip
+
+    async def report_list(self, kind: ListKind, q: ListQuery) -> ListReport:
+        return ListReport(project=q.project, kind=kind, count_of="clicks", from_=self._T, to=self._T, rows=[])
+
+    async def series(self, q: SeriesQuery) -> SeriesReport:
+        return SeriesReport(
+            project=q.project, from_=self._T, to=self._T, interval=q.interval, goal=q.goal,
+            rate_base=q.rate_base, rows=[],
+        )  # fmt: skip
+
+    async def delays(self, q: DelayQuery) -> DelayHistogram:
+        t = self._T
+        return DelayHistogram(
+            link_id=q.link_id, project=q.project, days=q.days, from_=t, to=t, timed_conversions=0, rows=[]
+        )
 
     async def deliveries(self, q: DeliveriesQuery, ids: Sequence[str] = ()) -> DeliveriesList:
         t = self._T
@@ -235,7 +259,8 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
     hit = clicked.headers["Location"].split("click_id=")[1]
     pb = f"hit={hit}&tx=T1&rev=2.5&status=pending&currency=usd&disable_postbacks=true&goal={goal['id']}"
     token = goal["token"]
-    period = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&currency=EUR&format=json"
+    days = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&format=json"
+    period = days + "&currency=EUR"
     since = "2026-01-01T00:00:00Z"
     track = {
         "cid": 1,
@@ -278,6 +303,17 @@ async def _exercise(client: TestClient) -> dict[tuple[str, str], list[int]]:
         ],
         ("GET", "/api/v1/experiments/{id}/report"): [
             (f"/api/v1/experiments/E1/report?project=p&{period}&goal=g&baseline=A", {})
+        ],
+        **{
+            ("GET", f"/api/v1/reports/{kind}"): [(f"/api/v1/reports/{kind}?project=p&{days}&limit=7", {})]
+            for kind in ("pushes", "campaigns", "links", "experiments")
+        },
+        ("GET", "/api/v1/reports/series"): [
+            (f"/api/v1/reports/series?project=p&{period}&interval=hour&goal=g&push=H", {}),
+            (f"/api/v1/reports/series?project=p&{period}&experiment=E&variation=V&format=csv", {}),
+        ],
+        ("GET", "/api/v1/analytics/conversions/delays"): [
+            ("/api/v1/analytics/conversions/delays?link_id=L&days=3&project=p&format=csv", {})
         ],
         ("GET", "/healthz"): [("/healthz", {})],
         ("GET", "/metrics"): [("/metrics", {})],
