@@ -247,11 +247,13 @@ class Page:
         await self.send("Input.insertText", text=key)
         await self.js("document.getElementById('use-key').click()")
 
-    async def wait_for(self, predicate: str, what: str) -> dict[str, Any]:
-        """Poll the page until ``predicate`` (JS, over ``s`` = the page state) holds; return the state."""
+    async def wait_for(self, predicate: str, what: str, page_state: str = "") -> dict[str, Any]:
+        """Poll the page until ``predicate`` (JS, over ``s`` = the page state: ``page_state``, by default
+        PAGE_STATE) holds; return the state."""
         deadline = time.monotonic() + WAIT
         state: Any = None
-        expression = f"(() => {{ const s = {PAGE_STATE}; return {{ok: Boolean({predicate}), s}}; }})()"
+        page_state = page_state or PAGE_STATE
+        expression = f"(() => {{ const s = {page_state}; return {{ok: Boolean({predicate}), s}}; }})()"
         while time.monotonic() < deadline:
             # lenient while the page is still loading (no document yet, context replaced): poll again
             msg_id = next(self.ids)
