@@ -120,6 +120,7 @@
     formatClock: (iso) => String(iso).slice(11, 19),
     formatSeconds(seconds) {
       if (seconds === null || seconds === undefined) return "–";
+      if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
       if (seconds < 60) return `${seconds.toFixed(1)} s`;
       if (seconds < 3600) return `${(seconds / 60).toFixed(1)} min`;
       if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;

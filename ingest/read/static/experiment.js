@@ -96,6 +96,7 @@
     fillSelect($("e-exp"), options, state.exp);
     if (!state.exp) {
       clear();
+      renderTable({ rows: [] });
       return;
     }
     const goals = await getJSON(`/api/v1/reports/top-events?${query}&limit=100`, signal);

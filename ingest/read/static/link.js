@@ -86,6 +86,9 @@
     $("l-days").textContent = `the last ${ctx.days} days`;
     if (!state.link_id) {
       clear();
+      const tr = html("tr", {});
+      tr.append(html("td", { class: "empty", colspan: 4 }, "No link clicked in this period"));
+      $("l-goals").tBodies[0].append(tr);
       return;
     }
     const params = new URLSearchParams({ link_id: state.link_id, days: ctx.days, project: state.project });
