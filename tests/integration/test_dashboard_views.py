@@ -211,9 +211,10 @@ async def test_every_filter_shows_the_api_report(
 
         # shareable: the address alone opens the same view in a new load
         shared = f"{address}/{state['address']}"
+        await page.js("window.__marker = 'the page before'")
         await page.goto(shared)
         again = await wait(
-            page, "s.state === 'ready' && s.renders === 1 && s.rate_base !== ''", "the shared view"
+            page, "s.state === 'ready' && s.marker === null && s.rate_base !== ''", "the shared view"
         )
         assert again["table"] == state["table"] and again["rate_base"] == state["rate_base"]
 
@@ -428,7 +429,7 @@ async def test_goals_and_links_are_made_through_the_page(
 ) -> None:
     address, made = edge
     name = "Newsletter <b>signup</b> " + "n" * 80
-    await open_page(page, f"{address}/?project={MARKET}&view=manage")
+    await open_page(page, f"{address}/?project={MARKET}&view=manage&refresh=3600")  # no refresh mid-test
     state = await wait(page, "s.state === 'ready' && s.manage.goals.length === 1", "the goals")
     assert state["manage"]["goals"][0]["id"] == made["goal"]["id"]
 
@@ -476,6 +477,17 @@ async def test_goals_and_links_are_made_through_the_page(
     row = next(lk for lk in state["manage"]["links"] if lk["id"] == link["id"])
     assert row["tracking"] == link["tracking_url"]
     assert row["postback"] == f"{address}/pb/?hit={{click_id}}&tx={{order_id}}&rev={{value}}"
+    # "Copy": the tracking URL lands on the clipboard
+    origin = urllib.parse.urlsplit(address)
+    await page.send(
+        "Browser.grantPermissions",
+        origin=f"{origin.scheme}://{origin.netloc}",
+        permissions=["clipboardReadWrite", "clipboardSanitizedWrite"],
+    )
+    copy = f"#m-links tr[data-link={json.dumps(link['id'])}] .copy-tracking + .copy-button"
+    await page.js(f"document.querySelector({json.dumps(copy)}).click()")
+    await wait(page, f"document.querySelector({json.dumps(copy)}).textContent === 'Copied'", "the copy")
+    assert await page.js("navigator.clipboard.readText()") == link["tracking_url"]
     await page.js(
         f"document.querySelector('#m-links tr[data-link={json.dumps(link['id'])}] .edit-button').click()"
     )
