@@ -548,6 +548,11 @@ def test_the_views_api_answers_csv_and_refuses_bad_queries(edge: tuple[str, dict
         f"{address}/api/v1/reports/series?{urllib.parse.urlencode({**query, 'format': 'csv'})}", ADMIN
     )
     assert status == 200 and ctype.startswith("text/csv")
+    # the series adds up to the Top-5 (4 goals: all of them) over the same period and filter
+    top = api(address, "/api/v1/reports/top-events", project=MARKET, link=link_a, **{"from": period_from(2)})
+    assert sum(r["conversions"] for r in as_json) == sum(r["conversions"] for r in top["rows"]) == 3
+    assert sum(r["revenue"] for r in as_json) == sum(r["revenue"] for r in top["rows"]) == 60.0
+    assert sum(r["base_count"] for r in as_json) == top["rate_base_count"] == 4
     lines = text.splitlines()
     assert lines[0] == "at,conversions,converters,revenue,base_count,conversion_rate"
     assert len(lines) == len(as_json) + 1 == 49
