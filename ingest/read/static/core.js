@@ -68,6 +68,23 @@
 
   const getJSON = (path, signal) => request("GET", path, undefined, signal);
 
+  // The names of the project's configured goals (admin key only: others see the ids alone, and a key
+  // refused is not asked again).
+  let goalNames = new Map();
+  let namesRefusedFor = null;
+
+  async function loadGoalNames(project, signal) {
+    goalNames = new Map();
+    if (namesRefusedFor === currentKey) return;
+    try {
+      const { goals } = await getJSON(`/api/v1/conversions/goals?${new URLSearchParams({ project })}`, signal);
+      goalNames = new Map(goals.map((goal) => [goal.id, goal.name]));
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      if (error.status === 401 || error.status === 403) namesRefusedFor = currentKey;
+    }
+  }
+
   function fillSelect(select, options, chosen) {
     // options: [value, text]; keeps an open picker alone when nothing changed
     const key = JSON.stringify([options, chosen]);
@@ -110,6 +127,9 @@
     setKey,
     authorization,
     key: () => currentKey,
+    loadGoalNames,
+    goalName: (id) => goalNames.get(String(id)),
+    goalText: (id) => (goalNames.has(String(id)) ? `${goalNames.get(String(id))} (${id})` : String(id)),
     views: {}, // the pages besides the Top-5, by name: {setup(state, changed), refresh(signal, ctx), clear()}
     DAY_MS: 86400000,
     intFormat: new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 }),

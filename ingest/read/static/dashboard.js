@@ -173,6 +173,7 @@
         TP.top.renderNothing();
         setStatus("No events yet: send some to /track.");
       } else {
+        await TP.loadGoalNames(state.project, mine.signal);
         if (state.view === "top") await refreshTop(mine.signal, mine);
         else await TP.views[state.view].refresh(mine.signal, context());
         if (mine !== inflight) return;

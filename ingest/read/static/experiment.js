@@ -102,7 +102,7 @@
     const goals = await getJSON(`/api/v1/reports/top-events?${query}&limit=100`, signal);
     const goalIds = goals.rows.map((row) => row.goal_id);
     if (state.exp_goal && !goalIds.includes(state.exp_goal)) goalIds.push(state.exp_goal);
-    fillSelect($("e-goal"), [["", "Any goal"], ...goalIds.map((g) => [g, shorten(g, 60)])], state.exp_goal);
+    fillSelect($("e-goal"), [["", "Any goal"], ...goalIds.map((g) => [g, shorten(TP.goalText(g), 60)])], state.exp_goal);
     const params = new URLSearchParams({ project: state.project, ...ctx.period });
     if (state.exp_goal) params.set("goal", state.exp_goal);
     const report = await getJSON(`/api/v1/experiments/${encodeURIComponent(state.exp)}/report?${params}`, signal);

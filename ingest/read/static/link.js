@@ -63,7 +63,7 @@
     for (const row of analytics.rows) {
       const tr = html("tr", { "data-goal": row.goal_id });
       tr.append(
-        html("td", { class: "goal" }, row.goal_id),
+        html("td", { class: "goal" }, TP.goalText(row.goal_id)),
         html("td", { class: "num" }, intFormat.format(row.conversions)),
         html("td", { class: "num" }, moneyFormat.format(row.total_value)),
         html("td", { class: "num" }, moneyFormat.format(row.average_value)),

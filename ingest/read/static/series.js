@@ -109,14 +109,14 @@
     const { state } = ctx;
     const goals = top.rows.map((row) => row.goal_id);
     if (state.goal && !goals.includes(state.goal)) goals.push(state.goal);
-    fillSelect($("s-goal"), [["", "All goals"], ...goals.map((g) => [g, shorten(g, 60)])], state.goal);
+    fillSelect($("s-goal"), [["", "All goals"], ...goals.map((g) => [g, shorten(window.TP.goalText(g), 60)])], state.goal);
     const unit = interval(state, ctx);
     $("s-interval").value = unit;
     const params = new URLSearchParams({ project: state.project, ...ctx.period, interval: unit,
       ...window.TP.top.filterParams(state) });
     if (state.goal) params.set("goal", state.goal);
     const report = await getJSON(`/api/v1/reports/series?${params}`, signal);
-    $("series-title").textContent = `Over time: ${state.goal ? shorten(state.goal, 60) : "all goals"}, per ${unit}`;
+    $("series-title").textContent = `Over time: ${state.goal ? shorten(window.TP.goalText(state.goal), 60) : "all goals"}, per ${unit}`;
     draw(report);
     table(report);
     params.set("format", "csv");

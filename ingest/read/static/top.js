@@ -85,7 +85,8 @@
       const y = i * rowHeight + 6;
       const group = svg("g", { class: "bar-row", "data-goal": row.goal_id });
       const name = String(row.goal_id);
-      const goalLabel = svg("text", { class: "label-goal", x: 0, y: y + 16 }, shorten(name, 18));
+      const shown = window.TP.goalName(name) || name;
+      const goalLabel = svg("text", { class: "label-goal", x: 0, y: y + 16 }, shorten(shown, 18));
       goalLabel.append(svg("title", {}, name));
       const convWidth = row.conversions > 0 ? Math.max(2, (row.conversions / most) * barMax) : 0;
       const rateWidth = Math.min(1, Math.max(0, row.conversion_rate)) * barMax;
@@ -116,6 +117,8 @@
       const button = html("button", { type: "button", class: "goal-pick", title: "Show this goal over time" },
         row.goal_id);
       button.addEventListener("click", () => pick(row.goal_id));
+      const named = window.TP.goalName(row.goal_id);
+      if (named !== undefined) goal.append(html("span", { class: "goal-name" }, named), " ");
       goal.append(button);
       tr.append(
         html("td", { class: "num" }, i + 1),
