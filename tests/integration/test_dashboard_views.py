@@ -1,168 +1,35 @@
 """The dashboard's views (issue 17) in headless Chromium against a `trackpipe run` subprocess with the
 scripted market traffic (tests/dashboard_scenario.py): every filter of the Top-5, the time series, the link
-page, the experiment page with its interval plot, goal and link creation through the page. What is drawn
-must be what the API answers; no request goes to another host. Set ``TRACKPIPE_DASHBOARD_SCREENSHOTS=docs``
-to refresh the committed screenshots (docs/dashboard-*.png; always written to the test's tmp dir).
+page and the experiment page with its interval plot. What is drawn must be what the API answers; no request
+goes to another host. Helpers and the page state read back: tests/dashboard_pages.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import os
 import re
 import urllib.parse
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.dashboard_scenario import LONG_CAMPAIGN, MARKET, send_market, wait_json
+from tests import dashboard_pages as pages
+from tests.dashboard_pages import (
+    api,
+    assert_ratio,
+    assert_top,
+    only_this_host,
+    open_page,
+    period_from,
+    shoot,
+    wait,
+)
+from tests.dashboard_scenario import LONG_CAMPAIGN, MARKET
 from tests.integration import test_dashboard as base
-from tests.integration.test_dashboard import ADMIN, ADMIN_KEY, WAIT, Page, assert_shows, number
-from tests.scenario import Proc, free_port, http
+from tests.integration.test_dashboard import Page, number
 
-chromium = base.chromium  # the fixtures, shared
-page = base.page
-MARKET_KEY = "dashboard-market-key-" + "m" * 24
-
-#: The page state of test_dashboard, plus the views' own (pickers, series, link, experiment, management).
-VIEW_STATE = (
-    """(() => {
-  const s = __PAGE_STATE__;
-  const q = (sel) => document.querySelector(sel);
-  const all = (sel) => [...document.querySelectorAll(sel)];
-  const text = (el) => el ? el.textContent : null;
-  const num = (el, name) => Number(el.getAttribute(name));
-  const options = (id) => [...document.getElementById(id).options].map(
-    (o) => ({value: o.value, text: o.textContent, selected: o.selected}));
-  const panel = (key) => {
-    const g = q(`#series-chart .panel-${key}`);
-    if (!g) return null;
-    const bottom = num(g.querySelector(".axis"), "y1");
-    const items = [...g.querySelectorAll("rect, circle")].map((el) => ({at: el.dataset.at,
-      h: el.tagName === "rect" ? num(el, "height") : bottom - num(el, "cy")}));
-    return {label: text(g.querySelector(".panel-label")), items};
-  };
-  const cells = (sel) => all(sel + " tbody tr").map((tr) => [...tr.cells].map((td) => td.textContent));
-  const zero = q("#e-plot .zero");
-  return Object.assign(s || {}, {
-    view: document.body.dataset.view || null,
-    rate_base: text(q("#rate-base")),
-    rate_kind: document.body.dataset.rateBase || null,
-    pickers: Object.fromEntries(
-      ["push", "campaign", "link", "experiment"].map((n) => [n, options("f-" + n)])),
-    series: {title: text(q("#series-title")), csv: q("#series-csv").getAttribute("href"),
-      conversions: panel("conversions"), revenue: panel("revenue"), rate: panel("conversion_rate"),
-      empty: text(q("#series-chart .empty")), table: cells("#series-table"), goal: options("s-goal")},
-    link: {options: options("l-link"), shown: document.body.dataset.link || null,
-      stats: Object.fromEntries(["clicks", "conversions", "rate", "total", "average", "mean", "median"].map(
-        (n) => [n, text(document.getElementById("l-" + n))])),
-      goals: cells("#l-goals"),
-      bins: all("#l-hist .h-row").map((g) => ({
-        from: Number(g.dataset.from), label: text(g.querySelector(".h-label")),
-        count: text(g.querySelector(".h-count")), h: num(g.querySelector(".h-bar"), "height")}))},
-    experiment: {options: options("e-exp"), goals: options("e-goal"),
-      shown: document.body.dataset.experiment || null,
-      table: cells("#e-table"),
-      zero: zero ? num(zero, "x1") : null, right: zero ? num(q("#e-plot .axis"), "x2") : null,
-      span: Number(q("#e-plot").dataset.span || 0),
-      rows: all("#e-plot .ci-row").map((g) => ({variation: g.dataset.variation,
-        low: g.querySelector(".ci-line") ? num(g.querySelector(".ci-line"), "x1") : null,
-        high: g.querySelector(".ci-line") ? num(g.querySelector(".ci-line"), "x2") : null,
-        point: g.querySelector(".ci-point") ? num(g.querySelector(".ci-point"), "cx") : null}))},
-    manage: {refused: !q("#m-refused").hidden, note: text(q("#m-note")),
-      goals: all("#m-goals tbody tr[data-goal]").map((tr) => ({
-        id: tr.dataset.goal, text: tr.cells[0].textContent,
-        kind: tr.cells[1].textContent, postback: tr.querySelector(".copy-postback").value,
-        pixel: tr.querySelector(".copy-pixel").value})),
-      links: all("#m-links tbody tr[data-link]").map((tr) => ({
-        id: tr.dataset.link, text: tr.cells[0].textContent,
-        tracking: tr.querySelector(".copy-tracking").value, postback: tr.querySelector(".copy-pb").value}))},
-    goal_names: all("#top tbody tr").map((tr) => text(tr.querySelector(".goal-name"))),
-    overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-    unlabelled: all("select, input:not([type=hidden]), button, a[href]").filter((el) =>
-      !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.textContent.trim()).map(
-      (el) => el.outerHTML.slice(0, 80)),
-  });
-})()"""
-).replace("__PAGE_STATE__", base.PAGE_STATE)
-
-
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
-    """`trackpipe run` with the market traffic; yields the address and what the scenario made."""
-    tmp = tmp_path_factory.mktemp("dashboard-views")
-    port = free_port()
-    address = f"http://127.0.0.1:{port}"
-    env = {"TRACKPIPE_ADMIN_KEY": ADMIN_KEY, "TRACKPIPE_READ_KEYS": f"{MARKET}={MARKET_KEY}"}
-    proc = Proc(["run", "--port", str(port), "--data-dir", str(tmp / "data")], env, tmp / "run.log")
-    try:
-        proc.wait_healthy(address, timeout=WAIT)
-        made = send_market(address, ADMIN)
-        done = lambda a: sum(r["conversions"] for r in a["rows"]) == 12  # noqa: E731
-        wait_json(address, f"/api/v1/reports/top-events?project={MARKET}", ADMIN, done, WAIT)
-        exposed = lambda a: sum(r["count"] for r in a["rows"]) == 6  # noqa: E731
-        wait_json(address, f"/api/v1/reports/experiments?project={MARKET}", ADMIN, exposed, WAIT)
-        yield address, made
-    finally:
-        assert proc.stop() == 0, proc.tail()
-
-
-def api(address: str, path: str, **params: Any) -> Any:
-    status, body = http("GET", f"{address}{path}?{urllib.parse.urlencode(params)}", None, ADMIN)
-    assert status == 200, (path, params, body)
-    return body
-
-
-async def wait(page: Page, predicate: str, what: str) -> dict[str, Any]:
-    return await page.wait_for(predicate, what, VIEW_STATE)
-
-
-async def shoot(page: Page, tmp_path: Path, name: str) -> None:
-    shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    png = base64.b64decode(shot["data"])
-    (tmp_path / f"dashboard-{name}.png").write_bytes(png)
-    target = os.environ.get("TRACKPIPE_DASHBOARD_SCREENSHOTS")
-    if target:
-        await asyncio.to_thread(Path(target, f"dashboard-{name}.png").write_bytes, png)
-
-
-def only_this_host(page: Page, address: str) -> None:
-    hosts = {urllib.parse.urlsplit(u).netloc for u in page.requests if not u.startswith("data:")}
-    assert hosts == {urllib.parse.urlsplit(address).netloc}, page.requests
-    assert page.problems == []
-
-
-async def open_page(page: Page, url: str, key: str = ADMIN_KEY) -> None:
-    await page.send("Network.enable")
-    await page.goto(url)
-    await page.type_key(key)
-
-
-def assert_top(address: str, state: dict[str, Any], report: dict[str, Any]) -> None:
-    """The Top-5 as test_dashboard checks it, each configured goal's name shown before its id."""
-    goals = api(address, "/api/v1/conversions/goals", project=MARKET)["goals"]
-    names = {g["id"]: g["name"] for g in goals}
-    assert state["goal_names"] == [names.get(r["goal_id"]) for r in report["rows"]]
-    assert any(state["goal_names"]) or report["filter"], "the goal made by the scenario has a name"
-    for cells, name in zip(state["table"], state["goal_names"], strict=True):
-        if name is not None:
-            assert cells[1].startswith(name + " ")
-            cells[1] = cells[1].removeprefix(name + " ")
-    assert_shows(state, report)
-
-
-def assert_ratio(drawn: list[float], values: list[float]) -> None:
-    """Heights drawn in proportion to the values (the largest drawn full)."""
-    assert len(drawn) == len(values)
-    most_drawn, most = max(drawn, default=0), max(values, default=0)
-    for h, v in zip(drawn, values, strict=True):
-        expected = v / most if most else 0.0
-        assert (h / most_drawn if most_drawn else 0.0) == pytest.approx(expected, abs=0.01), (drawn, values)
+chromium, page, edge = base.chromium, base.page, pages.edge  # the fixtures, shared
 
 
 # -- the Top-5 filters ------------------------------------------------------------------------------
@@ -238,12 +105,6 @@ async def test_every_filter_shows_the_api_report(
     state = await wait(page, "s.state === 'ready' && s.rate_kind === 'visitors'", "no filter")
     assert "experiment" not in state["address"]
     only_this_host(page, address)
-
-
-def period_from(days: int) -> str:
-    """The start of the page's "last ``days`` days" (whole UTC days, today included)."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (today - timedelta(days=days - 1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 # -- over time --------------------------------------------------------------------------------------
@@ -430,214 +291,4 @@ async def test_the_experiment_page_draws_the_intervals(
     assert [r["converters"] for r in report["rows"]] == [0, 2] and report["rows"][1]["ci95_low"] is not None
     assert_experiment(state, report)
     await shoot(page, tmp_path, "experiment")
-    only_this_host(page, address)
-
-
-# -- goals and links management ---------------------------------------------------------------------
-
-
-async def fill(page: Page, field: str, text: str) -> None:
-    """Type into a field as a user would (focus, clear, insert the text)."""
-    await page.js(
-        f"(() => {{ const el = document.getElementById({json.dumps(field)}); el.focus(); el.select(); }})()"
-    )
-    await page.send("Input.insertText", text=text)
-
-
-async def test_goals_and_links_are_made_through_the_page(
-    edge: tuple[str, dict[str, Any]], page: Page, tmp_path: Path
-) -> None:
-    address, made = edge
-    name = "Newsletter <b>signup</b> " + "n" * 80
-    await open_page(page, f"{address}/?project={MARKET}&view=manage&refresh=3600")  # no refresh mid-test
-    state = await wait(page, "s.state === 'ready' && s.manage.goals.length === 1", "the goals")
-    assert state["manage"]["goals"][0]["id"] == made["goal"]["id"]
-
-    # a goal, created through the form
-    await fill(page, "mg-name", name)
-    await page.choose("mg-type", "signup")
-    await fill(page, "mg-value", "2.5")
-    await fill(page, "mg-currency", "EUR")
-    await page.js("document.getElementById('mg-save').click()")
-    state = await wait(page, "s.state === 'ready' && s.manage.goals.length === 2", "the new goal")
-    goals = api(address, "/api/v1/conversions/goals", project=MARKET)["goals"]
-    created = next(g for g in goals if g["name"] == name)
-    assert (created["goal_type"], created["value"], created["currency"]) == ("signup", 2.5, "EUR")
-    shown = next(g for g in state["manage"]["goals"] if g["id"] == created["id"])
-    assert shown["text"] == f"{name} {created['id']}" and shown["postback"] == created["track_url"]
-    assert (
-        shown["pixel"].startswith(f'<img src="{created["track_url"]}?value=')
-        and "currency=EUR" in shown["pixel"]
-    )
-    assert state["manage"]["note"] == "Created." and state["injected"] == 0
-
-    # edited: its value
-    await page.js(
-        f"document.querySelector('#m-goals tr[data-goal={json.dumps(created['id'])}] .edit-button').click()"
-    )
-    await fill(page, "mg-value", "4")
-    await page.js("document.getElementById('mg-save').click()")
-    await wait(
-        page,
-        "s.state === 'ready' && s.manage.note === 'Saved.'"
-        " && s.manage.goals.some((g) => g.kind.includes('4 EUR'))",
-        "the edit",
-    )
-    assert api(address, f"/api/v1/conversions/goals/{created['id']}")["value"] == 4.0
-
-    # a link to the new goal, then its campaign changed
-    await fill(page, "ml-url", "https://shop.example/newsletter")
-    await fill(page, "ml-campaign", "autumn")
-    await page.choose("ml-goal", created["id"])
-    await page.js("document.getElementById('ml-save').click()")
-    state = await wait(page, "s.state === 'ready' && s.manage.links.length === 3", "the new link")
-    links = api(address, "/api/v1/links", project=MARKET)["links"]
-    link = next(lk for lk in links if lk["url"] == "https://shop.example/newsletter")
-    assert (link["campaign"], link["goal"]) == ("autumn", created["id"])
-    row = next(lk for lk in state["manage"]["links"] if lk["id"] == link["id"])
-    assert row["tracking"] == link["tracking_url"]
-    assert row["postback"] == f"{address}/pb/?hit={{click_id}}&tx={{order_id}}&rev={{value}}"
-    # "Copy": the tracking URL lands on the clipboard
-    origin = urllib.parse.urlsplit(address)
-    await page.send(
-        "Browser.grantPermissions",
-        origin=f"{origin.scheme}://{origin.netloc}",
-        permissions=["clipboardReadWrite", "clipboardSanitizedWrite"],
-    )
-    copy = f"#m-links tr[data-link={json.dumps(link['id'])}] .copy-tracking + .copy-button"
-    await page.js(f"document.querySelector({json.dumps(copy)}).click()")
-    await wait(page, f"document.querySelector({json.dumps(copy)}).textContent === 'Copied'", "the copy")
-    assert await page.js("navigator.clipboard.readText()") == link["tracking_url"]
-    await page.js(
-        f"document.querySelector('#m-links tr[data-link={json.dumps(link['id'])}] .edit-button').click()"
-    )
-    await fill(page, "ml-campaign", "winter")
-    await page.js("document.getElementById('ml-save').click()")
-    await wait(
-        page,
-        "s.state === 'ready' && s.manage.links.some((l) => l.text.includes('campaign winter'))",
-        "the link edit",
-    )
-    assert api(address, f"/api/v1/links/{link['id']}")["campaign"] == "winter"
-    await shoot(page, tmp_path, "manage")
-
-    # the market's read key: nothing to manage
-    await page.js("document.getElementById('forget-key').click()")
-    await page.type_key(MARKET_KEY)
-    state = await wait(page, f"s.state === 'ready' && s.stored_key === '{MARKET_KEY}'", "the read key")
-    assert state["manage"]["refused"] and state["manage"]["goals"] == []
-    page.problems[:] = [p for p in page.problems if "status of 403" not in p]  # the refusal, as asked
-    only_this_host(page, address)
-
-
-# -- a phone ----------------------------------------------------------------------------------------
-
-
-async def test_every_view_fits_a_phone(edge: tuple[str, dict[str, Any]], page: Page, tmp_path: Path) -> None:
-    address, _ = edge
-    await page.send(
-        "Emulation.setDeviceMetricsOverride", width=360, height=740, deviceScaleFactor=1, mobile=True
-    )
-    query = urllib.parse.urlencode({"project": MARKET, "campaign": LONG_CAMPAIGN})
-    await open_page(page, f"{address}/?{query}")
-    state = await wait(
-        page, "s.state === 'ready' && s.rate_kind === 'campaign_visitors'", "the campaign view"
-    )
-    assert state["overflow"] <= 0, state["overflow"]
-    await shoot(page, tmp_path, "phone")
-    for view, ready in (
-        ("link", "s.link.shown"),
-        ("experiment", "s.experiment.shown"),
-        ("manage", "s.manage.goals.length"),
-    ):
-        await page.js(f"document.getElementById('tab-{view}').click()")
-        state = await wait(page, f"s.state === 'ready' && s.view === '{view}' && {ready}", f"the {view} view")
-        assert state["overflow"] <= 0, (view, state["overflow"])
-    only_this_host(page, address)
-
-
-# -- the API the views read -------------------------------------------------------------------------
-
-
-def test_the_views_api_answers_csv_and_refuses_bad_queries(edge: tuple[str, dict[str, Any]]) -> None:
-    address, made = edge
-    link_a = made["links"][0]["id"]
-    query = {"project": MARKET, "interval": "hour", "link": link_a, "from": period_from(2)}
-    as_json = api(address, "/api/v1/reports/series", **query)["rows"]
-    status, ctype, text = base.get_raw(
-        f"{address}/api/v1/reports/series?{urllib.parse.urlencode({**query, 'format': 'csv'})}", ADMIN
-    )
-    assert status == 200 and ctype.startswith("text/csv")
-    # the series adds up to the Top-5 (4 goals: all of them) over the same period and filter
-    top = api(address, "/api/v1/reports/top-events", project=MARKET, link=link_a, **{"from": period_from(2)})
-    assert sum(r["conversions"] for r in as_json) == sum(r["conversions"] for r in top["rows"]) == 3
-    assert sum(r["revenue"] for r in as_json) == sum(r["revenue"] for r in top["rows"]) == 60.0
-    assert sum(r["base_count"] for r in as_json) == top["rate_base_count"] == 4
-    lines = text.splitlines()
-    assert lines[0] == "at,conversions,converters,revenue,base_count,conversion_rate"
-    assert len(lines) == len(as_json) + 1 == 49
-    for kind in ("pushes", "campaigns", "links", "experiments"):
-        status, ctype, text = base.get_raw(
-            f"{address}/api/v1/reports/{kind}?project={MARKET}&format=csv", ADMIN
-        )
-        assert status == 200 and text.splitlines()[0] == "id,variation,count,conversions", (kind, text)
-
-    bad = [
-        "/api/v1/reports/series?project=market&interval=hour&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z",
-        "/api/v1/reports/series?project=market&interval=week",
-        "/api/v1/reports/series?project=market&experiment=checkout",
-        "/api/v1/reports/series?project=market&push=a&link=b",
-        "/api/v1/reports/series?project=market&limit=5",
-        "/api/v1/reports/links?project=market&limit=0",
-        "/api/v1/reports/pushes?project=market&from=yesterday",
-        "/api/v1/analytics/conversions/delays?link_id=x&days=0",
-        "/api/v1/analytics/conversions/delays?days=3",
-    ]
-    for path in bad:
-        status, body = http("GET", address + path, None, ADMIN)
-        assert status == 400 and body["error"]["code"] == "invalid_query", (path, body)
-
-    # a read key reads its own project only; the delays of a link need the project then
-    reader = {"Authorization": f"Bearer {MARKET_KEY}"}
-    assert http("GET", f"{address}/api/v1/reports/links?project={MARKET}", None, reader)[0] == 200
-    for path in (
-        "/api/v1/reports/links?project=other",
-        f"/api/v1/analytics/conversions/delays?link_id={link_a}",
-    ):
-        status, body = http("GET", address + path, None, reader)
-        assert status == 403 and body["error"]["code"] == "forbidden", (path, body)
-    status, body = http("GET", f"{address}/api/v1/reports/series?project={MARKET}")
-    assert status == 401, body
-
-
-async def test_empty_views_say_so_and_every_control_has_a_name(
-    edge: tuple[str, dict[str, Any]], page: Page
-) -> None:
-    address, _ = edge
-    empty = "period=custom&from=2020-01-01&to=2020-01-02"
-    await open_page(page, f"{address}/?project={MARKET}&view=link&{empty}")
-    state = await wait(page, "s.state === 'ready' && s.view === 'link'", "the empty link page")
-    assert state["link"]["goals"] == [["No link clicked in this period"]] and state["link"]["bins"] == []
-    assert state["link"]["options"] == [
-        {"value": "", "text": "(no link clicked in this period)", "selected": True}
-    ]
-    assert state["unlabelled"] == [], state["unlabelled"]
-    await page.js("document.getElementById('tab-experiment').click()")
-    state = await wait(page, "s.state === 'ready' && s.view === 'experiment'", "the empty experiment page")
-    assert state["experiment"]["table"] == [["No exposures in this period"]]
-    await page.js("document.getElementById('tab-top').click()")
-    state = await wait(page, "s.state === 'ready' && s.view === 'top' && s.series.empty", "the empty Top-5")
-    assert state["table"] == [["No conversions in this period"]] and state["series"]["table"][0][1:] == [
-        "0",
-        "0",
-        "0.00",
-        "0",
-        "0.00 %",
-    ]
-    assert all(o["value"] == "" for o in state["pickers"]["link"]) and state["unlabelled"] == []
-    # the views are buttons: reachable and pressed from the keyboard
-    tabs = await page.js(
-        "[...document.querySelectorAll('#views button')].map((b) => [b.tabIndex, b.textContent])"
-    )
-    assert [t[0] for t in tabs] == [0, 0, 0, 0]
     only_this_host(page, address)
