@@ -219,3 +219,51 @@ async def test_empty_views_say_so_and_every_control_has_a_name(
     )
     assert [t[0] for t in tabs] == [0, 0, 0, 0]
     only_this_host(page, address)
+
+
+#: Every visible text of the page whose WCAG contrast with what is behind it is below AA (4.5, or 3 for
+#: large text): text colour (SVG: fill) against the first opaque background up the tree.
+LOW_CONTRAST = """(() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const behind = (el) => {
+    for (let at = el; at; at = at.parentElement) {
+      const c = rgb(getComputedStyle(at).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest("[hidden], option, title")) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(el instanceof SVGElement ? style.fill : style.color).slice(0, 3);
+    const [a, b] = [lum(fg), lum(behind(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const name = `${el.tagName}.${el.className.baseVal ?? el.className}`;
+    if (ratio < (large ? 3 : 4.5)) low.push(`${name}: ${ratio.toFixed(2)}`);
+  }
+  return low;
+})()"""
+
+
+async def test_text_contrast_is_at_least_aa_in_every_view(
+    edge: tuple[str, dict[str, Any]], page: Page
+) -> None:
+    address, _ = edge
+    await open_page(page, f"{address}/?project={MARKET}&refresh=3600")
+    for view, ready in (
+        ("top", "s.series.conversions"),
+        ("link", "s.link.shown"),
+        ("experiment", "s.experiment.shown"),
+        ("manage", "s.manage.goals.length"),
+    ):
+        await page.js(f"document.getElementById('tab-{view}').click()")
+        await wait(page, f"s.state === 'ready' && s.view === '{view}' && {ready}", f"the {view} view")
+        assert await page.js(LOW_CONTRAST) == [], view
+    only_this_host(page, address)
