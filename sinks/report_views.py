@@ -89,8 +89,8 @@ FROM (
       AND first_seen_at >= {start:DateTime64(3, 'UTC')} AND first_seen_at < {end:DateTime64(3, 'UTC')}
     GROUP BY e, v
     UNION ALL
-    SELECT e, v, toUInt64(0) AS n, toUInt64(count()) AS c
-    FROM conversions FINAL ARRAY JOIN experiment_ids AS e, variation_ids AS v
+    SELECT experiment_ids[i] AS e, variation_ids[i] AS v, toUInt64(0) AS n, toUInt64(count()) AS c
+    FROM conversions FINAL ARRAY JOIN arrayEnumerate(experiment_ids) AS i  -- sizes may differ: by index
     WHERE __IN_PROJECT__ AND is_deleted = 0
     GROUP BY e, v
 )

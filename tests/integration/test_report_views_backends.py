@@ -11,14 +11,33 @@ from pathlib import Path
 from typing import Any
 
 from schemas.report_views import DelayQuery, ListQuery, SeriesQuery
+from schemas.rows import ProcessedBatch
 from sinks import fx, report_views
 from sinks.backend import ClickHouseBackend
 from sinks.chdb_backend import ChdbBackend
+from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.server_backend import ServerBackend
-from tests.integration.test_fx_reports import NOW, PERIOD, TODAY, P, rates_csv, server, write
+from tests.integration.test_fx_reports import NOW, PERIOD, TODAY, P, conversion, rates_csv, server
+from tests.integration.test_fx_reports import write as write_fx
 
 __all__ = ["server"]  # the fixture, shared
+
+
+#: Conversions of another project carrying experiments, one with fewer variations than experiments.
+OTHER = ProcessedBatch(
+    conversions=tuple(
+        conversion(key, visitor, "1", "USD", 1).model_copy(
+            update={"project_id": "other", "experiment_ids": ("E1", "E2"), "variation_ids": variations}
+        )
+        for key, visitor, variations in (("x1", "w1", ("B", "C")), ("x2", "w2", ("B",)))
+    )
+)
+
+
+def write(b: ClickHouseBackend) -> None:
+    write_fx(b)
+    ClickHouseSink(b).write_batch(OTHER, "views/0/0")
 
 
 def views(b: ClickHouseBackend) -> dict[str, Any]:
@@ -34,6 +53,9 @@ def views(b: ClickHouseBackend) -> dict[str, Any]:
             b, "experiments", ListQuery(project=P, **PERIOD)
         ).model_dump(),
         "delays": report_views.delays(b, DelayQuery(link_id="L1", project=P), later).model_dump(),
+        "other": report_views.report_list(
+            b, "experiments", ListQuery(project="other", **PERIOD)
+        ).model_dump(),
     }
 
 
@@ -60,6 +82,11 @@ def check(got: dict[str, Any]) -> None:
     delays = got["delays"]  # each converted 60 s after its click: the [60 s, 10 min) bin
     assert [(r["from_s"], r["conversions"]) for r in delays["rows"]][:3] == [(0, 0), (60, 4), (600, 0)]
     assert delays["timed_conversions"] == 4
+    assert [(r["id"], r["variation"], r["conversions"]) for r in got["other"]["rows"]] == [
+        ("E1", "B", 2),
+        ("E2", "", 1),
+        ("E2", "C", 1),
+    ]
 
 
 def test_server_and_chdb_answer_the_views_the_same(server: ServerBackend, chdb_path: Path) -> None:
