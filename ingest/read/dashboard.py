@@ -1,10 +1,12 @@
 """The dashboard: ``GET /`` and its files under ``ingest/read/static/`` (package data), served by the edge
 itself.
 
-Plain HTML + vanilla JS + inline SVG, no build step and nothing from other hosts. The page reads the
-report API (``/api/v1/projects``, ``/api/v1/reports/top-events``) like any other client, and with the
-admin key the delivery health (``/api/v1/endpoints``, dead ``/api/v1/deliveries``) and the alert rules
-with their state and last transitions (``/api/v1/alerts``). The files are read once when the routes are
+Plain HTML + vanilla JS (one small file per view, sharing ``window.TP``) + inline SVG, no build step and
+nothing from other hosts. The page reads the report API like any other client: the Top-5 with its filters
+and time series, the pickers' lists, a link's analytics, an experiment's report (ingest/read/reports.py,
+ingest/read/report_views.py); with the admin key also the goals and links (created and edited there), the
+delivery health (``/api/v1/endpoints``, dead ``/api/v1/deliveries``) and the alert rules with their state
+and last transitions (``/api/v1/alerts``). The files are read once when the routes are
 added and served from memory: only the names found there exist, so no path from a request ever reaches
 the file system.
 """
