@@ -51,8 +51,8 @@ fmt: $(STAMP) ## format the code
 bench-deps: ## Debian packages the benchmarks need (wrk), installed when missing
 	bash bench/system-deps.sh
 
-bench: $(STAMP) kafka-jars bench-deps ## full benchmarks -> bench/results/latest.json
-	$(BIN)/python -m bench --full
+bench: $(STAMP) kafka-jars bench-deps ## full benchmarks -> bench/results/latest.json, the table in docs/performance.md
+	$(BIN)/python -m bench --full --publish
 
 bench-quick: $(STAMP) kafka-jars bench-deps ## quick benchmarks (~5 minutes)
 	$(BIN)/python -m bench

@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kafka", default=None, help="use this broker (host:port) instead of starting one")
     p.add_argument("--clickhouse", default=None, help="use this server (http://host:port) instead")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto", help="edge load generator")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="write the table into docs/performance.md and the JSON to docs/bench/ (whole runs only)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -134,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args, log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    print(markdown(results))
+    table = markdown(results)
+    print(table)
     print(f"\nresults: {args.out}")
+    if args.publish:
+        from bench.publish import PublishError, publish
+
+        try:
+            print(f"published: docs/performance.md, {publish(results, table)}")
+        except PublishError as exc:
+            print(f"not published: {exc}", file=sys.stderr)
+            return 1
     return 1 if results.get("errors") else 0

@@ -116,8 +116,15 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
             backends.append(server_backend(settings))
         return backends[0]
 
+    alert_states = KafkaAlertStates(
+        settings.kafka_bootstrap,
+        TopologyNames(settings.kafka_topic, settings.worker_app_id).alert_status,
+        security=security,
+    )
+
     async def reports_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
+        await alert_states.close()
         for b in backends:
             b.close()
         executor.shutdown(wait=False)
@@ -141,11 +148,7 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
             settings.partitions,
             security=settings.kafka_security(),
         ),
-        alert_states=KafkaAlertStates(
-            settings.kafka_bootstrap,
-            TopologyNames(settings.kafka_topic, settings.worker_app_id).alert_status,
-            security=settings.kafka_security(),
-        ),
+        alert_states=alert_states,
         stream=KafkaStreamSource(
             settings.kafka_bootstrap,
             settings.kafka_stream_topic(),

@@ -45,6 +45,7 @@ from schemas.rows import Conversion
 from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, record_key
 from trackpipe.alerting.embedded import ALERT_EVENTS, slack_id
 from trackpipe.alerting.kafka_status import encode_status, read_statuses
+from trackpipe.kafka_group import KafkaGroupService
 from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import SLACK_EVENT
 
@@ -160,7 +161,7 @@ class _Listener(ConsumerRebalanceListener):
         await self.evaluator.load()
 
 
-class AlertEvaluator:
+class AlertEvaluator(KafkaGroupService):
     def __init__(
         self,
         bootstrap: str,
@@ -172,17 +173,13 @@ class AlertEvaluator:
         *,
         security: dict[str, object] | None = None,
     ):
-        self.bootstrap, self.names, self.partitions, self.group_id = bootstrap, names, partitions, group_id
+        super().__init__(bootstrap, group_id, security)
+        self.names, self.partitions = names, partitions
         self.rules = rules
         self.stream_topic = stream_topic
-        self.security = security or {}
         self.owned: set[int] = set()
         self.engine = AlertEngine()
         self._rules_seen: tuple[AlertRule, ...] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._reader: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._status: dict[str, AlertStatus] = {}  # published rule statuses (<events>.alert-status)
 
@@ -228,26 +225,9 @@ class AlertEvaluator:
         self._status = await read_statuses(self._reader, self.names.alert_status)
 
     async def start(self) -> None:
-        common: dict[str, Any] = {"bootstrap_servers": self.bootstrap, **self.security}
-        self._producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **common)
-        self._reader = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest", **common)
-        self._consumer = AIOKafkaConsumer(
-            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest", **common
+        await self._start_group(
+            self.names.alert_input, _Listener(self), self._run, name="alert-evaluator", reader=True
         )
-        await self._producer.start()
-        await self._reader.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self.names.alert_input], listener=_Listener(self))
-        self._task = asyncio.create_task(self._run(), name="alert-evaluator")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for client in (self._consumer, self._reader, self._producer):
-            if client is not None:
-                await client.stop()
 
     async def _run(self) -> None:
         assert self._consumer is not None

@@ -9,6 +9,8 @@ and the dashboard (:class:`KafkaAlertStates`), so every edge shows what the work
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -53,27 +55,50 @@ async def read_statuses(consumer: AIOKafkaConsumer, topic: str) -> dict[str, Ale
 
 class KafkaAlertStates:
     """:class:`~schemas.alerts.AlertStates` of a distributed edge: what the workers last published. A rule
-    without transitions yet is ``normal`` with none listed."""
+    without transitions yet is ``normal`` with none listed.
+
+    One consumer for the edge's life: the first request reads the topic from its start, each later one
+    reads on from where the last stopped up to the end offset at that moment (one offsets request when
+    nothing changed), so an answer is as fresh as a read of the whole topic without a new client per
+    request. A broker that cannot be reached gives ``{}`` (statuses unknown) and a fresh start next time.
+    """
 
     def __init__(self, bootstrap: str, topic: str, *, security: dict[str, object] | None = None):
         self.bootstrap = bootstrap
         self.topic = topic
         self.security = security or {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._found: dict[str, AlertStatus] = {}
+        self._next = 0  # the offset to read on from
+        self._lock = asyncio.Lock()
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        status = decode_status(value)
+        if status is None:
+            self._found.pop(key.decode(), None)
+        else:
+            self._found[key.decode()] = status
 
     async def status(self, rule_ids: Sequence[str]) -> dict[str, AlertStatus]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **self.security,
-        )
-        try:
-            await consumer.start()
+        async with self._lock:
             try:
-                found = await read_statuses(consumer, self.topic)
-            finally:
-                await consumer.stop()
-        except (KafkaError, OSError) as exc:  # the rules are still listed, their status unknown (null)
-            log.warning("alerts: rule statuses not read (%s)", exc)
-            return {}
+                if self._consumer is None:
+                    consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.security
+                    )
+                    self._consumer, self._found, self._next = consumer, {}, 0
+                    await consumer.start()
+                tp = TopicPartition(self.topic, 0)
+                self._next = await read_partition(self._consumer, tp, self._apply, start=self._next)
+            except (KafkaError, OSError) as exc:  # the rules are still listed, their status unknown (null)
+                log.warning("alerts: rule statuses not read (%s)", exc)
+                await self.close()
+                return {}
+            found = dict(self._found)
         return {rid: found.get(rid) or AlertStatus(state=AlertState.NORMAL) for rid in rule_ids}
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()

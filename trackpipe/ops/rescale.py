@@ -251,11 +251,12 @@ class Rescaler:
         names = self.names.at(source.generation)
         stage_topics = [names.stage(s) for s in STAGES]
         seen: list[dict[tuple[str, int], int]] = []
+        # one view (admin client + offsets consumer) and one read of the topics for the whole wait: the
+        # source generation's topics do not change while it drains
+        view = KafkaView(self.settings.kafka_bootstrap, self.settings.kafka_security())
 
         async def done() -> bool:
-            async with KafkaView(self.settings.kafka_bootstrap, self.settings.kafka_security()) as view:
-                facts = await view.topics()
-                group = await view.group(names.app, "processing", [names.events_in, *stage_topics], facts)
+            group = await view.group(names.app, "processing", [names.events_in, *stage_topics], facts)
             events_ok = all(
                 (p.committed or 0) >= fence.get(p.partition, 0)
                 for p in group.lags
@@ -267,12 +268,14 @@ class Rescaler:
             seen.append(ends)
             return events_ok and stages_ok and stable
 
-        await _wait(
-            f"generation {source.generation}'s workers to process everything up to the fence",
-            done,
-            self.timeout_s,
-            self.say,
-        )
+        async with view:
+            facts = await view.topics()
+            await _wait(
+                f"generation {source.generation}'s workers to process everything up to the fence",
+                done,
+                self.timeout_s,
+                self.say,
+            )
 
     async def _move(self, source: Generation, target: Generation) -> dict[str, int]:
         src, dst = self.names.at(source.generation), self.names.at(target.generation)

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors.runtime.faust.topology import TopologyNames, decode_conversion_rows
@@ -49,6 +49,7 @@ from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, re
 from sinks.outbound.templates import FiredDigest
 from sinks.stream.cloudevents import plan_stream
 from trackpipe.alerting.kafka import forward_records
+from trackpipe.kafka_group import KafkaGroupService
 from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
@@ -76,7 +77,7 @@ class _Listener(ConsumerRebalanceListener):
             self.planner.state[tp.partition] = await self.planner.load_state(tp.partition)
 
 
-class KafkaOutboundPlanner:
+class KafkaOutboundPlanner(KafkaGroupService):
     def __init__(
         self,
         bootstrap: str,
@@ -92,57 +93,28 @@ class KafkaOutboundPlanner:
         batch_max: int = 1000,
         clock: Callable[[], datetime] | None = None,
     ):
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, group_id, security)
         self.names = names
         self.partitions = partitions
-        self.group_id = group_id
         self.goal_of = goal_of
         self.rule_of = rule_of
         self.stream_topic = stream_topic
         self.alert_projects = alert_projects or set
-        self.security = security or {}
         self.batch_max = batch_max
         self.clock = clock or (lambda: datetime.now(UTC))
         self.state: dict[int, dict[str, bytes]] = {}  # partition -> digest key -> digest json
         self.planned = 0
         self.skipped = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._reader: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        common = {"bootstrap_servers": self.bootstrap, **self.security}
-        self._producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=True, client_id=f"{self.group_id}-producer", **common
-        )
-        self._reader = AIOKafkaConsumer(
-            enable_auto_commit=False, client_id=f"{self.group_id}-state", **common
-        )
-        self._consumer = AIOKafkaConsumer(
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        await self._start_group(
+            self.names.conversions_out,
+            _Listener(self),
+            self._run,
+            name="outbound-planner",
+            reader=True,
             max_poll_records=self.batch_max,
-            client_id=f"{self.group_id}-consumer",
-            **common,
         )
-        await self._producer.start()
-        await self._reader.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self.names.conversions_out], listener=_Listener(self))
-        self._task = asyncio.create_task(self._run(), name="outbound-planner")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for client in (self._consumer, self._reader):
-            if client is not None:
-                await client.stop()
-        if self._producer is not None:
-            await self._producer.stop()
 
     async def load_state(self, partition: int) -> dict[str, bytes]:
         """The digests of ``partition``: its state topic partition read from the start to its end."""

@@ -16,13 +16,12 @@ No offsets are committed: the topic is the state, read from its start by every o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.partitioning import partition_for
@@ -36,6 +35,7 @@ from sinks.outbound.queue import (
     record_key,
 )
 from sinks.outbound.schedule import Delivery
+from trackpipe.kafka_group import KafkaGroupService
 from trackpipe.outbound.loop import DueRow
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class _Listener(ConsumerRebalanceListener):
         await self.store.assigned(list(assigned))
 
 
-class KafkaDueStore:
+class KafkaDueStore(KafkaGroupService):
     def __init__(
         self,
         bootstrap: str,
@@ -86,20 +86,15 @@ class KafkaDueStore:
         on_change: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, group_id, security)
         self.topic = topic
         self.partitions = partitions
-        self.group_id = group_id
-        self.security = security or {}
         self.keep_finished_s = keep_finished_s
         self.on_change = on_change or (lambda: None)
         self.clock = clock
         self.queues: dict[int, PartitionQueue] = {}
         self.loading: dict[int, int] = {}  # partition -> end offset to reach before it is ready
         self.skipped = 0  # undecodable records
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
     # -- partitions
@@ -125,35 +120,9 @@ class KafkaDueStore:
     # -- lifecycle
 
     async def open(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            client_id=f"{self.group_id}-producer",
-            **self.security,
+        await self._start_group(
+            self.topic, _Listener(self), self._consume, name="outbound-deliveries-consumer"
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.group_id}-consumer",
-            **self.security,
-        )
-        await self._producer.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
-        self._task = asyncio.create_task(self._consume(), name="outbound-deliveries-consumer")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
 
     async def _consume(self) -> None:
         assert self._consumer is not None

@@ -22,12 +22,16 @@ async def read_partition(
     tp: TopicPartition,
     apply: Callable[[bytes, bytes | None], object],
     timeout_s: float = READ_TIMEOUT_S,
+    start: int = 0,
 ) -> int:
-    """Assign ``tp`` alone to ``consumer``, read it from its first offset up to the end offset it has
-    now, calling ``apply(key, value)`` in order. Returns that end offset."""
+    """Assign ``tp`` alone to ``consumer``, read it from ``start`` (or its first offset, if later) up to the
+    end offset it has now, calling ``apply(key, value)`` in order. Returns that end offset: the ``start``
+    of the next call that reads on from there."""
     consumer.assign([tp])
     end = (await consumer.end_offsets([tp]))[tp]
-    first = (await consumer.beginning_offsets([tp]))[tp]
+    if start >= end:
+        return end
+    first = max(start, (await consumer.beginning_offsets([tp]))[tp])
     consumer.seek(tp, first)
     next_offset = first
     deadline = time.monotonic() + timeout_s
