@@ -32,6 +32,7 @@ from schemas.reports import (
     TopEventsReport,
     VariationRow,
 )
+from sinks import report_counters
 from sinks.backend import ClickHouseBackend
 from sinks.fx import Money, load_book, project_currency
 
@@ -298,28 +299,33 @@ def top_events(
     }
     # the rate base is independent of the goals: asked at the same time (a server answers both at once;
     # chdb's backend takes them in turn)
-    if base in REACH_SQL:
+    # whole days of a project with complete counters: the writers' counters (decision 100)
+    counters = report_counters.reads_for(backend, query.project, base, start, end)
+    top_sql, converters_sql = TOP_GOALS_BY_BASE[base], CONVERTERS_BY_BASE[base]
+    parts_sql = TOP_GOALS_PARTS_BY_BASE[base]
+    if counters is not None:
+        params.update(counters.params)
+        top_sql, converters_sql, parts_sql = counters.top_sql, counters.converters_sql, counters.parts_sql
+        base_answer = _PARALLEL.submit(backend.query, counters.base_sql, params)
+    elif base in REACH_SQL:
         reach = {**params, **reach_params(base, query, start, end)}
         base_answer = _PARALLEL.submit(backend.query, REACH_SQL[base], reach)
     else:
         base_answer = _PARALLEL.submit(backend.query, BASE_SQL[base], params)
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
-    top = backend.query(TOP_GOALS_BY_BASE[base], params)
+    top = backend.query(top_sql, params)
     converters_of: dict[str, int] = {}
     if top:
         groups = [str(goal_id) for goal_id, *_ in top]
         converters_of = {
-            str(goal_id): int(n)
-            for goal_id, n in backend.query(CONVERTERS_BY_BASE[base], {**params, "groups": groups})
+            str(goal_id): int(n) for goal_id, n in backend.query(converters_sql, {**params, "groups": groups})
         }
     found = [
         (str(goal_id), int(conversions), converters_of.get(str(goal_id), 0), revenue, currencies)
         for goal_id, conversions, revenue, currencies in top
     ]
     target = query.currency or project_currency(backend, query.project)
-    money = _group_money(
-        backend, target, [(g, r, cs) for g, _, _, r, cs in found], TOP_GOALS_PARTS_BY_BASE[base], params
-    )
+    money = _group_money(backend, target, [(g, r, cs) for g, _, _, r, cs in found], parts_sql, params)
     found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
     visitors_n, base_n = (int(v) for v in base_answer.result()[0])
     rows = []
