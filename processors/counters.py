@@ -144,11 +144,14 @@ class CounterWriter:
     counted: dict[tuple[str, str, str], tuple[int, Contribution]] = field(default_factory=dict)
 
     def conversion(self, c: Conversion) -> None:
-        k = (c.project_id, c.goal_id, c.conversion_key)
+        self.contribution(c.conversion_key, c.version, Contribution.of(c))
+
+    def contribution(self, conversion_key: str, version: int, new: Contribution) -> None:
+        """``conversion`` from the row's contribution (what a bulk feed, e.g. the bench, has at hand)."""
+        k = (new.project, new.goal, conversion_key)
         before = self.counted.get(k)
-        if before is not None and before[0] >= c.version:
+        if before is not None and before[0] >= version:
             return
-        new = Contribution.of(c)
         if before is not None:
             old = before[1]
             self.goal_days.add(old, -1)
@@ -157,7 +160,7 @@ class CounterWriter:
         self.goal_days.add(new, +1)
         if new.live:
             self.converters.add((new.project, new.goal), new.visitor, new.day)
-        self.counted[k] = (c.version, new)
+        self.counted[k] = (version, new)
 
     def visit(self, project: str, visitor: str, day: date) -> None:
         scope = (project, "all", "*")

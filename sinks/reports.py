@@ -281,8 +281,14 @@ def _rate(numerator: int, denominator: int) -> float:
 
 
 def top_events(
-    backend: ClickHouseBackend, query: TopEventsQuery, now: datetime | None = None
+    backend: ClickHouseBackend,
+    query: TopEventsQuery,
+    now: datetime | None = None,
+    *,
+    use_counters: bool = True,
 ) -> TopEventsReport:
+    """The Top-5; ``use_counters=False``: the exact reading even where the counters could answer (the bench's
+    baseline)."""
     start, end = query.period(now)
     base = query.rate_base
     filters = {
@@ -300,7 +306,7 @@ def top_events(
     # the rate base is independent of the goals: asked at the same time (a server answers both at once;
     # chdb's backend takes them in turn)
     # whole days of a project with complete counters: the writers' counters (decision 100)
-    counters = report_counters.reads_for(backend, query.project, base, start, end)
+    counters = report_counters.reads_for(backend, query.project, base, start, end) if use_counters else None
     top_sql, converters_sql = TOP_GOALS_BY_BASE[base], CONVERTERS_BY_BASE[base]
     parts_sql = TOP_GOALS_PARTS_BY_BASE[base]
     if counters is not None:
