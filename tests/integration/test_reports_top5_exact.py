@@ -265,6 +265,7 @@ def test_top5_equals_the_exact_reading_on_random_data(
     for start, end in PERIODS:
         fast = report_counters.reads_for(server, P, "visitors", start, end) is not None
         assert fast == report_counters.whole_days(start, end)  # whole days: the counters answer
+        assert report_counters.reads_for(server, P, "campaign_visitors", start, end) is None  # not kept
         for limit in (5, 3):
             expected = truth(events, versions, start, end, limit)
             got = from_report(server, start, end, limit)
