@@ -185,13 +185,9 @@ def _measure(servers: Servers, profile: Profile, n: int, mix: str) -> dict[str, 
             "counters_p95_ms": counters_ms[1],
         }
         fast_params = {**params, "full_start": start.date().isoformat(), "full_end": end.date().isoformat()}
-        counter_parts = {
+        counter_parts = {  # the top goals come with their converters (one query)
             "counters_visitors_query_ms": (report_counters.VISITORS_SQL, fast_params),
             "counters_top_goals_query_ms": (report_counters.TOP_GOALS_SQL, fast_params),
-            "counters_converters_query_ms": (
-                report_counters.CONVERTERS_SQL,
-                {**fast_params, "groups": groups},
-            ),
         }
         parts.update(counter_parts)
         for name, (sql, values) in parts.items():

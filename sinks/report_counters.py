@@ -25,16 +25,27 @@ INSERT INTO report_counters_ready (project_id, ready, version)
 VALUES ({project:String}, {ready:UInt8}, toUInt64(toUnixTimestamp64Milli(now64(3))))
 """
 _DAYS = "project_id = {project:String} AND day >= {full_start:Date} AND day < {full_end:Date}"
-#: the same columns as sinks.reports' top goals: goal, conversions, revenue text, currencies with an amount
+#: the top goals with their converters, one round trip: goal, conversions, revenue text, currencies with an
+#: amount (the columns of sinks.reports' top goals), converters (the pairs of the goal's live conversions)
 TOP_GOALS_SQL = f"""
-SELECT goal_id, sum(conversions) AS n, toString(sum(revenue)) AS revenue_text,
-       groupUniqArrayIf(currency, with_revenue > 0)
-FROM report_goal_days FINAL
-WHERE {_DAYS}
-GROUP BY goal_id
-HAVING n > 0
-ORDER BY n DESC
-LIMIT {{limit:UInt32}} WITH TIES
+SELECT g.goal_id, g.n, g.revenue_text, g.currencies, c.converters
+FROM (
+    SELECT goal_id, sum(conversions) AS n, toString(sum(revenue)) AS revenue_text,
+           groupUniqArrayIf(currency, with_revenue > 0) AS currencies
+    FROM report_goal_days FINAL
+    WHERE {_DAYS}
+    GROUP BY goal_id
+    HAVING n > 0
+    ORDER BY n DESC
+    LIMIT {{limit:UInt32}} WITH TIES
+) AS g
+LEFT JOIN (
+    SELECT goal_id, sum(converters) AS converters
+    FROM report_goal_pairs FINAL
+    WHERE {_DAYS} AND prev_day < {{full_start:Date}}
+    GROUP BY goal_id
+) AS c ON g.goal_id = c.goal_id
+SETTINGS join_use_nulls = 0
 """
 #: as sinks.reports' parts: (goal, currency, day, sum of the amounts, conversions with an amount)
 PARTS_SQL = f"""
@@ -44,14 +55,11 @@ WHERE {_DAYS} AND has({{groups:Array(String)}}, goal_id)
 GROUP BY goal_id, currency, day
 HAVING counted > 0
 """
-CONVERTERS_SQL = f"""
-SELECT goal_id, sum(converters)
-FROM report_goal_pairs FINAL
-WHERE {_DAYS} AND prev_day < {{full_start:Date}} AND has({{groups:Array(String)}}, goal_id)
-GROUP BY goal_id
-"""
+#: visitors, rate base count (the same), and whether the project's counters are complete (0: they are not,
+#: the report takes the exact reading): one round trip, asked next to the goals
 VISITORS_SQL = f"""
-SELECT sum(visitors), sum(visitors)
+SELECT sum(visitors), sum(visitors),
+       (SELECT max(ready) FROM report_counters_ready FINAL WHERE project_id = {{project:String}})
 FROM report_visit_pairs FINAL
 WHERE {_DAYS} AND kind = 'all' AND key = '*' AND prev_day < {{full_start:Date}}
 """
@@ -59,11 +67,12 @@ WHERE {_DAYS} AND kind = 'all' AND key = '*' AND prev_day < {{full_start:Date}}
 
 @dataclass(frozen=True)
 class CounterReads:
-    """The SQL texts the report runs instead of its exact ones, and their extra parameters."""
+    """The SQL texts the report runs instead of its exact ones, and their extra parameters. ``base_sql``
+    answers (visitors, rate base count, ready), ``top_sql`` the top goals with their converters; a report
+    whose ``ready`` is 0 must be answered by the exact reading instead."""
 
     base_sql: str
     top_sql: str
-    converters_sql: str
     parts_sql: str
     params: dict[str, object]
 
@@ -72,16 +81,14 @@ def whole_days(start: datetime, end: datetime) -> bool:
     return start < end and all(t.astimezone(UTC).time() == time() for t in (start, end))
 
 
-def reads_for(
-    backend: ClickHouseBackend, project: str, base: RateBase, start: datetime, end: datetime
-) -> CounterReads | None:
-    """The counter reads for this report, or None when it must take the exact reading."""
-    if base != "visitors" or not whole_days(start, end) or not is_ready(backend, project):
+def reads_for(base: RateBase, start: datetime, end: datetime) -> CounterReads | None:
+    """The counter reads for this report, or None when it must take the exact reading (the project's
+    readiness comes with the visitors: ``CounterReads``)."""
+    if base != "visitors" or not whole_days(start, end):
         return None
     return CounterReads(
         VISITORS_SQL,
         TOP_GOALS_SQL,
-        CONVERTERS_SQL,
         PARTS_SQL,
         {
             "full_start": start.astimezone(UTC).date().isoformat(),
