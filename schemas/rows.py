@@ -8,7 +8,8 @@ conversion, a session merged into another).
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
@@ -102,6 +103,53 @@ class ExposureRow(BaseModel):
     version: int
 
 
+# --- Counters kept by the writers for the fast exact Top-5 (issue 16 item 5; processors/counters.py) ---
+# Absolute values of one writer (a stage partition) after the input offset ``version``: ClickHouse keeps
+# the highest version per (counter, writer), the report sums the writers (docs/decisions.md 100).
+
+
+@dataclass(frozen=True, slots=True)
+class GoalDayCounter:
+    """Live conversions of a goal on a UTC day in one currency, their revenue, how many have one."""
+
+    writer: str
+    project_id: str
+    goal_id: str
+    day: date
+    currency: str
+    conversions: int
+    revenue: Decimal
+    with_revenue: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoalPairCounter:
+    """Converters of a goal whose live conversion days include ``day`` with ``prev_day`` the one before."""
+
+    writer: str
+    project_id: str
+    goal_id: str
+    day: date
+    prev_day: date
+    converters: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisitPairCounter:
+    """Visitors (of a reach kind/key) seen on ``day`` whose previous visit day is ``prev_day``."""
+
+    writer: str
+    project_id: str
+    kind: str
+    key: str
+    day: date
+    prev_day: date
+    visitors: int
+    version: int
+
+
 class ProcessedBatch(BaseModel):
     """What one batch of input records produced, ready for a sink's ``write_batch``."""
 
@@ -112,7 +160,12 @@ class ProcessedBatch(BaseModel):
     session_ids: tuple[str, ...] = ()  # parallel to ``events`` when set: each event's session
     sessions: tuple[SessionRow, ...] = ()
     exposures: tuple[ExposureRow, ...] = ()
+    goal_days: tuple[GoalDayCounter, ...] = ()  # counters (decision 100): written after the rows
+    goal_pairs: tuple[GoalPairCounter, ...] = ()
+    visit_pairs: tuple[VisitPairCounter, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not (self.events or self.conversions or self.sessions or self.exposures)
+        return not (self.events or self.conversions or self.sessions or self.exposures) and not (
+            self.goal_days or self.goal_pairs or self.visit_pairs
+        )

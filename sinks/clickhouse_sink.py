@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 import pyarrow as pa
 
 from schemas.rows import ProcessedBatch
 from sinks.arrow_rows import conversions_table, events_table, exposures_table, sessions_table
 from sinks.backend import ClickHouseBackend
+from sinks.counter_rows import COUNTER_TABLES, counters_table
 
 
 class ClickHouseSink:
@@ -69,3 +71,6 @@ def _parts(batch: ProcessedBatch, token: str) -> Iterator[tuple[str, Callable[[]
         yield "sessions", lambda: sessions_table(batch.sessions), f"{token}/sessions"
     if batch.exposures:
         yield "variation_exposures", lambda: exposures_table(batch.exposures), f"{token}/exposures"
+    for kind, (table, _) in COUNTER_TABLES.items():  # the writers' counters (decision 100)
+        if rows := getattr(batch, kind):
+            yield table, partial(counters_table, kind, rows), f"{token}/{kind}"

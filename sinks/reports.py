@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, time, timedelta
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,7 @@ from schemas.reports import (
     TopEventsReport,
     VariationRow,
 )
+from sinks import report_counters
 from sinks.backend import ClickHouseBackend
 from sinks.fx import Money, load_book, project_currency
 
@@ -280,8 +281,15 @@ def _rate(numerator: int, denominator: int) -> float:
 
 
 def top_events(
-    backend: ClickHouseBackend, query: TopEventsQuery, now: datetime | None = None
+    backend: ClickHouseBackend,
+    query: TopEventsQuery,
+    now: datetime | None = None,
+    *,
+    use_counters: bool = True,
 ) -> TopEventsReport:
+    """The Top-5; ``use_counters=False``: the exact reading even where the counters could answer (the bench's
+    baseline)."""
+    now = now if now is not None else datetime.now(UTC)  # one period, also for a fallback
     start, end = query.period(now)
     base = query.rate_base
     filters = {
@@ -296,32 +304,30 @@ def top_events(
         "limit": query.limit,
         **filters,
     }
-    # the rate base is independent of the goals: asked at the same time (a server answers both at once;
-    # chdb's backend takes them in turn)
-    if base in REACH_SQL:
-        reach = {**params, **reach_params(base, query, start, end)}
-        base_answer = _PARALLEL.submit(backend.query, REACH_SQL[base], reach)
+    # whole days of a project with complete counters: the writers' counters (decision 100)
+    counters = report_counters.reads_for(base, start, end) if use_counters else None
+    target_answer = None if query.currency else _PARALLEL.submit(project_currency, backend, query.project)
+    if counters is not None:
+        params.update(counters.params)
+        base_answer = _PARALLEL.submit(backend.query, counters.base_sql, params)
+        with_converters = backend.query(counters.top_sql, params)
+        if not base_answer.result()[0][2]:  # the project's counters are not complete
+            return top_events(backend, query, now, use_counters=False)
+        top = [row[:4] for row in with_converters]
+        converters_of = {str(row[0]): int(row[4]) for row in with_converters}
+        parts_sql = counters.parts_sql
     else:
-        base_answer = _PARALLEL.submit(backend.query, BASE_SQL[base], params)
+        base_answer, top, converters_of = _exact_goals(backend, query, base, start, end, params)
+        parts_sql = TOP_GOALS_PARTS_BY_BASE[base]
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click
-    top = backend.query(TOP_GOALS_BY_BASE[base], params)
-    converters_of: dict[str, int] = {}
-    if top:
-        groups = [str(goal_id) for goal_id, *_ in top]
-        converters_of = {
-            str(goal_id): int(n)
-            for goal_id, n in backend.query(CONVERTERS_BY_BASE[base], {**params, "groups": groups})
-        }
     found = [
         (str(goal_id), int(conversions), converters_of.get(str(goal_id), 0), revenue, currencies)
         for goal_id, conversions, revenue, currencies in top
     ]
-    target = query.currency or project_currency(backend, query.project)
-    money = _group_money(
-        backend, target, [(g, r, cs) for g, _, _, r, cs in found], TOP_GOALS_PARTS_BY_BASE[base], params
-    )
+    target = query.currency or (target_answer.result() if target_answer else None)
+    money = _group_money(backend, target, [(g, r, cs) for g, _, _, r, cs in found], parts_sql, params)
     found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
-    visitors_n, base_n = (int(v) for v in base_answer.result()[0])
+    visitors_n, base_n = (int(v) for v in base_answer.result()[0][:2])
     rows = []
     total = Money(target)
     for goal_id, conversions, converters, _, _ in found[: query.limit]:
@@ -346,6 +352,33 @@ def top_events(
         **_money_fields(total),
         rows=rows,
     )
+
+
+def _exact_goals(
+    backend: ClickHouseBackend,
+    query: TopEventsQuery,
+    base: RateBase,
+    start: datetime,
+    end: datetime,
+    params: dict[str, object],
+) -> tuple[Future[list[tuple[Any, ...]]], list[tuple[Any, ...]], dict[str, int]]:
+    """The exact reading: (the rate base's answer, asked in parallel; the top goals; their converters)."""
+    # the rate base is independent of the goals: asked at the same time (a server answers both at once;
+    # chdb's backend takes them in turn)
+    if base in REACH_SQL:
+        reach = {**params, **reach_params(base, query, start, end)}
+        base_answer = _PARALLEL.submit(backend.query, REACH_SQL[base], reach)
+    else:
+        base_answer = _PARALLEL.submit(backend.query, BASE_SQL[base], params)
+    top = backend.query(TOP_GOALS_BY_BASE[base], params)
+    converters_of: dict[str, int] = {}
+    if top:
+        groups = [str(goal_id) for goal_id, *_ in top]
+        converters_of = {
+            str(goal_id): int(n)
+            for goal_id, n in backend.query(CONVERTERS_BY_BASE[base], {**params, "groups": groups})
+        }
+    return base_answer, top, converters_of
 
 
 def _group_money(

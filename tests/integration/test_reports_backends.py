@@ -17,7 +17,7 @@ import pytest
 from schemas.events import Event, EventType, ExperimentVariation, Segment
 from schemas.reports import ConversionAnalyticsQuery, ExperimentReportQuery, TopEventsQuery
 from schemas.rows import Conversion, ExposureRow, ProcessedBatch
-from sinks import reports
+from sinks import report_counters, reports
 from sinks.backend import ClickHouseBackend
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
@@ -339,7 +339,8 @@ def test_upgrading_a_database_with_data_keeps_every_report(
 ) -> None:
     """A database at schema 21 (daily visitor sets, no visitor masks) holding the scenario, upgraded by
     ``migrate`` (0022 back-fills the masks, narrows the old view; 0023 adds the visitor hash; 0024 the
-    external click id), answers
+    external click id; 0026 the writers' counters, empty and not marked ready, so the exact reading
+    answers), answers
     every report as a database created at the latest schema does — and keeps doing so for new events."""
     write(server)
     expected = all_reports(server)
@@ -353,7 +354,8 @@ def test_upgrading_a_database_with_data_keeps_every_report(
         assert [m.version for m in migrate(old, upto=21)][-1] == 21
         write(cast(ClickHouseBackend, AsOfItsSchema(old)))
         assert old.query("SELECT count() FROM report_reach_daily WHERE kind = 'all'")[0][0] > 0
-        assert [m.version for m in migrate(old)] == [22, 23, 24, 25]
+        assert [m.version for m in migrate(old)] == [22, 23, 24, 25, 26]
+        assert not report_counters.is_ready(old, P)  # no backfill of the counters: the exact path
         assert all_reports(old) == expected
         assert old.query("SELECT count() FROM report_visitor_days")[0][0] > 0
         # the old view no longer writes the visitor sets the masks replaced; its link/push sets stay

@@ -12,6 +12,7 @@ server and the embedded chdb store must give the same answers."""
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,11 @@ from typing import Any
 
 import pytest
 
+from processors.counters import CounterWriter, utc_day
 from schemas.events import Event, EventType, Segment
 from schemas.reports import TopEventsQuery
 from schemas.rows import Conversion, ProcessedBatch
-from sinks import reports
+from sinks import report_counters, reports
 from sinks.backend import ClickHouseBackend
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
@@ -138,7 +140,46 @@ def scenario(seed: int) -> tuple[list[tuple[ProcessedBatch, str]], list[Event], 
         )
         batches.append((batch, f"events/0/{seed}-{b}"))
     batches.append(batches[1])  # a replayed Kafka range: the same batch, the same token
-    return batches, events, versions
+    return with_counters(batches, rng), events, versions
+
+
+def _feed(writer: CounterWriter, items: list[Event | Conversion]) -> None:
+    for item in items:
+        if isinstance(item, Conversion):
+            writer.conversion(item)
+        else:
+            writer.visit(item.project_id, item.visitor_id, utc_day(item.occurred_at))
+
+
+def with_counters(
+    batches: list[tuple[ProcessedBatch, str]], rng: random.Random
+) -> list[tuple[ProcessedBatch, str]]:
+    """The batches with the counters a writer emits after each (processors/counters.py, versioned by the
+    offset of the batch's last input), written by the sink with the rows. Then a crashed writer: its
+    state as of the end of batch 0 replays batches 1 and 2 cut differently (rows of lower and equal
+    versions: the newer values already stored must win), and the replay of batch 1 with its token."""
+    writer = CounterWriter("0")
+    items = [[*b.events, *b.conversions] for b, _ in batches[:-1]]
+    ends = [sum(len(x) for x in items[: i + 1]) - 1 for i in range(len(items))]
+    out, snapshot = [], None
+    for (batch, token), chunk, end in zip(batches[:-1], items, ends, strict=True):
+        _feed(writer, chunk)
+        out.append((batch.model_copy(update=_tuples(writer.rows(end))), token))
+        if snapshot is None:
+            snapshot = copy.deepcopy(writer)
+    assert snapshot is not None
+    for b in (1, 2):
+        cut = rng.randrange(1, len(items[b]))
+        for lo, hi in ((0, cut), (cut, len(items[b]))):
+            _feed(snapshot, items[b][lo:hi])
+            rows = _tuples(snapshot.rows(ends[b] - len(items[b]) + hi))
+            out.append((ProcessedBatch(**rows), f"counters-replay/{b}/{lo}"))
+    out.append(out[1])
+    return out
+
+
+def _tuples(rows: dict[str, list[Any]]) -> dict[str, tuple[Any, ...]]:
+    return {kind: tuple(r) for kind, r in rows.items()}
 
 
 def truth(events: list[Event], versions: list[Conversion], start: datetime, end: datetime,
@@ -162,6 +203,7 @@ def truth(events: list[Event], versions: list[Conversion], start: datetime, end:
 
 #: The exact reading the report had before any aggregate: raw visitors, goals over ``conversions FINAL``.
 OLD_VISITORS_SQL = reports.VISITORS_SQL
+COUNTERS = ("report_goal_days", "report_goal_pairs", "report_visit_pairs")
 OLD_GOALS_SQL = """
 SELECT goal_id, count() AS conversions, uniqExact(visitor_id), toString(sum(revenue))
 FROM conversions FINAL
@@ -194,7 +236,7 @@ def from_report(b: ClickHouseBackend, start: datetime, end: datetime, limit: int
 def server(clickhouse_server, ch_database) -> Iterator[ServerBackend]:
     with ServerBackend(clickhouse_server.host, clickhouse_server.http_port, ch_database) as b:
         migrate(b)
-        for table in ("conversions", "events_raw", "report_reach_daily", "report_visitor_days"):
+        for table in ("conversions", "events_raw", "report_reach_daily", "report_visitor_days", *COUNTERS):
             b.command(f"SYSTEM STOP MERGES {table}")  # every version and part stays: FINAL must cope
         yield b
 
@@ -215,10 +257,18 @@ def test_top5_equals_the_exact_reading_on_random_data(
         sink = ClickHouseSink(b)
         for batch, token in batches:
             sink.write_batch(batch, token)
+        # counters not marked complete: the exact reading answers, also over whole days
+        start, end = PERIODS[0]
+        assert from_report(b, start, end, 5) == truth(events, versions, start, end, 5)
+        report_counters.mark_ready(b, P)  # the writer counted the project from its first event
+    assert all(int(server.query(f"SELECT count() FROM {t}")[0][0]) for t in COUNTERS)
     assert any(c.is_deleted for c in versions) and len(versions) > len(
         {(c.goal_id, c.conversion_key) for c in versions}
     )
     for start, end in PERIODS:
+        fast = report_counters.reads_for("visitors", start, end) is not None
+        assert fast == report_counters.whole_days(start, end)  # whole days: the counters answer
+        assert report_counters.reads_for("campaign_visitors", start, end) is None  # not kept
         for limit in (5, 3):
             expected = truth(events, versions, start, end, limit)
             got = from_report(server, start, end, limit)
