@@ -14,14 +14,11 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pydantic import ConfigDict
+import msgspec
 
 
-@dataclass(slots=True)
-class Span:
-    """A plain dataclass (state is decoded and encoded by pydantic TypeAdapters, but built here cheaply)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
+class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """One session (part of the visitor state: a msgspec Struct, replaced rather than changed)."""
 
     start: int  # unix ms
     end: int

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import NamedTuple
 
-from pydantic import ConfigDict, TypeAdapter
+import msgspec
 
 from processors.attribution import find_anchor, ms, path_to
-from processors.codec import construct, dumps
+from processors.codec import construct, decoder, dumps
 from processors.config import ProcessingConfig
 from processors.dedup import conversion_key
 from processors.experiments import SEP, seen_by, split_key
@@ -60,6 +59,7 @@ _BASE_VERSION = 1 << 62
 _TOUCH_TYPES = frozenset({EventType.CLICK, EventType.PUSH_OPEN})  # the types _touch makes a touch of
 _TYPE_VALUE = {t: t.value for t in EventType}  # (Enum.value is a Python-level property)
 _POSTBACK = EventType.POSTBACK.value
+_replace = msgspec.structs.replace
 
 
 class SourceEvent(NamedTuple):
@@ -70,43 +70,35 @@ class SourceEvent(NamedTuple):
     offset: int | None = None
 
 
-@dataclass(slots=True)
-class Held:
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
+class Held(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     conv: ConvEvent
     res: Resolution
 
 
-@dataclass(slots=True)
-class VisitorProject:
-    """Plain dataclasses, mutated in place; read by ``_STATE`` (pydantic), written by ``codec.dumps``."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
+class VisitorProject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """Mutated in place; read and written as msgspec Structs (processors.codec). ``gc=False``: nothing
+    in a visitor state refers back to it, so it is never part of a reference cycle."""
 
     account_id: str = ""
-    spans: list[Span] = field(default_factory=list)
-    touches: list[Touch] = field(default_factory=list)
-    exposures: dict[str, int] = field(default_factory=dict)
-    convs: dict[str, Held] = field(default_factory=dict)
-    sent: dict[str, str] = field(default_factory=dict)  # event id -> digest of the Attributed last emitted
+    spans: list[Span] = []
+    touches: list[Touch] = []
+    exposures: dict[str, int] = {}
+    convs: dict[str, Held] = {}
+    sent: dict[str, str] = {}  # event id -> digest of the Attributed last emitted
     version: int = 0  # grows with every change: versions session rows and attribution paths
     last_ms: int = 0
 
 
-@dataclass(slots=True)
-class VisitorState:
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
-    projects: dict[str, VisitorProject] = field(default_factory=dict)
-    wm: dict[str, int] = field(default_factory=dict)  # input topic -> highest offset applied
+class VisitorState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    projects: dict[str, VisitorProject] = {}
+    wm: dict[str, int] = {}  # input topic -> highest offset applied
 
 
-_STATE: TypeAdapter[VisitorState] = TypeAdapter(VisitorState)
+_STATE = decoder(VisitorState)
 
 
 def decode_state(raw: bytes) -> VisitorState:
-    return _STATE.validate_json(raw)
+    return _STATE.decode(raw)
 
 
 def encode_state(state: VisitorState) -> bytes:
@@ -114,10 +106,7 @@ def encode_state(state: VisitorState) -> bytes:
 
 
 def _resolution(method: Method, visitor: str, link: str = "") -> Resolution:
-    """Resolution(method=method, visitor_id=visitor, link_id=link, rank=1), built without validation."""
-    return construct(
-        Resolution, {"method": method, "visitor_id": visitor, "anchor_id": "", "link_id": link, "rank": 1}
-    )
+    return Resolution(method=method, visitor_id=visitor, anchor_id="", link_id=link, rank=1)
 
 
 def _dt(t_ms: int) -> datetime:
@@ -129,33 +118,30 @@ def campaign_of(event: Event) -> str:
 
 
 def conv_event(event: Event, key: str) -> ConvEvent:
-    return construct(
-        ConvEvent,
-        dict(
-            event_id=event.event_id,
-            type=_TYPE_VALUE[event.type],
-            key=key,
-            project_id=event.project_id,
-            account_id=event.account_id,
-            visitor_id=event.visitor_id,
-            occurred_at=event.occurred_at,
-            received_at=event.received_at,
-            goal_ids=tuple(dict.fromkeys(event.goal_ids)),
-            revenue=event.revenue,
-            currency=event.currency or "",
-            products_count=event.products_count or 0,
-            transaction_id=event.transaction_id or "",
-            status=event.status or "",
-            disable_postbacks=event.disable_postbacks,
-            click_id=event.click_id or "",
-            link_id=event.link_id or "",
-            push_hash=event.push_hash or "",
-            client_ip=event.client_ip or "",
-            user_agent=event.user_agent or "",
-            experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
-            campaign=campaign_of(event),
-            window_days=event.attribution_window_days,
-        ),
+    return ConvEvent(
+        event_id=event.event_id,
+        type=_TYPE_VALUE[event.type],
+        key=key,
+        project_id=event.project_id,
+        account_id=event.account_id,
+        visitor_id=event.visitor_id,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        goal_ids=tuple(dict.fromkeys(event.goal_ids)),
+        revenue=event.revenue,
+        currency=event.currency or "",
+        products_count=event.products_count or 0,
+        transaction_id=event.transaction_id or "",
+        status=event.status or "",
+        disable_postbacks=event.disable_postbacks,
+        click_id=event.click_id or "",
+        link_id=event.link_id or "",
+        push_hash=event.push_hash or "",
+        client_ip=event.client_ip or "",
+        user_agent=event.user_agent or "",
+        experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
+        campaign=campaign_of(event),
+        window_days=event.attribution_window_days,
     )
 
 
@@ -458,18 +444,12 @@ class VisitorStage:
         path = path_to(anchor, p.touches, conv.occurred_at, window)
         if len(path) > cfg.max_touches:
             path = path[-cfg.max_touches :]
-        return construct(
-            Attributed,
-            dict(
-                t="attributed",
-                conv=conv,
-                res=held.res
-                if held.res.visitor_id == visitor
-                else held.res.model_copy(update={"visitor_id": visitor}),
-                path=tuple(path),
-                variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
-                path_version=p.version,
-            ),
+        return Attributed(
+            conv=conv,
+            res=held.res if held.res.visitor_id == visitor else _replace(held.res, visitor_id=visitor),
+            path=tuple(path),
+            variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
+            path_version=p.version,
         )
 
     def _emit_attributions(self, project: str, visitor: str, p: VisitorProject, out: StageOutput) -> bool:
