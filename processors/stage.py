@@ -83,7 +83,7 @@ def load(store: KeyValueStore, key: str, kind: type[T]) -> T | None:
 
 def save(store: KeyValueStore, key: str, state: object, expires_at: datetime) -> None:
     expires_ms = int(expires_at.timestamp() * 1000)
-    save_with(store, key, state, lambda: dumps(state), expires_ms)
+    save_with(store, key, state, dumps, expires_ms)
 
 
 def load_with(store: KeyValueStore, key: str, decode: Callable[[bytes], T]) -> T | None:
@@ -99,10 +99,10 @@ def load_with(store: KeyValueStore, key: str, decode: Callable[[bytes], T]) -> T
 
 
 def save_with(
-    store: KeyValueStore, key: str, state: object, encode: Callable[[], bytes], expires_ms: int
+    store: KeyValueStore, key: str, state: T, encode: Callable[[T], bytes], expires_ms: int
 ) -> None:
-    """Stage ``state`` (encoded when the batch commits); plain stores get the bytes at once."""
+    """Stage ``state`` (``encode(state)`` when the batch commits); plain stores get the bytes at once."""
     if isinstance(store, StagedStore):
-        store.put_object(key, state, lambda: pack(expires_ms, encode()))
+        store.put_object(key, state, encode, expires_ms)
     else:
-        store.put(key, pack(expires_ms, encode()))
+        store.put(key, pack(expires_ms, encode(state)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import NamedTuple
 
 import msgspec
@@ -247,10 +246,9 @@ class VisitorStage:
         for project, p in state.projects.items():
             changed |= self._emit_attributions(project, visitor, p, out)
         if changed:
-            expires = self._prune(state)
+            expires_ms = self._prune(state)
             if state.projects:
-                expires_ms = int(expires.timestamp() * 1000)
-                save_with(store, visitor, state, partial(encode_state, state), expires_ms)
+                save_with(store, visitor, state, encode_state, expires_ms)
             else:
                 store.delete(visitor)
 
@@ -438,16 +436,19 @@ class VisitorStage:
             visitor_ttl=cfg.visitor_ttl,
             own_event=conv.type != _POSTBACK,
         )
-        window = max(
-            (cfg.goal_window(project, g, conv.window_days) for g in conv.goal_ids), default=timedelta(0)
-        )
-        path = path_to(anchor, p.touches, conv.occurred_at, window)
-        if len(path) > cfg.max_touches:
-            path = path[-cfg.max_touches :]
+        path: tuple[Touch, ...] = ()
+        if anchor is not None:  # (without one the path is empty whatever the window)
+            window = max(
+                (cfg.goal_window(project, g, conv.window_days) for g in conv.goal_ids),
+                default=timedelta(0),
+            )
+            path = tuple(path_to(anchor, p.touches, conv.occurred_at, window))
+            if len(path) > cfg.max_touches:
+                path = path[-cfg.max_touches :]
         return Attributed(
             conv=conv,
             res=held.res if held.res.visitor_id == visitor else _replace(held.res, visitor_id=visitor),
-            path=tuple(path),
+            path=path,
             variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
             path_version=p.version,
         )
@@ -474,7 +475,8 @@ class VisitorStage:
                 changed = True
         return changed
 
-    def _prune(self, state: VisitorState) -> datetime:
+    def _prune(self, state: VisitorState) -> int:
+        """Drop what expired; return when the state expires (unix ms)."""
         retention_ms = self._retention_ms
         horizon = self.now_ms - self._keep_ms
         settled = self.now_ms - self._lateness_ms
@@ -494,7 +496,7 @@ class VisitorStage:
                 del state.projects[project]
                 continue
             newest = max(newest, p.last_ms, *(t for eid, t in conv_ms.items() if eid in p.convs))
-        return _dt(newest + retention_ms)
+        return newest + retention_ms
 
 
 def exposure_variations(p: VisitorProject) -> list[tuple[str, str]]:
