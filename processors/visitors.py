@@ -23,7 +23,7 @@ from processors.attribution import find_anchor, ms, path_to
 from processors.codec import construct, decoder, dumps
 from processors.config import ProcessingConfig
 from processors.dedup import conversion_key
-from processors.experiments import SEP, seen_by, split_key
+from processors.experiments import SEP, pair, seen_by, split_key
 from processors.messages import (
     Attributed,
     ClickInfo,
@@ -41,7 +41,7 @@ from processors.outcome import Drop, DropReason
 from processors.sessions import Span, add_activity, find, prune, session_id
 from processors.stage import StageOutput, load_with, save_with
 from processors.store import KeyValueStore
-from schemas.events import Event, EventType
+from schemas.events import Event, EventType, ExperimentVariation
 from schemas.rows import ExposureRow, SessionRow
 
 ACTIVITY_TYPES = frozenset(
@@ -116,6 +116,17 @@ def campaign_of(event: Event) -> str:
     return event.segment.campaign or event.attributes.get("utm_campaign", "") or ""
 
 
+def _unique(ids: tuple[str, ...]) -> tuple[str, ...]:
+    """``ids`` without repeats, in order (the same tuple when it has none to drop)."""
+    if type(ids) is tuple and len(ids) < 2:
+        return ids
+    return tuple(dict.fromkeys(ids))
+
+
+def _pairs(experiments: Sequence[ExperimentVariation]) -> tuple[tuple[str, str], ...]:
+    return tuple(pair(f"{x.experiment_id}{SEP}{x.variation_id}") for x in experiments)
+
+
 def conv_event(event: Event, key: str) -> ConvEvent:
     return ConvEvent(
         event_id=event.event_id,
@@ -126,7 +137,7 @@ def conv_event(event: Event, key: str) -> ConvEvent:
         visitor_id=event.visitor_id,
         occurred_at=event.occurred_at,
         received_at=event.received_at,
-        goal_ids=tuple(dict.fromkeys(event.goal_ids)),
+        goal_ids=_unique(event.goal_ids),
         revenue=event.revenue,
         currency=event.currency or "",
         products_count=event.products_count or 0,
@@ -138,7 +149,7 @@ def conv_event(event: Event, key: str) -> ConvEvent:
         push_hash=event.push_hash or "",
         client_ip=event.client_ip or "",
         user_agent=event.user_agent or "",
-        experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
+        experiments=_pairs(event.experiments) if event.experiments else (),
         campaign=campaign_of(event),
         window_days=event.attribution_window_days,
     )
