@@ -195,21 +195,21 @@ class VisitorStage:
     ) -> StageOutput:
         out = StageOutput()
         seen = self.seen_ms
+        by_visitor: dict[str, tuple[list[SourceEvent], list[Resolved]]] = {}
         for s in sources:
-            t = ms(s.event.received_at)
+            e = s.event
+            t = ms(e.received_at)
             if t > seen:
                 seen = t
+            group = by_visitor.get(e.visitor_id)
+            if group is None:
+                group = by_visitor[e.visitor_id] = ([], [])
+            group[0].append(s)
         for r in resolved:
             t = ms(r.conv.received_at)
             if t > seen:
                 seen = t
         self.seen_ms = seen
-        by_visitor: dict[str, tuple[list[SourceEvent], list[Resolved]]] = {}
-        for s in sources:
-            group = by_visitor.get(s.event.visitor_id)
-            if group is None:
-                group = by_visitor[s.event.visitor_id] = ([], [])
-            group[0].append(s)
         for r in resolved:
             group = by_visitor.get(r.res.visitor_id)
             if group is None:
@@ -218,9 +218,8 @@ class VisitorStage:
         sids: dict[str, str] = {}
         for visitor, (evs, res) in by_visitor.items():
             self._visitor(store, visitor, evs, res, out, sids)
-        for s in sources:
-            out.events.append(s.event)
-            out.session_ids.append(sids.get(s.event.event_id, ""))
+        out.events = [s.event for s in sources]
+        out.session_ids = [sids.get(e.event_id, "") for e in out.events]
         return out
 
     def _visitor(
