@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from processors.attribution import ms
 from processors.config import ProcessingConfig
@@ -29,9 +29,7 @@ from processors.stage import StageOutput, load, save
 from processors.store import KeyValueStore
 
 
-class ClickState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClickState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     click: ClickInfo | None = None
     pending: dict[str, ConvEvent] = {}
 

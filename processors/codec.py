@@ -1,34 +1,39 @@
-"""State encoding with orjson: the same bytes as pydantic's JSON, written faster.
+"""State and message encoding with msgspec: the same bytes as pydantic's JSON, written faster.
 
-The stage states are plain dataclasses holding message models (pydantic). :func:`dumps` writes them
-with orjson: dataclasses natively, pydantic models as their field dict, datetimes as ISO 8601 with ``Z``
-for UTC and decimals as strings, exactly as pydantic's ``to_json`` writes them (checked by
-``processors/test_codec.py``), so state written before and after reads the same. Decoding stays with
-pydantic's validator from JSON bytes (``TypeAdapter.validate_json``), which is faster than any
-Python-level decoding of the same shape.
+The stage messages and states are msgspec Structs (decision 110). :func:`dumps` writes them (and any
+dicts / tuples of them) with msgspec: Structs as objects in field order, datetimes as ISO 8601 with ``Z``
+for UTC, decimals as strings, exactly what the pydantic models of earlier releases wrote (checked by
+``processors/test_state_compat.py``), so state written before and after reads the same. :func:`decoder`
+gives the (cached) strict msgspec decoder of a state type.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, TypeVar
 
-import orjson
+import msgspec
 from pydantic import BaseModel
-
-_OPTIONS = orjson.OPT_UTC_Z
 
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
         return obj.__dict__
-    if isinstance(obj, Decimal):
-        return str(obj)
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=_OPTIONS)
+_encoder = msgspec.json.Encoder(enc_hook=_default)
+dumps = _encoder.encode
+
+T = TypeVar("T")
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    """The strict JSON decoder of ``kind`` (built once per type)."""
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        dec = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return dec
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import partial
 
 from processors.attribution import GoalAttribution, for_goal
 from processors.attribution_models import BACKWARD, MODELS, REVENUE_QUANTUM, credits, split, weights
@@ -196,5 +195,5 @@ class ConversionStage:
             out.conversions.extend(_rows(ledger, version, self.config))
             expires = ledger.expires_at(self.config.dedup_window + self.config.lateness)
             assert expires is not None
-            save_with(store, key, ledger, partial(encode_ledger, ledger), int(expires.timestamp() * 1000))
+            save_with(store, key, ledger, encode_ledger, int(expires.timestamp() * 1000))
         return out

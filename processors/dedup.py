@@ -17,12 +17,11 @@ the same events gives the same ledger. A ledger expires ``dedup_window`` after i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic import ConfigDict, TypeAdapter
+import msgspec
 
-from processors.codec import dumps
+from processors.codec import decoder, dumps
 from processors.messages import Attributed
 from processors.outcome import Drop, DropReason, Merged, Ok, Outcome
 from schemas.events import Event, EventType
@@ -50,13 +49,10 @@ def conversion_key(event: Event) -> str | None:
     return f"ev:{event.event_id}"
 
 
-@dataclass(slots=True)
-class Ledger:
-    """All events of one conversion key, by event id."""
+class Ledger(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """All events of one conversion key, by event id (a msgspec Struct: see processors.codec)."""
 
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
-    events: dict[str, Attributed] = field(default_factory=dict)
+    events: dict[str, Attributed] = {}
 
     def merge(self, msg: Attributed) -> Outcome[Attributed]:
         """Add or improve one event. Merged = a further event of the conversion (a duplicate or a status
@@ -85,11 +81,11 @@ class Ledger:
         return None if newest is None else newest + window
 
 
-_LEDGER: TypeAdapter[Ledger] = TypeAdapter(Ledger)
+_LEDGER = decoder(Ledger)
 
 
 def decode_ledger(raw: bytes) -> Ledger:
-    return _LEDGER.validate_json(raw)
+    return _LEDGER.decode(raw)
 
 
 def encode_ledger(ledger: Ledger) -> bytes:

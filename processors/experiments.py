@@ -32,6 +32,20 @@ def add_exposure(exposures: dict[str, int], experiment: str, variation: str, t_m
     return False
 
 
+_PAIRS: dict[str, tuple[str, str]] = {}  # exposure key -> (experiment, variation), one shared tuple
+
+
+def pair(key: str) -> tuple[str, str]:
+    """``split_key(key)``, the same tuple object for the same key (a conversion's variations are built
+    per attribution: shared pairs are fewer objects to allocate and for the collector to look at)."""
+    got = _PAIRS.get(key)
+    if got is None:
+        if len(_PAIRS) >= 1 << 16:
+            _PAIRS.clear()
+        got = _PAIRS[key] = split_key(key)
+    return got
+
+
 def seen_by(
     exposures: dict[str, int], t_ms: int, own: Iterable[tuple[str, str]] = ()
 ) -> tuple[tuple[str, str], ...]:
@@ -39,6 +53,7 @@ def seen_by(
     seen = set(own)
     for k, first in exposures.items():
         if first <= t_ms:
-            exp, _, var = k.partition(SEP)
-            seen.add((exp, var))
+            seen.add(pair(k))
+    if len(seen) < 2:
+        return tuple(seen)
     return tuple(sorted(seen))

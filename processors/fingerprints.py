@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from processors.attribution import ms
 from processors.config import ProcessingConfig
@@ -29,9 +29,7 @@ from processors.stage import StageOutput, load, save
 from processors.store import KeyValueStore
 
 
-class FpState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FpState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     clicks: dict[str, ClickInfo] = {}
     convs: dict[str, ConvEvent] = {}
     sent: dict[str, str] = {}  # event id -> click id it was last resolved to ("" = none)

@@ -14,14 +14,11 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pydantic import ConfigDict
+import msgspec
 
 
-@dataclass(slots=True)
-class Span:
-    """A plain dataclass (state is decoded and encoded by pydantic TypeAdapters, but built here cheaply)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
+class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """One session (part of the visitor state: a msgspec Struct, replaced rather than changed)."""
 
     start: int  # unix ms
     end: int
@@ -33,7 +30,7 @@ def session_id(project: str, visitor: str, start_ms: int) -> str:
     return hashlib.sha256(f"{project}\x1f{visitor}\x1f{start_ms}".encode()).hexdigest()[:24]
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionChange:
     span: Span
     removed: list[Span] = field(default_factory=list)  # sessions merged into ``span`` (ids gone)
@@ -42,8 +39,18 @@ class SessionChange:
 def add_activity(spans: list[Span], t_ms: int, gap_ms: int) -> SessionChange:
     """Record one activity event at ``t_ms`` in ``spans`` (kept sorted by start); return what changed."""
     lo, hi = t_ms - gap_ms, t_ms + gap_ms
+    if len(spans) == 1:  # the usual case: the visitor's one session grows, or a new one starts
+        s = spans[0]
+        if s.start <= hi and s.end >= lo:
+            if s.start <= t_ms <= s.end:
+                merged = Span(s.start, s.end, s.n + 1)
+                spans[0] = merged
+                return SessionChange(merged, [])
+            merged = Span(t_ms if t_ms < s.start else s.start, t_ms if t_ms > s.end else s.end, s.n + 1)
+            spans[0] = merged
+            return SessionChange(merged, [s] if s.start != merged.start else [])
     touching = [s for s in spans if s.start <= hi and s.end >= lo]  # s.start - gap <= t <= s.end + gap
-    if len(touching) == 1:  # the usual case: one session grows (same list and spans as below, cheaper)
+    if len(touching) == 1:  # one session grows (same list and spans as below, cheaper)
         s = touching[0]
         merged = Span(t_ms if t_ms < s.start else s.start, t_ms if t_ms > s.end else s.end, s.n + 1)
         # sessions are disjoint, and the others are more than the gap away: the order stays

@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel
-
+from processors.codec import decoder, dumps
 from processors.messages import Message
 from processors.outcome import DeadLetter, Drop, DropReason, Merged, Outcome
 from processors.store import KeyValueStore, StagedStore, pack, unpack
 from schemas.events import Event
 from schemas.rows import Conversion, ExposureRow, ProcessedBatch, SessionRow
 
-S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")
 
 
@@ -78,14 +76,14 @@ class StageOutput:
         self.dead_letters.extend(other.dead_letters)
 
 
-def load(store: KeyValueStore, key: str, model: type[S]) -> S | None:
+def load(store: KeyValueStore, key: str, kind: type[T]) -> T | None:
     """The state of ``key``: the object staged in this batch, else decoded from the store."""
-    return load_with(store, key, model.model_validate_json)
+    return load_with(store, key, decoder(kind).decode)
 
 
-def save(store: KeyValueStore, key: str, state: BaseModel, expires_at: datetime) -> None:
+def save(store: KeyValueStore, key: str, state: object, expires_at: datetime) -> None:
     expires_ms = int(expires_at.timestamp() * 1000)
-    save_with(store, key, state, lambda: state.__pydantic_serializer__.to_json(state), expires_ms)
+    save_with(store, key, state, dumps, expires_ms)
 
 
 def load_with(store: KeyValueStore, key: str, decode: Callable[[bytes], T]) -> T | None:
@@ -101,10 +99,10 @@ def load_with(store: KeyValueStore, key: str, decode: Callable[[bytes], T]) -> T
 
 
 def save_with(
-    store: KeyValueStore, key: str, state: object, encode: Callable[[], bytes], expires_ms: int
+    store: KeyValueStore, key: str, state: T, encode: Callable[[T], bytes], expires_ms: int
 ) -> None:
-    """Stage ``state`` (encoded when the batch commits); plain stores get the bytes at once."""
+    """Stage ``state`` (``encode(state)`` when the batch commits); plain stores get the bytes at once."""
     if isinstance(store, StagedStore):
-        store.put_object(key, state, lambda: pack(expires_ms, encode()))
+        store.put_object(key, state, encode, expires_ms)
     else:
-        store.put(key, pack(expires_ms, encode()))
+        store.put(key, pack(expires_ms, encode(state)))

@@ -59,7 +59,8 @@ class StagedStore:
     def __init__(self, backing: KeyValueStore):
         self.backing = backing
         self.staged: dict[str, bytes | None] = {}
-        self.objects: dict[str, tuple[Any, Callable[[], bytes]]] = {}  # key -> (state, its encoder)
+        # key -> (state, its encoder, expiry): no closure per key (fewer objects for the collector)
+        self.objects: dict[str, tuple[Any, Callable[[Any], bytes], int]] = {}
 
     def get(self, key: str) -> bytes | None:
         if key in self.objects:
@@ -81,15 +82,16 @@ class StagedStore:
         held = self.objects.get(key)
         return None if held is None else held[0]
 
-    def put_object(self, key: str, state: Any, encode: Callable[[], bytes]) -> None:
-        """Stage ``state`` for ``key``; ``encode()`` makes its bytes at commit time. The caller must
-        ``put_object`` again after any later change to the object (and never change it otherwise)."""
+    def put_object(self, key: str, state: Any, encode: Callable[[Any], bytes], expires_ms: int) -> None:
+        """Stage ``state`` for ``key``; ``encode(state)`` makes its bytes at commit time (stored with
+        ``expires_ms``: see :func:`pack`). The caller must ``put_object`` again after any later change to
+        the object (and never change it otherwise)."""
         self.staged.pop(key, None)
-        self.objects[key] = (state, encode)
+        self.objects[key] = (state, encode, expires_ms)
 
     def _encode(self, key: str) -> bytes:
-        value = self.objects[key][1]()
-        return value
+        state, encode, expires_ms = self.objects[key]
+        return _EXP.pack(expires_ms) + encode(state)
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         seen = set()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.attribution import find_anchor, path_to
-from processors.messages import ConvEvent, Resolution, Touch
+from processors.messages import ConvEvent, Method, Resolution, Touch
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 TTL = timedelta(days=4)
@@ -63,7 +63,7 @@ touch_st = st.builds(
     st.integers(10, 900),
 )
 def test_binary_search_finds_what_the_plain_scan_does(
-    touches: list[Touch], at: int, method: str, link: str, push: str, pick: int, window_min: int
+    touches: list[Touch], at: int, method: Method, link: str, push: str, pick: int, window_min: int
 ) -> None:
     touches.sort(key=lambda x: (x.at, x.touch_id))  # as the visitor stage keeps them
     t = T0 + timedelta(minutes=at)

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import NamedTuple
 
-from pydantic import ConfigDict, TypeAdapter
+import msgspec
 
 from processors.attribution import find_anchor, ms, path_to
-from processors.codec import construct, dumps
+from processors.codec import construct, decoder, dumps
 from processors.config import ProcessingConfig
 from processors.dedup import conversion_key
-from processors.experiments import SEP, seen_by, split_key
+from processors.experiments import SEP, pair, seen_by, split_key
 from processors.messages import (
     Attributed,
     ClickInfo,
@@ -43,7 +41,7 @@ from processors.outcome import Drop, DropReason
 from processors.sessions import Span, add_activity, find, prune, session_id
 from processors.stage import StageOutput, load_with, save_with
 from processors.store import KeyValueStore
-from schemas.events import Event, EventType
+from schemas.events import Event, EventType, ExperimentVariation
 from schemas.rows import ExposureRow, SessionRow
 
 ACTIVITY_TYPES = frozenset(
@@ -60,6 +58,7 @@ _BASE_VERSION = 1 << 62
 _TOUCH_TYPES = frozenset({EventType.CLICK, EventType.PUSH_OPEN})  # the types _touch makes a touch of
 _TYPE_VALUE = {t: t.value for t in EventType}  # (Enum.value is a Python-level property)
 _POSTBACK = EventType.POSTBACK.value
+_replace = msgspec.structs.replace
 
 
 class SourceEvent(NamedTuple):
@@ -70,43 +69,35 @@ class SourceEvent(NamedTuple):
     offset: int | None = None
 
 
-@dataclass(slots=True)
-class Held:
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
+class Held(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     conv: ConvEvent
     res: Resolution
 
 
-@dataclass(slots=True)
-class VisitorProject:
-    """Plain dataclasses, mutated in place; read by ``_STATE`` (pydantic), written by ``codec.dumps``."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
+class VisitorProject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """Mutated in place; read and written as msgspec Structs (processors.codec). ``gc=False``: nothing
+    in a visitor state refers back to it, so it is never part of a reference cycle."""
 
     account_id: str = ""
-    spans: list[Span] = field(default_factory=list)
-    touches: list[Touch] = field(default_factory=list)
-    exposures: dict[str, int] = field(default_factory=dict)
-    convs: dict[str, Held] = field(default_factory=dict)
-    sent: dict[str, str] = field(default_factory=dict)  # event id -> digest of the Attributed last emitted
+    spans: list[Span] = []
+    touches: list[Touch] = []
+    exposures: dict[str, int] = {}
+    convs: dict[str, Held] = {}
+    sent: dict[str, str] = {}  # event id -> digest of the Attributed last emitted
     version: int = 0  # grows with every change: versions session rows and attribution paths
     last_ms: int = 0
 
 
-@dataclass(slots=True)
-class VisitorState:
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
-    projects: dict[str, VisitorProject] = field(default_factory=dict)
-    wm: dict[str, int] = field(default_factory=dict)  # input topic -> highest offset applied
+class VisitorState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    projects: dict[str, VisitorProject] = {}
+    wm: dict[str, int] = {}  # input topic -> highest offset applied
 
 
-_STATE: TypeAdapter[VisitorState] = TypeAdapter(VisitorState)
+_STATE = decoder(VisitorState)
 
 
 def decode_state(raw: bytes) -> VisitorState:
-    return _STATE.validate_json(raw)
+    return _STATE.decode(raw)
 
 
 def encode_state(state: VisitorState) -> bytes:
@@ -114,10 +105,7 @@ def encode_state(state: VisitorState) -> bytes:
 
 
 def _resolution(method: Method, visitor: str, link: str = "") -> Resolution:
-    """Resolution(method=method, visitor_id=visitor, link_id=link, rank=1), built without validation."""
-    return construct(
-        Resolution, {"method": method, "visitor_id": visitor, "anchor_id": "", "link_id": link, "rank": 1}
-    )
+    return Resolution(method=method, visitor_id=visitor, anchor_id="", link_id=link, rank=1)
 
 
 def _dt(t_ms: int) -> datetime:
@@ -128,34 +116,42 @@ def campaign_of(event: Event) -> str:
     return event.segment.campaign or event.attributes.get("utm_campaign", "") or ""
 
 
+def _unique(ids: tuple[str, ...]) -> tuple[str, ...]:
+    """``ids`` without repeats, in order (the same tuple when it has none to drop)."""
+    if type(ids) is tuple and len(ids) < 2:
+        return ids
+    return tuple(dict.fromkeys(ids))
+
+
+def _pairs(experiments: Sequence[ExperimentVariation]) -> tuple[tuple[str, str], ...]:
+    return tuple(pair(f"{x.experiment_id}{SEP}{x.variation_id}") for x in experiments)
+
+
 def conv_event(event: Event, key: str) -> ConvEvent:
-    return construct(
-        ConvEvent,
-        dict(
-            event_id=event.event_id,
-            type=_TYPE_VALUE[event.type],
-            key=key,
-            project_id=event.project_id,
-            account_id=event.account_id,
-            visitor_id=event.visitor_id,
-            occurred_at=event.occurred_at,
-            received_at=event.received_at,
-            goal_ids=tuple(dict.fromkeys(event.goal_ids)),
-            revenue=event.revenue,
-            currency=event.currency or "",
-            products_count=event.products_count or 0,
-            transaction_id=event.transaction_id or "",
-            status=event.status or "",
-            disable_postbacks=event.disable_postbacks,
-            click_id=event.click_id or "",
-            link_id=event.link_id or "",
-            push_hash=event.push_hash or "",
-            client_ip=event.client_ip or "",
-            user_agent=event.user_agent or "",
-            experiments=tuple((x.experiment_id, x.variation_id) for x in event.experiments),
-            campaign=campaign_of(event),
-            window_days=event.attribution_window_days,
-        ),
+    return ConvEvent(
+        event_id=event.event_id,
+        type=_TYPE_VALUE[event.type],
+        key=key,
+        project_id=event.project_id,
+        account_id=event.account_id,
+        visitor_id=event.visitor_id,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        goal_ids=_unique(event.goal_ids),
+        revenue=event.revenue,
+        currency=event.currency or "",
+        products_count=event.products_count or 0,
+        transaction_id=event.transaction_id or "",
+        status=event.status or "",
+        disable_postbacks=event.disable_postbacks,
+        click_id=event.click_id or "",
+        link_id=event.link_id or "",
+        push_hash=event.push_hash or "",
+        client_ip=event.client_ip or "",
+        user_agent=event.user_agent or "",
+        experiments=_pairs(event.experiments) if event.experiments else (),
+        campaign=campaign_of(event),
+        window_days=event.attribution_window_days,
     )
 
 
@@ -199,21 +195,21 @@ class VisitorStage:
     ) -> StageOutput:
         out = StageOutput()
         seen = self.seen_ms
+        by_visitor: dict[str, tuple[list[SourceEvent], list[Resolved]]] = {}
         for s in sources:
-            t = ms(s.event.received_at)
+            e = s.event
+            t = ms(e.received_at)
             if t > seen:
                 seen = t
+            group = by_visitor.get(e.visitor_id)
+            if group is None:
+                group = by_visitor[e.visitor_id] = ([], [])
+            group[0].append(s)
         for r in resolved:
             t = ms(r.conv.received_at)
             if t > seen:
                 seen = t
         self.seen_ms = seen
-        by_visitor: dict[str, tuple[list[SourceEvent], list[Resolved]]] = {}
-        for s in sources:
-            group = by_visitor.get(s.event.visitor_id)
-            if group is None:
-                group = by_visitor[s.event.visitor_id] = ([], [])
-            group[0].append(s)
         for r in resolved:
             group = by_visitor.get(r.res.visitor_id)
             if group is None:
@@ -222,9 +218,8 @@ class VisitorStage:
         sids: dict[str, str] = {}
         for visitor, (evs, res) in by_visitor.items():
             self._visitor(store, visitor, evs, res, out, sids)
-        for s in sources:
-            out.events.append(s.event)
-            out.session_ids.append(sids.get(s.event.event_id, ""))
+        out.events = [s.event for s in sources]
+        out.session_ids = [sids.get(e.event_id, "") for e in out.events]
         return out
 
     def _visitor(
@@ -261,10 +256,9 @@ class VisitorStage:
         for project, p in state.projects.items():
             changed |= self._emit_attributions(project, visitor, p, out)
         if changed:
-            expires = self._prune(state)
+            expires_ms = self._prune(state)
             if state.projects:
-                expires_ms = int(expires.timestamp() * 1000)
-                save_with(store, visitor, state, partial(encode_state, state), expires_ms)
+                save_with(store, visitor, state, encode_state, expires_ms)
             else:
                 store.delete(visitor)
 
@@ -452,24 +446,21 @@ class VisitorStage:
             visitor_ttl=cfg.visitor_ttl,
             own_event=conv.type != _POSTBACK,
         )
-        window = max(
-            (cfg.goal_window(project, g, conv.window_days) for g in conv.goal_ids), default=timedelta(0)
-        )
-        path = path_to(anchor, p.touches, conv.occurred_at, window)
-        if len(path) > cfg.max_touches:
-            path = path[-cfg.max_touches :]
-        return construct(
-            Attributed,
-            dict(
-                t="attributed",
-                conv=conv,
-                res=held.res
-                if held.res.visitor_id == visitor
-                else held.res.model_copy(update={"visitor_id": visitor}),
-                path=tuple(path),
-                variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
-                path_version=p.version,
-            ),
+        path: tuple[Touch, ...] = ()
+        if anchor is not None:  # (without one the path is empty whatever the window)
+            window = max(
+                (cfg.goal_window(project, g, conv.window_days) for g in conv.goal_ids),
+                default=timedelta(0),
+            )
+            path = tuple(path_to(anchor, p.touches, conv.occurred_at, window))
+            if len(path) > cfg.max_touches:
+                path = path[-cfg.max_touches :]
+        return Attributed(
+            conv=conv,
+            res=held.res if held.res.visitor_id == visitor else _replace(held.res, visitor_id=visitor),
+            path=path,
+            variations=seen_by(p.exposures, ms(conv.occurred_at), conv.experiments),
+            path_version=p.version,
         )
 
     def _emit_attributions(self, project: str, visitor: str, p: VisitorProject, out: StageOutput) -> bool:
@@ -494,7 +485,8 @@ class VisitorStage:
                 changed = True
         return changed
 
-    def _prune(self, state: VisitorState) -> datetime:
+    def _prune(self, state: VisitorState) -> int:
+        """Drop what expired; return when the state expires (unix ms)."""
         retention_ms = self._retention_ms
         horizon = self.now_ms - self._keep_ms
         settled = self.now_ms - self._lateness_ms
@@ -514,7 +506,7 @@ class VisitorStage:
                 del state.projects[project]
                 continue
             newest = max(newest, p.last_ms, *(t for eid, t in conv_ms.items() if eid in p.convs))
-        return _dt(newest + retention_ms)
+        return newest + retention_ms
 
 
 def exposure_variations(p: VisitorProject) -> list[tuple[str, str]]:

@@ -130,6 +130,7 @@ def _event(
     w: _WireEvent,
     segments: dict[_WireSegment, Segment],
     variations: dict[_WireVariation, ExperimentVariation],
+    experiment_sets: dict[tuple[_WireVariation, ...], tuple[ExperimentVariation, ...]],
 ) -> Event:
     revenue = w.revenue
     if revenue is not None and _PLAIN_DECIMAL(revenue) is None:
@@ -144,17 +145,19 @@ def _event(
         segment = _EMPTY_SEGMENT
     exps = w.experiments
     if exps:
-        out = []
-        for x in exps:
-            var = variations.get(x)
-            if var is None:
-                var = variations[x] = _model(
-                    ExperimentVariation,
-                    _VARIATION_FIELD_SET,
-                    {"experiment_id": x.experiment_id, "variation_id": x.variation_id},
-                )
-            out.append(var)
-        experiments: tuple[ExperimentVariation, ...] = tuple(out)
+        experiments = experiment_sets.get(exps)  # mostly the same few per record (tuples: immutable)
+        if experiments is None:
+            out = []
+            for x in exps:
+                var = variations.get(x)
+                if var is None:
+                    var = variations[x] = _model(
+                        ExperimentVariation,
+                        _VARIATION_FIELD_SET,
+                        {"experiment_id": x.experiment_id, "variation_id": x.variation_id},
+                    )
+                out.append(var)
+            experiments = experiment_sets[exps] = tuple(out)
     else:
         experiments = ()
     values = _asdict(w)  # Event's fields in Event's order; three of them hold their wire form
@@ -174,7 +177,8 @@ def _decode_fast(data: bytes) -> list[Event] | None:
         env = _wire_decoder.decode(data)
         segments: dict[_WireSegment, Segment] = {}
         variations: dict[_WireVariation, ExperimentVariation] = {}
-        return [_event(w, segments, variations) for w in env.events]
+        experiment_sets: dict[tuple[_WireVariation, ...], tuple[ExperimentVariation, ...]] = {}
+        return [_event(w, segments, variations, experiment_sets) for w in env.events]
     except (msgspec.ValidationError, msgspec.DecodeError, _Unusual):
         return None
 
