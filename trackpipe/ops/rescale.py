@@ -76,10 +76,19 @@ async def _wait(what: str, check: Callable[[], object], timeout_s: float, say: C
 
 
 class Rescaler:
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        settings: Settings,
+        say: Callable[[str], None] = print,
+        timeout_s: float = 600.0,
+        checkpoint: Callable[[str], None] | None = None,
+    ):
+        """``checkpoint``: a test seam, called with ``"moved <stage>"`` once a stage's state is durable in
+        the target (the fault tests stop the process there to kill it mid-move)."""
         self.settings = settings
         self.say = say
         self.timeout_s = timeout_s
+        self.checkpoint = checkpoint or (lambda _point: None)
         self.names = names_of(settings)
 
     async def layout(self) -> Layout:
@@ -309,6 +318,7 @@ class Rescaler:
                 for fut in futures:
                     await fut
                 moved[stage] = len(state)
+                self.checkpoint(f"moved {stage}")
         finally:
             await producer.stop()
             await consumer.stop()

@@ -1,0 +1,183 @@
+"""``trackpipe ops rescale``'s fault paths on the real broker (issue 15, docs/rescaling.md "Failure and
+limits"), each under a steady load through an edge on a small pipeline (2 -> 4 partitions):
+
+- the ``ops rescale`` process SIGKILLed mid-move (the layout says *moving*, one stage's state is in the
+  target, the others are not): ``ops rescale --resume`` finishes it;
+- a worker of the old generation SIGKILLed during the drain: the other one takes its partitions over
+  and drains to the fence.
+
+Each ends with the layout stable on the target, ``ops status`` clean, every request answered 2xx, and
+the rescale harness's end-state check (tests/rescale_pipeline.py): ``events_raw`` is exactly the accepted
+events and the conversions, revenue, credits and sessions equal a clean run of the pure cores over them —
+nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.messages import STAGES
+from processors.runtime.faust.topology import TopologyNames
+from tests.integration.test_outbound_embedded import wait_for
+from tests.rescale_pipeline import Pipeline, assert_exact, phases, pipeline_env, status, wait_phase
+from tests.scenario import cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FROM, TO = 2, 4
+LOAD = {"rate_per_s": 15.0, "visitors": 40, "rows": 30}
+RESCALE = ["ops", "rescale", "--partitions", str(TO), "--json", "--timeout", "300"]
+
+
+def _popen(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _stopped(proc: subprocess.Popen[str]) -> bool:
+    """The process is stopped (SIGSTOP); an exit is a failure."""
+    if proc.poll() is not None:
+        raise AssertionError(f"exited {proc.returncode} instead of stopping:\n{proc.communicate()[0]}")
+    state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state in ("T", "t")
+
+
+def _records(bootstrap: str, topic: str, partitions: int) -> int:
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+            return sum(ends[tp] - starts[tp] for tp in tps)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
+
+def _report(out: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    assert report["target"] == {"generation": 1, "partitions": TO}, report
+    assert set(report["keys_moved"]) == set(STAGES), report
+    return report
+
+
+def _assert_done(pipe: Pipeline, killed: object = None) -> None:
+    """The layout stable on the target after the protocol's phases, ``ops status`` clean, every request
+    answered 2xx, every process alive, and the end state exact."""
+    assert phases(pipe.bootstrap, pipe.layout_topic)[-5:] == ["stable", "switching", "draining", "moving",
+                                                             "stable"]  # fmt: skip
+    # TRACKPIPE_PARTITIONS as an operator sets it after the rescale (the command says so)
+    env = {**pipe.env, "TRACKPIPE_PARTITIONS": str(TO)}
+    out = cli(["ops", "status", "--json"], env, pipe.tmp_path)
+    after = json.loads(out.stdout)
+    assert after["layout"]["current"] == {"generation": 1, "partitions": TO}, after["layout"]
+    assert after["layout"]["phase"] == "stable" and after["layout"]["previous"]["generation"] == 0
+    assert after["problems"] == [] and out.returncode == 0, after["problems"]
+    assert pipe.load is not None
+    pipe.load.stop()
+    assert pipe.load.failures == [], pipe.load.failures[:10]
+    assert pipe.load.requests > 100
+    for proc in pipe.procs():
+        assert proc is killed or proc.p.poll() is None, proc.tail()
+    generations = [(pipe.events_topic_of(0), FROM), (pipe.events_topic_of(1), TO)]
+    assert_exact(pipe.bootstrap, pipe.backend, [], generations)
+
+
+@pytest.mark.timeout(600)  # one rescale under load: about 60 s on an idle 2-core machine
+def test_rescale_killed_mid_move_is_finished_by_resume(
+    tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
+):
+    env = pipeline_env(kafka_bootstrap, clickhouse_server, ch_database, unique_name, FROM)
+    pipe = Pipeline(tmp_path, env, clickhouse_server)
+    held: subprocess.Popen[str] | None = None
+    try:
+        pipe.start()
+        pipe.start_load(**LOAD)
+        # the rescale stops itself once the first stage's state is in the target (test seam), is killed
+        held = _popen(["-m", "tests.rescale_hold", str(TO)], env, tmp_path)
+        wait_for("the rescale held mid-move", lambda: _stopped(held), 180)
+        assert phases(kafka_bootstrap, pipe.layout_topic)[-1] == "moving"
+        target = TopologyNames(env["TRACKPIPE_KAFKA_TOPIC"], env["TRACKPIPE_WORKER_APP_ID"]).at(1)
+        written = {s: _records(kafka_bootstrap, target.changelog(s), TO) for s in STAGES}
+        assert written[STAGES[0]] > 0 and not any(written[s] for s in STAGES[1:]), written
+        held.kill()
+        out = held.communicate(timeout=30)[0]
+        assert held.returncode == -signal.SIGKILL and f"held after: moved {STAGES[0]}" in out, out
+        during = status(env, tmp_path)
+        assert during["layout"]["phase"] == "moving", during["layout"]
+        assert any("rescale is in progress" in p["what"] for p in during["problems"])
+
+        resumed = cli(["ops", "rescale", "--resume", "--json", "--timeout", "300"], env, tmp_path, 400)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        _report(resumed.stdout)
+        _assert_done(pipe)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pipe.logs()}") from None
+    finally:
+        if held is not None and held.poll() is None:
+            held.kill()
+            held.communicate()
+        pipe.stop()
+
+
+@pytest.mark.timeout(600)  # one rescale under load with a worker's session timeout: about 60 s
+def test_worker_killed_during_the_drain(
+    tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
+):
+    env = pipeline_env(kafka_bootstrap, clickhouse_server, ch_database, unique_name, FROM)
+    pipe = Pipeline(tmp_path, env, clickhouse_server)
+    rescale: subprocess.Popen[str] | None = None
+    try:
+        pipe.start()
+        pipe.start_load(**LOAD)
+        # the old generation's workers paused: the drain has the events accepted meanwhile to process
+        for w in pipe.workers:
+            w.p.send_signal(signal.SIGSTOP)
+        try:
+            rescale = _popen(["-m", "trackpipe.cli", *RESCALE], env, tmp_path)
+            wait_phase(kafka_bootstrap, pipe.layout_topic, "draining")
+            during = status(env, tmp_path)
+            # each worker holds one of the two events partitions, and each has events to drain: the
+            # killed worker's partition is drained by the other one
+            old = next(g for g in during["groups"] if g["role"] == "processing g0 (current)")
+            assert all(p["lag"] > 0 for p in old["partitions"] if p["topic"] == pipe.events_topic), old
+            held = [
+                {p for p in m["partitions"] if p.startswith(pipe.events_topic + ":")} for m in old["members"]
+            ]
+            assert sorted(len(h) for h in held) == [1, 1], old["members"]
+            killed = pipe.workers[0]
+            killed.p.kill()  # SIGKILL, stopped as it is: no batch finished, nothing committed, no leave
+            assert killed.p.wait(30) == -signal.SIGKILL
+        finally:
+            for w in pipe.workers:
+                if w.p.poll() is None:
+                    w.p.send_signal(signal.SIGCONT)
+        out = rescale.communicate(timeout=400)[0]
+        assert rescale.returncode == 0, out
+        _report(out)
+        _assert_done(pipe, killed)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pipe.logs()}") from None
+    finally:
+        if rescale is not None and rescale.poll() is None:
+            rescale.kill()
+            rescale.communicate()
+        pipe.stop()
