@@ -19,6 +19,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processors.messages import STAGES
 from processors.runtime.faust.topology import TopologyNames
 from tests.integration.test_outbound_embedded import wait_for
-from tests.rescale_pipeline import Pipeline, assert_exact, phases, pipeline_env, status, wait_phase
+from tests.rescale_pipeline import (
+    Pipeline,
+    assert_exact,
+    events_of,
+    phases,
+    pipeline_env,
+    status,
+    wait_phase,
+)
 from tests.scenario import cli
 
 pytestmark = pytest.mark.integration
@@ -178,6 +190,124 @@ def test_worker_killed_during_the_drain(
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{pipe.logs()}") from None
     finally:
+        if rescale is not None and rescale.poll() is None:
+            rescale.kill()
+            rescale.communicate()
+        pipe.stop()
+
+
+class _Requests:
+    """A steady stream of ``/track`` requests, each its own visitor (``brk-<n>``, two events), every answer
+    recorded: which requests were answered 2xx, so which visitors' events must be stored."""
+
+    def __init__(self, base: str, rate_per_s: float = 20.0):
+        self.base, self.rate = base, rate_per_s
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="switch-requests", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n, start = 0, time.monotonic()
+        while not self._stop.is_set():
+            visitor = f"brk-{n:05d}"
+            body = {"cid": "brk", "pid": "brk", "vid": visitor, "ev": [
+                {"evt": "viewExp", "exps": ["E1"], "vars": ["1"]},
+                {"evt": "hitGoal", "goals": [100], "exps": ["E1"], "vars": ["1"]}]}  # fmt: skip
+            req = urllib.request.Request(
+                self.base + "/track",
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json", "User-Agent": "switch-requests"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    self.answers[visitor] = resp.status
+            except urllib.error.HTTPError as exc:
+                self.answers[visitor] = exc.code
+            except OSError:
+                self.answers[visitor] = 0
+            n += 1
+            ahead = start + n / self.rate - time.monotonic()
+            if ahead > 0:
+                self._stop.wait(ahead)
+
+    def accepted(self) -> set[str]:
+        return {v for v, status in dict(self.answers).items() if 200 <= status < 300}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
+
+
+@pytest.mark.timeout(600)  # one rescale with a broker restart: about 60 s
+def test_broker_restart_while_the_edge_switches_its_sender(
+    tmp_path, dedicated_broker, clickhouse_server, ch_database, unique_name
+):
+    bootstrap = dedicated_broker.bootstrap
+    env = pipeline_env(bootstrap, clickhouse_server, ch_database, unique_name, FROM)
+    pipe = Pipeline(tmp_path, env, clickhouse_server, workers=1)
+    rescale: subprocess.Popen[str] | None = None
+    requests: _Requests | None = None
+    try:
+        pipe.start()
+        assert pipe.edge is not None
+        edge = pipe.edge
+        requests = _Requests(pipe.base)
+        wait_for("rows from the first generation", lambda: pipe.backend.query(
+            "SELECT count() FROM events_raw")[0][0] > 20, 120)  # fmt: skip
+        # the edge paused while the rescale writes the switch, which is delivered into its socket; the
+        # broker goes down; the edge resumes and switches its sender with the broker away
+        edge.p.send_signal(signal.SIGSTOP)
+        try:
+            rescale = _popen(["-m", "trackpipe.cli", *RESCALE], env, tmp_path)
+            wait_phase(bootstrap, pipe.layout_topic, "switching")
+            dedicated_broker.halt()
+            answered = len(requests.answers)
+        finally:
+            edge.p.send_signal(signal.SIGCONT)
+        # the edge answers (or holds) requests with the broker away; the switch reaches it as the broker
+        # comes back, while its old sender is still retrying what it accepted meanwhile
+        wait_for("a request answered during the outage", lambda: len(requests.answers) > answered, 60)
+        dedicated_broker.restart()
+        switching = b"switching the edge to generation 1"
+        wait_for("the edge switching", lambda: switching in edge.log_path.read_bytes(), 60)
+        out = rescale.communicate(timeout=400)[0]
+        assert rescale.returncode == 0, out
+        _report(out)
+        assert phases(bootstrap, pipe.layout_topic)[-1] == "stable"
+        requests.stop()
+        for proc in pipe.procs():
+            assert proc.p.poll() is None, proc.tail()
+        accepted = requests.accepted()
+        assert len(accepted) > 50, requests.answers
+        # every request answered 2xx: its two events in the generations' events topics once each ...
+        produced: dict[str, list[str]] = {}
+        for topic, partitions in [(pipe.events_topic_of(0), FROM), (pipe.events_topic_of(1), TO)]:
+            for e in asyncio.run(events_of(bootstrap, topic, partitions)):
+                produced.setdefault(e.visitor_id, []).append(e.event_id)
+        assert sum(map(len, produced.values())) == len({i for ids in produced.values() for i in ids})
+        assert {v for v in accepted if len(produced.get(v, [])) != 2} == set()
+        # ... and in events_raw exactly once each
+        stored: dict[str, tuple[int, int]] = {}
+
+        def all_stored() -> bool:
+            rows = pipe.backend.query(
+                "SELECT visitor_id, count(), uniqExact(event_id) FROM events_raw FINAL"
+                " WHERE project_id = 'brk' GROUP BY visitor_id"
+            )
+            stored.clear()
+            stored.update({v: (int(n), int(u)) for v, n, u in rows})
+            return all(v in stored for v in produced)
+
+        wait_for("every produced event stored", all_stored, 180)
+        assert {v: stored[v] for v in produced if stored[v] != (2, 2)} == {}
+        assert stored.keys() == produced.keys()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pipe.logs()}") from None
+    finally:
+        if requests is not None:
+            requests.stop()
         if rescale is not None and rescale.poll() is None:
             rescale.kill()
             rescale.communicate()

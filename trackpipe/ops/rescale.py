@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from processors.messages import STAGES
 from schemas.partitioning import partition_for
@@ -59,18 +60,25 @@ class RescaleReport:
 
 
 async def _wait(what: str, check: Callable[[], object], timeout_s: float, say: Callable[[str], None]) -> None:
+    """Until ``check()`` is true, or ``timeout_s``. Kafka unavailable (a broker restarting) is not yet true:
+    the wait rides a rolling restart out rather than leaving the rescale to ``--resume``."""
     deadline = time.monotonic() + timeout_s
     last = 0.0
     while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
+        unavailable: Exception | None = None
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except (KafkaError, OSError) as exc:
+            result, unavailable = False, exc
         if result:
             return
+        why = f" (Kafka unavailable: {unavailable})" if unavailable is not None else ""
         if time.monotonic() > deadline:
-            raise RescaleError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            raise RescaleError(f"timed out after {timeout_s:.0f}s waiting for {what}{why}")
         if time.monotonic() - last > 10:
-            say(f"  waiting for {what} ...")
+            say(f"  waiting for {what} ...{why}")
             last = time.monotonic()
         await asyncio.sleep(POLL_S)
 
