@@ -150,6 +150,15 @@ def test_rescale_killed_mid_move_is_finished_by_resume(
         pipe.stop()
 
 
+def _settled(pipe: Pipeline) -> bool:
+    """The old generation's group is stable with every worker in it and every events partition held."""
+    group = next(
+        g for g in status(pipe.env, pipe.tmp_path)["groups"] if g["role"] == "processing g0 (current)"
+    )
+    held = {p for m in group["members"] for p in m["partitions"] if p.startswith(pipe.events_topic + ":")}
+    return group["state"] == "Stable" and len(group["members"]) == len(pipe.workers) and len(held) == FROM
+
+
 @pytest.mark.timeout(600)  # one rescale under load with a worker's session timeout: about 60 s
 def test_worker_killed_during_the_drain(
     tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
@@ -160,6 +169,7 @@ def test_worker_killed_during_the_drain(
     try:
         pipe.start()
         pipe.start_load(**LOAD)
+        wait_for("both workers in the group, the events partitions assigned", lambda: _settled(pipe), 120)
         # the old generation's workers paused: the drain has the events accepted meanwhile to process
         for w in pipe.workers:
             w.p.send_signal(signal.SIGSTOP)
@@ -176,7 +186,8 @@ def test_worker_killed_during_the_drain(
                 for m in old["members"]
                 if any(p.startswith(pipe.events_topic + ":") for p in m["partitions"])
             }
-            killed = next(w for w in pipe.workers if str(w.p.pid) in holders)
+            killed = next((w for w in pipe.workers if str(w.p.pid) in holders), None)
+            assert killed is not None, old
             killed.p.kill()  # SIGKILL, stopped as it is: no batch finished, nothing committed, no leave
             assert killed.p.wait(30) == -signal.SIGKILL
         finally:
