@@ -4,7 +4,10 @@ limits"), each under a steady load through an edge on a small pipeline (2 -> 4 p
 - the ``ops rescale`` process SIGKILLed mid-move (the layout says *moving*, one stage's state is in the
   target, the others are not): ``ops rescale --resume`` finishes it;
 - a worker of the old generation SIGKILLed during the drain: the other one takes its partitions over
-  and drains to the fence.
+  and drains to the fence;
+- the broker restarted (same port and storage) as the switch reaches the edge, whose old sender still
+  holds what it accepted during the outage: every request answered 2xx has its events in the events
+  topics and in ``events_raw`` exactly once (and ``ops rescale`` waits the outage out).
 
 Each ends with the layout stable on the target, ``ops status`` clean, every request answered 2xx, and
 the rescale harness's end-state check (tests/rescale_pipeline.py): ``events_raw`` is exactly the accepted
@@ -267,8 +270,8 @@ def test_broker_restart_while_the_edge_switches_its_sender(
         requests = _Requests(pipe.base)
         wait_for("rows from the first generation", lambda: pipe.backend.query(
             "SELECT count() FROM events_raw")[0][0] > 20, 120)  # fmt: skip
-        # the edge paused while the rescale writes the switch, which is delivered into its socket; the
-        # broker goes down; the edge resumes and switches its sender with the broker away
+        # the edge paused while the rescale writes the switch; the broker goes down; the edge resumes with
+        # the broker away (what it accepts waits in its old sender, or is answered 503)
         edge.p.send_signal(signal.SIGSTOP)
         try:
             rescale = _popen(["-m", "trackpipe.cli", *RESCALE], env, tmp_path)
