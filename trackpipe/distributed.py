@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -180,6 +181,8 @@ def build_worker_app(
     options: dict[str, object] = {
         "broker_session_timeout": settings.worker_session_timeout_s,
         "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
+        # `ops status` shows each group member's client id: which worker (host, pid) holds which partitions
+        "broker_client_id": f"trackpipe-worker-{socket.gethostname()}-{os.getpid()}",
     }
     if settings.worker_store.startswith("rocksdb"):
         # one RocksDB per table and partition, per generation (a partition number of another generation

@@ -14,138 +14,28 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from processors.pipeline import ConversionPipeline
-from schemas.envelope import decode_envelope
 from schemas.events import Event
-from sinks.processing_reports import processing_report
-from sinks.server_backend import ServerBackend
-from tests.integration.test_inputs_edge import ADMIN_KEY
 from tests.integration.test_outbound_embedded import wait_for
-from tests.integration.test_processing_scenario import _summary
-from tests.rescale_load import Load
-from tests.scenario import Proc, cli, free_port, run_cli
-from trackpipe.outbound.kafka_read import read_partition
+from tests.rescale_pipeline import Pipeline, assert_exact, events_of, phases, pipeline_env, status
+from tests.scenario import cli
 
 pytestmark = pytest.mark.integration
-
-
-def _status(env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    return json.loads(cli(["ops", "status", "--json"], env, cwd).stdout)
-
-
-def _phases(bootstrap: str, topic: str) -> list[str]:
-    """The phases the layout record went through, in order (the layout topic's history)."""
-
-    async def read() -> list[str]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            seen: list[str] = []
-            records: list[tuple[bytes, bytes | None]] = []
-            await read_partition(consumer, TopicPartition(topic, 0), lambda k, v: records.append((k, v)))
-            for key, value in records:
-                if key == b"layout" and value is not None:
-                    seen.append(json.loads(value)["phase"])
-            return seen
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
-
-
-async def _events_of(bootstrap: str, topic: str, partitions: int) -> list[Event]:
-    """Every event of ``topic``, partition by partition in offset order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        out: list[Event] = []
-        for p in range(partitions):
-            await read_partition(
-                consumer, TopicPartition(topic, p), lambda _k, v: out.extend(decode_envelope(v or b""))
-            )
-        return out
-    finally:
-        await consumer.stop()
-
-
-def _sessions(rows: list[Any]) -> set[tuple[str, str, str, int]]:
-    latest: dict[str, Any] = {}
-    for r in rows:
-        if r.session_id not in latest or r.version >= latest[r.session_id].version:
-            latest[r.session_id] = r
-    return {
-        (
-            r.visitor_id,
-            r.started_at.isoformat(timespec="milliseconds"),
-            r.ended_at.isoformat(timespec="milliseconds"),
-            r.events,
-        )
-        for r in latest.values()
-        if not r.is_deleted
-    }
-
-
-def _stored_sessions(backend: ServerBackend) -> set[tuple[str, str, str, int]]:
-    rows = backend.query(
-        "SELECT visitor_id, started_at, ended_at, events FROM sessions FINAL"
-        " WHERE project_id = 'resc' AND is_deleted = 0"
-    )
-    return {
-        (v, s.replace(tzinfo=UTC).isoformat(timespec="milliseconds"),
-         e.replace(tzinfo=UTC).isoformat(timespec="milliseconds"), int(n))
-        for v, s, e, n in rows
-    }  # fmt: skip
-
-
-def _stored_summary(backend: ServerBackend) -> dict[str, Any]:
-    end = datetime.now(UTC) + timedelta(days=1)
-    rep = processing_report(backend, "resc", end - timedelta(days=3), end)
-    return {
-        "goals": {g.goal_id: (g.conversions, round(float(g.revenue), 4)) for g in rep.goals if g.conversions},
-        "credits": {(c.goal_id, c.model, c.dimension): round(float(c.credit), 6) for c in rep.credits},
-    }
 
 
 @pytest.mark.timeout(900)  # two rescales under load: about 75 s on an idle 2-core machine
 def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
     tmp_path, kafka_bootstrap, clickhouse_server, ch_database, unique_name
 ):
-    events_topic = unique_name("events")
-    env = {
-        "TRACKPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TRACKPIPE_KAFKA_TOPIC": events_topic,
-        "TRACKPIPE_PARTITIONS": "4",
-        "TRACKPIPE_CLICKHOUSE_HOST": clickhouse_server.host,
-        "TRACKPIPE_CLICKHOUSE_PORT": str(clickhouse_server.http_port),
-        "TRACKPIPE_CLICKHOUSE_DATABASE": ch_database,
-        "TRACKPIPE_WORKER_APP_ID": unique_name("worker"),
-        "TRACKPIPE_WORKER_BATCH_WITHIN_S": "0.2",
-        "TRACKPIPE_WORKER_SESSION_TIMEOUT_S": "6",
-        "TRACKPIPE_WORKER_HEARTBEAT_INTERVAL_S": "1",
-        "TRACKPIPE_WORKER_METRICS_PORT": "0",
-        "TRACKPIPE_ADMIN_KEY": ADMIN_KEY,
-        "TRACKPIPE_EDGE__RATE_LIMIT_PER_MINUTE": "0",
-    }
-    run_cli(["topics", "create"], env, tmp_path)
-    run_cli(["migrate"], env, tmp_path)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    edge = Proc(["edge", "--port", str(port)], env, tmp_path / "edge.log")
-    workers = [Proc(["worker"], env, tmp_path / f"worker{i}.log") for i in (1, 2)]
-    backend = ServerBackend(clickhouse_server.host, clickhouse_server.http_port, ch_database)
-    load: Load | None = None
+    env = pipeline_env(kafka_bootstrap, clickhouse_server, ch_database, unique_name, 4)
+    events_topic = env["TRACKPIPE_KAFKA_TOPIC"]
+    pipe = Pipeline(tmp_path, env, clickhouse_server)
     try:
-        edge.wait_healthy(base)
-        load = Load(base).start()
-        wait_for("rows from the first generation", lambda: backend.query(
-            "SELECT count() FROM events_raw")[0][0] > 50, 120)  # fmt: skip
+        pipe.start()
+        load = pipe.start_load()
+        workers = pipe.workers
 
         accepted: list[Event] = []
         previous = 4
@@ -169,7 +59,7 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
                 try:
                     during = wait_for(
                         "the rescale draining",
-                        lambda: (r := _status(env, tmp_path))["layout"]["phase"] == "draining" and r,
+                        lambda: (r := status(env, tmp_path))["layout"]["phase"] == "draining" and r,
                         120,
                     )
                 finally:
@@ -194,10 +84,10 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
             assert report["pause_s"] > 0 and set(report["keys_moved"]) == {
                 "visitor", "click", "fingerprint", "conversion"}  # fmt: skip
             # the layout went through the protocol's phases, in order
-            phases = _phases(kafka_bootstrap, f"{events_topic}.layout")
-            assert phases[-5:] == ["stable", "switching", "draining", "moving", "stable"], phases
+            seen = phases(kafka_bootstrap, f"{events_topic}.layout")
+            assert seen[-5:] == ["stable", "switching", "draining", "moving", "stable"], seen
             # ... and after: the new generation live, the old one kept, processing caught up
-            after = _status(env, tmp_path)
+            after = status(env, tmp_path)
             assert after["layout"]["current"] == {"generation": step, "partitions": partitions}
             assert after["layout"]["previous"]["generation"] == step - 1
             assert after["layout"]["phase"] == "stable"
@@ -207,7 +97,7 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
             assert {p["topic"] for p in group["partitions"]} >= {new_events}
             assert len([p for p in group["partitions"] if p["topic"] == new_events]) == partitions
             # the retired generation's events are final: keep them for the clean run, then finalize
-            accepted += asyncio.run(_events_of(kafka_bootstrap, old_events, previous))
+            accepted += asyncio.run(events_of(kafka_bootstrap, old_events, previous))
             previous = partitions
             fin = cli(["ops", "finalize"], env, tmp_path)
             assert fin.returncode == 0 and old_events in fin.stdout, fin.stdout + fin.stderr
@@ -215,39 +105,10 @@ def test_grow_4_to_8_then_shrink_to_2_under_load_equals_a_clean_run(
         load.stop()
         assert load.failures == [], load.failures[:10]
         assert load.requests > 200
-        for proc in (edge, *workers):
+        for proc in pipe.procs():
             assert proc.p.poll() is None, proc.tail()
-        live = f"{events_topic}.g2"
-
-        last: dict[str, int] = {}
-
-        def caught_up() -> list[Event] | None:
-            everything = accepted + asyncio.run(_events_of(kafka_bootstrap, live, 2))
-            ids = {e.event_id for e in everything}
-            stored = {r[0] for r in backend.query("SELECT DISTINCT event_id FROM events_raw")}
-            last.update(accepted=len(ids), stored=len(stored), missing=len(ids - stored),
-                        unknown=len(stored - ids))  # fmt: skip
-            return everything if stored == ids else None
-
-        try:
-            everything = wait_for("every accepted event stored", caught_up, 180)
-        except AssertionError:
-            raise AssertionError(f"accepted events vs events_raw: {last}") from None
-        assert len(everything) == len({e.event_id for e in everything})  # none produced twice
-        everything.sort(key=lambda e: e.received_at)  # per visitor: the order the edge accepted them
-        clean = ConversionPipeline().process_events(everything).batch
-        expected = _summary(list(clean.conversions))
-        assert expected["goals"], expected  # the load made conversions
-        got = wait_for(
-            "the processed results", lambda: (s := _stored_summary(backend)) == expected and s, 120
-        )
-        assert got == expected
-        assert _stored_sessions(backend) == _sessions(list(clean.sessions))
+        assert_exact(kafka_bootstrap, pipe.backend, accepted, [(f"{events_topic}.g2", 2)])
     except AssertionError as exc:
-        logs = "\n".join(f"--- {p.log_path.name} ---\n{p.tail(3000)}" for p in (edge, *workers))
-        raise AssertionError(f"{exc}\n{logs}") from None
+        raise AssertionError(f"{exc}\n{pipe.logs()}") from None
     finally:
-        if load is not None:
-            load.stop()
-        for p in (edge, *workers):
-            p.stop()
+        pipe.stop()

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from processors.messages import STAGES
 from schemas.partitioning import partition_for
@@ -59,27 +60,43 @@ class RescaleReport:
 
 
 async def _wait(what: str, check: Callable[[], object], timeout_s: float, say: Callable[[str], None]) -> None:
+    """Until ``check()`` is true, or ``timeout_s``. Kafka unavailable (a broker restarting) is not yet true:
+    the wait rides a rolling restart out rather than leaving the rescale to ``--resume``."""
     deadline = time.monotonic() + timeout_s
     last = 0.0
     while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
+        unavailable: Exception | None = None
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except (KafkaError, OSError) as exc:
+            result, unavailable = False, exc
         if result:
             return
+        why = f" (Kafka unavailable: {unavailable})" if unavailable is not None else ""
         if time.monotonic() > deadline:
-            raise RescaleError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            raise RescaleError(f"timed out after {timeout_s:.0f}s waiting for {what}{why}")
         if time.monotonic() - last > 10:
-            say(f"  waiting for {what} ...")
+            say(f"  waiting for {what} ...{why}")
             last = time.monotonic()
         await asyncio.sleep(POLL_S)
 
 
 class Rescaler:
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        settings: Settings,
+        say: Callable[[str], None] = print,
+        timeout_s: float = 600.0,
+        checkpoint: Callable[[str], None] | None = None,
+    ):
+        """``checkpoint``: a test seam, called with ``"moved <stage>"`` once a stage's state is durable in
+        the target (the fault tests stop the process there to kill it mid-move)."""
         self.settings = settings
         self.say = say
         self.timeout_s = timeout_s
+        self.checkpoint = checkpoint or (lambda _point: None)
         self.names = names_of(settings)
 
     async def layout(self) -> Layout:
@@ -309,6 +326,7 @@ class Rescaler:
                 for fut in futures:
                     await fut
                 moved[stage] = len(state)
+                self.checkpoint(f"moved {stage}")
         finally:
             await producer.stop()
             await consumer.stop()

@@ -80,8 +80,8 @@ async def load_layout(settings: Settings) -> LayoutRecord:
         auto_offset_reset="earliest",
         **settings.kafka_security(),
     )
-    await consumer.start()
     try:
+        await consumer.start()
         return await read_layout(consumer, names_of(settings).layout)
     finally:
         await consumer.stop()
@@ -91,8 +91,8 @@ async def write_layout(settings: Settings, layout: Layout) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", **settings.kafka_security()
     )
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(
             names_of(settings).layout, layout.model_dump_json().encode(), LAYOUT_KEY, partition=0
         )
