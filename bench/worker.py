@@ -147,7 +147,7 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         t0 = time.perf_counter()
         asyncio.run(_produce(servers.kafka, topic, records))
         produced_s = time.perf_counter() - t0
-        t1, _ = _wait_rows(backend, 1 + len(events), proc, max(240.0, len(events) / 2000), rss)
+        t1, _ = _wait_rows(backend, 1 + len(events), proc, max(240.0, len(events) / 1000), rss)
         end_rss = proc.rss_mb()
         end_anon, end_file = proc.rss_mb("RssAnon"), proc.rss_mb("RssFile")
         seconds = t1 - t0
