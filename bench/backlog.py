@@ -36,11 +36,9 @@ def _preload(data: Path, events: int) -> int:
     records = stream.envelope_records(stream.recorded_events(events, seed=41), partitions=4)
     log = LocalLog(data / "log")
     try:
-        end = 0
         for lo in range(0, len(records), 500):
-            offsets = log.append_many(records[lo : lo + 500])
-            end = offsets[-1] + 1
-        return end
+            log.append_many(records[lo : lo + 500])
+        return log.end_offset
     finally:
         log.close()
 
