@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from bench import stream
+from bench.backlog import bench_backlog
 from bench.kafka_topics import create_topics
 from bench.loadgen import percentile
 from bench.procs import Proc, alive, free_port, run_module
@@ -205,6 +206,8 @@ def _distributed(servers: Servers, profile: Profile, work: Path) -> dict[str, An
 def bench_e2e(servers: Servers, profile: Profile, work: Path) -> dict[str, Any]:
     (work / "embedded").mkdir(exist_ok=True)
     result = _embedded(profile, work / "embedded")
+    (work / "backlog").mkdir(exist_ok=True)
+    result["embedded"] = bench_backlog(profile, work / "backlog")
     if profile.e2e_distributed:
         (work / "distributed").mkdir(exist_ok=True)
         try:

@@ -77,6 +77,13 @@ class Proc:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Current resident set size (``VmRSS``; or ``RssAnon``, ``RssFile``) of the process."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -52,6 +52,11 @@ class Profile:
     rescale_rate_per_s: float = 100.0
     rescale_settle_s: float = 5.0
     edge_open_loop_connections: int = 256
+    # embedded edge latency with a backlog in its log (e2e stage): events preloaded, open-loop 1-event
+    # requests per second and the measuring window (once while the backlog drains, once after)
+    e2e_backlog_events: int = 100_000
+    e2e_backlog_rate_per_s: float = 200.0
+    e2e_backlog_window_s: float = 5.0
 
 
 QUICK = Profile(
@@ -82,7 +87,7 @@ FULL = Profile(
     edge_sweep=(64, 256, 1024),
     edge_batch_sweep=(16, 64, 256, 1024),
     cores_events=100_000,
-    worker_events=200_000,
+    worker_events=1_000_000,  # worker.peak_rss_mb at 1M events (issue 16 item 2)
     events_per_record=100,
     sink_events=100_000,
     sink_batch_events=10_000,
@@ -104,6 +109,8 @@ FULL = Profile(
     alerts_distributed_points=((10, 10), (50, 20), (100, 50), (200, 100), (500, 100)),
     rescale_rate_per_s=300.0,
     rescale_settle_s=15.0,
+    e2e_backlog_events=300_000,
+    e2e_backlog_window_s=15.0,
 )
 
 SMOKE = Profile(
@@ -137,6 +144,9 @@ SMOKE = Profile(
     alerts_distributed_points=(),
     rescale_to=0,
     edge_open_loop_connections=8,
+    e2e_backlog_events=2_000,
+    e2e_backlog_rate_per_s=20.0,
+    e2e_backlog_window_s=1.0,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

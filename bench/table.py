@@ -22,6 +22,8 @@ def _fmt(value: Any, unit: str) -> str:
         return f"{value:.4f} s"
     if unit == "MB":
         return f"{value:,.0f} MB"
+    if unit == "B":
+        return f"{value:,.0f} B"
     if unit == "x":
         return f"{value:.0%}"
     return f"{value:,}"
@@ -95,6 +97,24 @@ ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
         "worker.baseline_events_per_s",
         ">= 20,000/s per worker",
         lambda r: _at_least(r, "worker.events_per_s", 20_000),
+    ),
+    (
+        "Faust worker peak RSS, default store (1M events in the full profile)",
+        "worker.peak_rss_mb",
+        "MB",
+        "worker.idle_rss_mb",
+        "<= 300 MB after 1M events",
+        lambda r: _at_most(r, "worker.peak_rss_mb", 300) if (_get(r, "worker.events") or 0) >= 1e6 else None,
+    ),
+    ("Faust worker RSS growth per 100k events", "worker.rss_mb_per_100k_events", "MB", None, "", None),
+    ("Faust worker RSS per active visitor", "worker.bytes_per_active_visitor", "B", None, "", None),
+    (
+        "embedded edge p99 while its runner processes a backlog (vs idle)",
+        "e2e.embedded.p99_ms_backlog",
+        "ms",
+        "e2e.embedded.p99_ms_idle",
+        "unchanged (within 25% of idle)",
+        lambda r: _ratio_at_most(r, "e2e.embedded.p99_ms_backlog", "e2e.embedded.p99_ms_idle", 1.25),
     ),
     (
         "sink rows into ClickHouse server",
@@ -276,6 +296,13 @@ def _at_least(r: dict[str, Any], path: str, target: float) -> bool | None:
 def _at_most(r: dict[str, Any], path: str, target: float) -> bool | None:
     v = _get(r, path)
     return None if v is None else v <= target
+
+
+def _ratio_at_most(r: dict[str, Any], a: str, b: str, target: float) -> bool | None:
+    va, vb = _get(r, a), _get(r, b)
+    if va is None or not vb:
+        return None
+    return bool(va / vb <= target)
 
 
 def _ratio_at_least(r: dict[str, Any], a: str, b: str, target: float) -> bool | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.procs import Proc, run_module
 from bench.profiles import Profile
 from bench.servers import Servers
 from sinks.server_backend import ServerBackend
+from trackpipe.settings import Settings
 
 PARTITIONS = 4
 #: Records per worker batch when the worker cannot run a backlog of this stream with its default (2,000):
@@ -72,14 +74,23 @@ def _raw_consumer(servers: Servers, topic: str, expect: int, work: Path) -> dict
     return result
 
 
-def _wait_rows(backend: ServerBackend, want: int, proc: Proc, within_s: float) -> tuple[float, int]:
-    """Poll ``events_raw`` until it holds ``want`` rows; (time it did, rows seen at the first poll)."""
+def _wait_rows(
+    backend: ServerBackend,
+    want: int,
+    proc: Proc,
+    within_s: float,
+    rss: list[tuple[int, float]] | None = None,
+) -> tuple[float, int]:
+    """Poll ``events_raw`` until it holds ``want`` rows; (time it did, rows seen at the first poll).
+    ``rss`` receives (rows in ClickHouse, worker RSS in MB) at each poll."""
     deadline = time.monotonic() + within_s
     first: int | None = None
     while True:
         if proc.p.poll() is not None:
             raise RuntimeError(f"trackpipe worker exited {proc.p.returncode}:\n{proc.tail()}")
         have = int(backend.query("SELECT count() FROM events_raw")[0][0])
+        if rss is not None:
+            rss.append((have, proc.rss_mb()))
         if first is None:
             first = have
         if have >= want:
@@ -87,6 +98,17 @@ def _wait_rows(backend: ServerBackend, want: int, proc: Proc, within_s: float) -
         if time.monotonic() > deadline:
             raise RuntimeError(f"ClickHouse holds {have} of {want} events after {within_s}s:\n{proc.tail()}")
         time.sleep(0.05)
+
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of RSS (MB) over events in ClickHouse (MB per event)."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
 
 
 def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, Any]:
@@ -120,10 +142,14 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         asyncio.run(_produce(servers.kafka, topic, warm))
         warm_s = _wait_rows(backend, 1, proc, 120)[0] - t_start
         cpu0 = proc.cpu_seconds()
+        idle_rss = proc.rss_mb()  # started, joined, one batch written: the worker's own footprint
+        rss: list[tuple[int, float]] = []
         t0 = time.perf_counter()
         asyncio.run(_produce(servers.kafka, topic, records))
         produced_s = time.perf_counter() - t0
-        t1, _ = _wait_rows(backend, 1 + len(events), proc, 240)
+        t1, _ = _wait_rows(backend, 1 + len(events), proc, max(240.0, len(events) / 1000), rss)
+        end_rss = proc.rss_mb()
+        end_anon, end_file = proc.rss_mb("RssAnon"), proc.rss_mb("RssFile")
         seconds = t1 - t0
         cpu_s = proc.cpu_seconds() - cpu0
         cpu_share = cpu_s / seconds
@@ -135,6 +161,7 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
             admin.command(f"DROP DATABASE IF EXISTS `{database}`")
 
     base = _raw_consumer(servers, topic, len(warm) + len(records), work)
+    visitors = len({(e.project_id, e.visitor_id) for e in events})
     events_per_record = len(events) / len(records)
     baseline_events_per_s = base["records_per_s"] * events_per_record
     events_per_s = len(events) / seconds
@@ -151,6 +178,19 @@ def bench_worker(servers: Servers, profile: Profile, work: Path) -> dict[str, An
         # drops with the share of the 2 cores the worker gets on a busy machine)
         "events_per_cpu_s": len(events) / cpu_s if cpu_s else 0.0,
         "peak_rss_mb": peak_rss,
+        # memory (issue 16 item 2): RSS before the stream, at its end, its growth per 100k events (least
+        # squares over the polls) and per live visitor (every visitor of the stream is active within the
+        # windows: the stream spans minutes of event time)
+        "idle_rss_mb": idle_rss,
+        "end_rss_mb": end_rss,
+        "end_rss_anon_mb": end_anon,  # heap, Python objects, native buffers
+        "end_rss_file_mb": end_file,  # mapped files: shared libraries, RocksDB's files
+        "rss_mb_per_100k_events": _slope(rss) * 100_000,
+        "live_visitors": visitors,
+        "bytes_per_active_visitor": max(0.0, end_rss - idle_rss) * 1024 * 1024 / visitors
+        if visitors
+        else 0.0,
+        "store": os.environ.get("TRACKPIPE_WORKER_STORE") or Settings.model_fields["worker_store"].default,
         "baseline_events_per_s": baseline_events_per_s,
         "baseline_records_per_s": base["records_per_s"],
         "baseline_cpu_share": base["cpu_share"],

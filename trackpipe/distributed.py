@@ -201,6 +201,7 @@ def build_worker_app(
         writer=writer,
         batch_max=settings.worker_batch_max,
         batch_within_s=settings.worker_batch_within_s,
+        batch_slice_bytes=settings.worker_batch_slice_bytes,
         store=settings.worker_store,
         stages=Stages(settings.processing_config()),
         broker_options=options,

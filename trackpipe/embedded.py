@@ -11,38 +11,41 @@ The runner reads the log from the committed offset and drives the same batch pro
 the Faust worker drives (processors.batch): it writes the batch with a token naming its offset range, and
 only then commits state and offset. A crash between write and commit replays the range, which the
 idempotent tables absorb: accepted events count exactly once.
+
+The runner has a thread of its own with its own event loop (``embedded-runner``): log reads, decoding and
+processing, the dead-letter appends and the housekeeping fsyncs never hold the edge's event loop, whose
+answers (a 2xx after the log's fsync) do not wait for a batch. The runner talks to the edge's loop only
+through thread-safe calls: the publisher's wake-up after an append, and the commit callback (delivery and
+stream wake-ups), which runs on the edge's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
 from ingest.app import build_edge_app
 from ingest.config.file_store import FileConfigStore
 from ingest.http.common import METRICS
-from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
-from processors.outcome import DeadLetter
-from processors.pipeline import BatchResult, ConversionPipeline, SourceRecord
+from processors.batch import OutcomeCounts
+from processors.pipeline import ConversionPipeline
 from processors.runtime.sqlite_state import SqliteState
 from schemas.alerts import AlertRule
 from schemas.config import StoredAlertRule
-from schemas.rows import ProcessedBatch
 from sinks.chdb_backend import ChdbBackend
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
 from sinks.report_retention import apply_retention
 from trackpipe.alerting.embedded import AlertStage, EmbeddedAlertStates
+from trackpipe.embedded_runner import EmbeddedRunner
 from trackpipe.local_publisher import LocalLogPublisher
-from trackpipe.locallog import LocalLog, LogRecord, OffsetStore
+from trackpipe.locallog import LocalLog, OffsetStore
 from trackpipe.metrics import register_outcomes
 from trackpipe.outbound import DeliveryLoop, OutboundPlanning, SqliteDueStore, goal_lookup, rule_lookup
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
@@ -56,196 +59,6 @@ from trackpipe.stream.sqlite_source import SqliteStreamSource
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "trackpipe"
-
-
-class EmbeddedPort:
-    """The embedded mode's side of the batch protocol (processors.batch): records of the local log, state
-    and position in SQLite (one transaction), dead letters in their own local log."""
-
-    def __init__(
-        self,
-        pipeline: ConversionPipeline,
-        sink: ClickHouseSink,
-        deadletter: LocalLog,
-        executor: ThreadPoolExecutor,
-        on_commit: Callable[[int], None],
-        outbound: OutboundPlanning | None = None,
-        alerts: AlertStage | None = None,
-    ):
-        self.pipeline = pipeline
-        self.sink = sink
-        self.deadletter = deadletter
-        self.executor = executor
-        self.on_commit = on_commit
-        self.outbound = outbound
-        self.alerts = alerts
-
-    def process(self, records: Sequence[LogRecord]) -> BatchResult:
-        return self.pipeline.process_records(
-            SourceRecord("local", r.partition, r.offset, r.payload) for r in records
-        )
-
-    def token(self, records: Sequence[LogRecord]) -> str:
-        return f"local:{records[0].offset}-{records[-1].next_offset}"
-
-    def raw(self, record: LogRecord) -> bytes:
-        return record.payload
-
-    async def write(self, rows: ProcessedBatch, token: str) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write_batch, rows, token)
-
-    async def deliver(self, work: BatchResult) -> None:
-        # Written before the commit: a fault after this retries the batch, so a dead letter may be
-        # written twice, never lost.
-        await self.quarantine(work.dead_letters)
-        if self.outbound is not None and work.rows.conversions:
-            # goal webhooks and S2S postbacks: digests and due deliveries join the state transaction
-            # that commit() closes (a failure before it rolls them back; see trackpipe/outbound.py)
-            await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.outbound.stage, work.rows.conversions
-            )
-        if self.alerts is not None:
-            # alert rules: snapshots, notifications and stream messages join the same transaction
-            # (also for a batch of dead letters only: the rules' clock moves with every batch)
-            await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.alerts.stage, work.rows.events, work.rows.conversions
-            )
-
-    async def quarantine(self, letters: Sequence[DeadLetter]) -> None:
-        if letters:
-            self.deadletter.append_many([(0, dead_letter_record(d)) for d in letters])
-
-    async def commit(self, records: Sequence[LogRecord]) -> None:
-        end = records[-1].next_offset
-        # stage state + offset, one SQLite transaction (fsync: off the event loop)
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.commit, end)
-        self.on_commit(end)
-
-    def discard(self) -> None:
-        self.pipeline.discard()
-        if self.alerts is not None:
-            self.alerts.discard()
-
-    async def tick(self) -> None:
-        """Between batches: alert rules advance with the clock (silent projects too)."""
-        if self.alerts is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.alerts.tick)
-
-
-def dead_letter_record(letter: DeadLetter) -> bytes:
-    """A dead letter in the local dead-letter log: reason, detail and the original bytes (as text)."""
-    return orjson.dumps(
-        {"reason": str(letter.reason), "detail": letter.detail, "raw": letter.raw.decode("utf-8", "replace")}
-    )
-
-
-class EmbeddedRunner:
-    """Reads the local log from the committed position and hands batches to the one batch protocol
-    (:class:`processors.batch.BatchRunner`), which the Faust worker drives too.
-
-    A fault of any step (a full disk under the SQLite state, the chdb data or the dead-letter log, a
-    ClickHouse error) leaves the committed position and state as they were; the batch is retried after a
-    backoff until it succeeds, and :meth:`health` says why (so ``/healthz`` answers 503 while processing
-    cannot advance). Records that fail non-retriably are isolated and quarantined to the dead-letter log
-    (processors.batch). The runner never stops by itself."""
-
-    def __init__(
-        self,
-        log_: LocalLog,
-        offsets: OffsetStore,
-        pipeline: ConversionPipeline,
-        sink: ClickHouseSink,
-        deadletter: LocalLog,
-        executor: ThreadPoolExecutor,
-        *,
-        max_records: int = 1000,
-        flush_wait_s: float = 0.2,
-        counts: OutcomeCounts | None = None,
-        retry: RetryPolicy | None = None,
-        outbound: OutboundPlanning | None = None,
-        on_commit: Callable[[], None] | None = None,
-        alerts: AlertStage | None = None,
-    ):
-        self.log = log_
-        self.offsets = offsets
-        self.deadletter = deadletter
-        self.max_records = max_records
-        self.flush_wait_s = flush_wait_s
-        self.appended = asyncio.Event()
-        committed = pipeline.committed_offset()  # state and offset are committed together
-        self.position = offsets.load() if committed is None else committed
-        self.counts = counts if counts is not None else OutcomeCounts()
-        self.after_commit = on_commit
-        port = self.port = EmbeddedPort(
-            pipeline, sink, deadletter, executor, self._committed, outbound, alerts
-        )
-        self.batches = BatchRunner(port, "embedded", self.counts, retry)
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="embedded-runner")
-
-    async def close(self, grace_s: float = 10.0) -> None:
-        """Stop after the batch in hand (a batch still failing after ``grace_s`` is abandoned uncommitted:
-        it runs again at the next start)."""
-        self.stop()
-        if self._task is None:
-            return
-        done, _ = await asyncio.wait([self._task], timeout=grace_s)
-        if not done:
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    def health(self) -> str | None:
-        """None while processing can advance; else what stops it (shown by ``/healthz``)."""
-        if self._task is not None and self._task.done() and not self._stopping:
-            return "embedded runner stopped unexpectedly; see the log"  # run() returns only when stopped
-        problem = self.batches.health()
-        return None if problem is None else f"{problem} (log offset {self.position})"
-
-    async def run(self) -> None:
-        while not self._stopping:
-            records = self.log.read(self.position, max_records=self.max_records)
-            if not records:
-                await self._idle_tick()
-                self.appended.clear()
-                try:
-                    await asyncio.wait_for(self.appended.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
-                continue
-            if len(records) < self.max_records and self.flush_wait_s > 0:
-                # Let a few more linger cycles arrive: fewer, larger inserts (fewer ClickHouse parts).
-                await asyncio.sleep(self.flush_wait_s)
-                records = self.log.read(self.position, max_records=self.max_records)
-            await self.batches.run(records)
-
-    async def _idle_tick(self) -> None:
-        try:
-            await self.port.tick()
-        except Exception:  # retried at the next idle moment; batches are not held up by it
-            log.exception("embedded runner: alert tick failed")
-        else:
-            if self.after_commit is not None:
-                self.after_commit()
-
-    def _committed(self, position: int) -> None:
-        """After each committed (sub-)batch: the position moves; housekeeping that the SQLite offset makes
-        optional follows, and its failure only delays it."""
-        self.position = position
-        if self.after_commit is not None:
-            self.after_commit()
-        try:
-            self.offsets.commit(position)  # a hint for tools; the SQLite offset is authoritative
-            self.log.delete_before(position)
-        except OSError as exc:
-            log.warning("embedded runner: housekeeping after offset %d failed: %s", position, exc)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.appended.set()
 
 
 #: The running app's runner (operators' tools and tests look at its position and health).

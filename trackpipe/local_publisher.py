@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from ingest.produce.publisher import PublishError
 from trackpipe.locallog import LocalLog
@@ -16,8 +17,13 @@ PROBE_BYTES = 64 * 1024
 PROBE_EVERY_S = 1.0
 
 
+class Wakeable(Protocol):
+    def set(self) -> None: ...
+
+
 class LocalLogPublisher:
-    def __init__(self, log: LocalLog, partitions: int, on_append: asyncio.Event | None = None):
+    def __init__(self, log: LocalLog, partitions: int, on_append: Wakeable | None = None):
+        """``on_append.set()`` after each successful append (the embedded runner's thread-safe wake-up)."""
         self.log = log
         self.partitions = partitions
         self._on_append = on_append

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     worker_app_id: str = Field("trackpipe-worker", description="Faust app id (= consumer group)")
     worker_batch_max: int = Field(2000, ge=1, description="records per processing batch")
     worker_batch_within_s: float = Field(0.1, gt=0, description="longest wait to fill a batch")
+    worker_batch_slice_bytes: int = Field(
+        8 * 2**20,
+        ge=1,
+        description="a batch is processed in slices of at most this many bytes of records (bounds memory)",
+    )
     worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
     worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")

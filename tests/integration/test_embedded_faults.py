@@ -171,7 +171,7 @@ async def test_processing_survives_a_disk_error_and_resumes_by_itself(tmp_path, 
 
         body = await wait_for(unhealthy, "healthz reports the stalled runner")
         assert any("stalled" in p for p in body["problems"]), body
-        assert fault.hits >= 1 and not app[RUNNER]._task.done()
+        assert fault.hits >= 1 and app[RUNNER].running()
         seen = fault.hits
         await wait_for(lambda: _true(fault.hits > seen), "the runner retries by itself")
         # the batch is retried from the committed state: its rows are either not stored yet (the insert

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from processors.pipeline import ConversionPipeline
-from processors.runtime.faust.app import TopologyNames, build_faust_app
+from processors.runtime.faust.app import BATCH_SLICE_BYTES, TopologyNames, build_faust_app
 from schemas.events import Event, EventType
 from schemas.rows import Conversion, ProcessedBatch
 from tests.scenario import create_topics, event, faust_test_options, produce_events
@@ -47,7 +48,10 @@ def final(rows: list[Conversion]) -> dict[tuple[str, str], tuple]:
     return {k: (c.revenue, c.is_deleted, c.attributed_touch_id, c.visitor_id) for k, c in kept.items()}
 
 
-async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, unique_name, tmp_path):
+@pytest.mark.parametrize("slice_bytes", [BATCH_SLICE_BYTES, 1], ids=["default-slices", "one-record-slices"])
+async def test_faust_topology_matches_in_process_pipeline(
+    kafka_bootstrap, unique_name, tmp_path, slice_bytes
+):
     app_id = unique_name("app")
     names = TopologyNames(unique_name("events"), app_id)
     await create_topics(kafka_bootstrap, names.all(), PARTITIONS)
@@ -80,6 +84,7 @@ async def test_faust_topology_matches_in_process_pipeline(kafka_bootstrap, uniqu
         writer=writer,
         batch_max=50,
         batch_within_s=0.2,
+        batch_slice_bytes=slice_bytes,  # 1: every record of a batch is run (and committed) on its own
         broker_options=faust_test_options(tmp_path),
     )
     await asyncio.wait_for(app.start(), 60)
