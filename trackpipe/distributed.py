@@ -183,6 +183,9 @@ def build_worker_app(
         "broker_heartbeat_interval": settings.worker_heartbeat_interval_s,
         # `ops status` shows each group member's client id: which worker (host, pid) holds which partitions
         "broker_client_id": f"trackpipe-worker-{socket.gethostname()}-{os.getpid()}",
+        # records fetched ahead per stream: Faust's default (4,096) counts messages, and ours are envelopes
+        # of ~100 events (decision 143)
+        "stream_buffer_maxsize": settings.worker_prefetch_records,
     }
     if settings.worker_store.startswith("rocksdb"):
         # one RocksDB per table and partition, per generation (a partition number of another generation

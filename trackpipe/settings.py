@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         ge=1,
         description="a batch is processed in slices of at most this many bytes of records (bounds memory)",
     )
+    worker_prefetch_records: int = Field(
+        256,
+        ge=1,
+        description="records each stage stream fetches ahead of processing (Faust's stream_buffer_maxsize;"
+        " a record is an envelope of many events)",
+    )
     worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
     worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")

@@ -41,6 +41,7 @@ from ingest.formats.convert_tracking import (
 )
 from schemas.events import Event, EventType
 from schemas.ids import new_event_ids
+from schemas.jsonbytes import trimmed
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _fast_segment_json(seg: object) -> bytes:
         if len(key) <= _MEMO_KEY_MAX:
             if len(_segment_memo) >= _SEGMENT_MEMO_MAX:
                 _segment_memo.clear()
-            _segment_memo[key] = out
+            _segment_memo[trimmed(key)] = out  # kept: not orjson's ~4 kB buffer
     return out
 
 
@@ -243,7 +244,7 @@ def _fast_records(data: dict[str, Any], ctx: RequestContext, source_format: str)
             if len(key) <= _MEMO_KEY_MAX and w.get("tid") is None:
                 if len(memo) >= _EVENT_MEMO_MAX:
                     memo.clear()
-                memo[key] = parts
+                memo[trimmed(key)] = parts
         append(b"".join((_HEAD, event_id.encode(), parts[0], common, parts[1], tail)))
     return ConvertRecords(vid, ids, out)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from schemas.jsonbytes import dumps_kept
 from schemas.rows import Conversion
 
 REVERSED_CLASS = "reversed"  # processors.statuses.StatusClass.REVERSED (sinks do not import processors)
@@ -108,7 +109,7 @@ def state_digest(row: Conversion) -> str:
 
 def webhook_body(row: Conversion, event: WebhookEvent) -> bytes:
     """The body, built once per delivery and stored with it: every retry sends these bytes."""
-    return orjson.dumps({"event": event.value, **announced(row), "version": row.version})
+    return dumps_kept({"event": event.value, **announced(row), "version": row.version})  # queued, kept
 
 
 def webhook_id(row: Conversion, event: WebhookEvent, state: str) -> str:
@@ -127,7 +128,7 @@ class Digest:
     state: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
+        return dumps_kept(  # kept in the planner's state, one per conversion
             {
                 "d": DIGEST_VERSION,
                 "v": self.version,

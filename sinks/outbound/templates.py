@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
+from schemas.jsonbytes import dumps_kept
 from schemas.outbound.postbacks import (
     MACRO,
     MACROS,
@@ -126,7 +127,7 @@ class FiredDigest:
     last: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
+        return dumps_kept(  # kept in the planner's state, one per conversion and link
             {"d": FIRED_DIGEST_VERSION, "v": self.version, "f": list(self.fired), "l": self.last}
         )
 
