@@ -38,6 +38,7 @@ from sinks.reports import (
     _parts_sql,
     _rate,
     _ts,
+    report_filters,
 )
 
 _PERIOD = "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
@@ -201,11 +202,7 @@ def _at(text: object) -> datetime:
 def series(backend: ClickHouseBackend, query: SeriesQuery, now: datetime | None = None) -> SeriesReport:
     start, end = query.period(now)
     base = query.rate_base
-    filters = {
-        name: value
-        for name in ("campaign", "link", "push", "experiment", "variation")
-        if (value := getattr(query, name)) is not None
-    }
+    filters = report_filters(query)
     params: dict[str, Any] = {
         "project": query.project,
         "start": _ts(start),

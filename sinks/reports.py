@@ -280,6 +280,16 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
+def report_filters(query: object) -> dict[str, str]:
+    """The Top-5's filters a query sets (campaign, link, push, experiment, variation), as query parameters;
+    shared by every report that takes them (the Top-5, the series)."""
+    return {
+        name: value
+        for name in ("campaign", "link", "push", "experiment", "variation")
+        if (value := getattr(query, name, None)) is not None
+    }
+
+
 def top_events(
     backend: ClickHouseBackend,
     query: TopEventsQuery,
@@ -292,11 +302,7 @@ def top_events(
     now = now if now is not None else datetime.now(UTC)  # one period, also for a fallback
     start, end = query.period(now)
     base = query.rate_base
-    filters = {
-        name: value
-        for name in ("campaign", "link", "push", "experiment", "variation")
-        if (value := getattr(query, name)) is not None
-    }
+    filters = report_filters(query)
     params: dict[str, object] = {
         "project": query.project,
         "start": _ts(start),
