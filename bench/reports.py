@@ -159,8 +159,8 @@ def _measure(servers: Servers, profile: Profile, n: int, mix: str) -> dict[str, 
         start, end = query.period()
         params: dict[str, Any] = {
             "project": PROJECT,
-            "start": reports._ts(start),
-            "end": reports._ts(end),
+            "start": reports.ts(start),
+            "end": reports.ts(end),
             "limit": 5,
         }
         reach = {**params, **reports.reach_params("visitors", query, start, end)}

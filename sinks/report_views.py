@@ -3,7 +3,7 @@ a link's click -> conversion delay histogram. Kept apart from sinks/reports.py (
 
 As there, parameters are bound server-side ({name:Type}); the only SQL that varies is picked from fixed
 texts (by list kind, rate base and interval), assembled when this module is imported, never from a
-request's values. Revenue is converted as the Top-5's is (sinks/fx.py via ``_group_money``).
+request's values. Revenue is converted as the Top-5's is (sinks/fx.py via ``group_money``).
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from schemas.report_views import (
 from schemas.reports import RateBase
 from sinks.backend import ClickHouseBackend
 from sinks.fx import Money, project_currency
-from sinks.reports import (
-    _CONVERSION_FILTERS,
-    _CONVERSIONS_SOURCE,
-    _EXPERIMENT_SOURCE,
-    _MONEY,
-    _group_money,
-    _parts_sql,
-    _rate,
-    _ts,
+from sinks.report_common import (
+    CONVERSION_FILTERS,
+    CONVERSIONS_SOURCE,
+    EXPERIMENT_SOURCE,
+    MONEY,
+    PERIOD,
+    group_money,
+    parts_sql,
+    rate,
     report_filters,
+    ts,
 )
 
-_PERIOD = "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
-_IN_PROJECT = "project_id = {project:String} AND " + _PERIOD
+_IN_PROJECT = "project_id = {project:String} AND " + PERIOD
 
 # -- the pickers' lists ---------------------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ LIMIT {limit:UInt32}
 
 def report_list(backend: ClickHouseBackend, kind: ListKind, query: ListQuery) -> ListReport:
     start, end = query.period()
-    params = {"project": query.project, "start": _ts(start), "end": _ts(end), "limit": query.limit}
+    params = {"project": query.project, "start": ts(start), "end": ts(end), "limit": query.limit}
     found = backend.query(LIST_SQL[kind], params)
     if kind == "experiments":
         rows = [
@@ -125,11 +125,11 @@ _BUCKET: dict[Interval, str] = {
 }
 _GOAL = " AND ({goal:String} = '' OR goal_id = {goal:String}) "
 _SERIES_SOURCES: dict[RateBase, str] = {
-    **{base: _CONVERSIONS_SOURCE + f + _GOAL for base, f in _CONVERSION_FILTERS.items()},
-    "exposed_visitors": _EXPERIMENT_SOURCE + _GOAL,
+    **{base: CONVERSIONS_SOURCE + f + _GOAL for base, f in CONVERSION_FILTERS.items()},
+    "exposed_visitors": EXPERIMENT_SOURCE + _GOAL,
 }
 _SERIES = f"""
-SELECT __BUCKET__ AS bucket, count() AS conversions, uniqExact(visitor_hash) AS converters, {_MONEY}
+SELECT __BUCKET__ AS bucket, count() AS conversions, uniqExact(visitor_hash) AS converters, {MONEY}
 FROM __SOURCE__
 GROUP BY bucket
 """
@@ -171,7 +171,7 @@ for _base, _source in _SERIES_SOURCES.items():
         _key = (_base, _interval)
         _group = _bucket(_interval, "occurred_at")
         SERIES_SQL[_key] = _SERIES.replace("__BUCKET__", _group).replace("__SOURCE__", _source)
-        SERIES_PARTS_SQL[_key] = _parts_sql(_group, _source)
+        SERIES_PARTS_SQL[_key] = parts_sql(_group, _source)
         _seen = "seen_at" if _base == "exposed_visitors" else "occurred_at"
         SERIES_BASE_SQL[_key] = (
             _BASE_PER_BUCKET[_base]
@@ -205,8 +205,8 @@ def series(backend: ClickHouseBackend, query: SeriesQuery, now: datetime | None 
     filters = report_filters(query)
     params: dict[str, Any] = {
         "project": query.project,
-        "start": _ts(start),
-        "end": _ts(end),
+        "start": ts(start),
+        "end": ts(end),
         "goal": query.goal or "",
         **filters,
     }
@@ -214,7 +214,7 @@ def series(backend: ClickHouseBackend, query: SeriesQuery, now: datetime | None 
     found = [(str(b), int(n), int(u), r, cs) for b, n, u, r, cs in backend.query(SERIES_SQL[key], params)]
     base_of = {_at(b): int(n) for b, n in backend.query(SERIES_BASE_SQL[key], params)}
     target = query.currency or project_currency(backend, query.project)
-    money = _group_money(
+    money = group_money(
         backend, target, [(b, r, cs) for b, _, _, r, cs in found], SERIES_PARTS_SQL[key], params
     )
     per_conversion = base in ("clicks", "push_opens")
@@ -233,7 +233,7 @@ def series(backend: ClickHouseBackend, query: SeriesQuery, now: datetime | None 
                 converters=u,
                 revenue=m.value if m is not None else 0.0,
                 base_count=base_n,
-                conversion_rate=_rate(n if per_conversion else u, base_n),
+                conversion_rate=rate(n if per_conversion else u, base_n),
             )
         )
     return SeriesReport(
@@ -255,7 +255,7 @@ def series(backend: ClickHouseBackend, query: SeriesQuery, now: datetime | None 
 DELAYS_SQL = f"""
 SELECT arrayFirstIndex(b -> time_to_convert_ms < b, {{bounds:Array(Int64)}}) AS bin, count()
 FROM conversions FINAL
-WHERE ({{project:String}} = '' OR project_id = {{project:String}}) AND {_PERIOD}
+WHERE ({{project:String}} = '' OR project_id = {{project:String}}) AND {PERIOD}
   AND is_deleted = 0 AND attributed_link_id = {{link:String}} AND time_to_convert_ms IS NOT NULL
 GROUP BY bin
 """
@@ -266,8 +266,8 @@ def delays(backend: ClickHouseBackend, query: DelayQuery, now: datetime | None =
     params = {
         "project": query.project or "",
         "link": query.link_id,
-        "start": _ts(start),
-        "end": _ts(end),
+        "start": ts(start),
+        "end": ts(end),
         "bounds": [s * 1000 for s in DELAY_BOUNDS_S],
     }
     # arrayFirstIndex: 1 for the first bin, ..., 0 past the last bound (the open bin)

@@ -1,4 +1,7 @@
-"""Report queries. Parameters are bound server-side ({name:Type}); no value is ever formatted into SQL.
+"""The Top-5 report and the projects list; the link and experiment analytics are in
+:mod:`sinks.report_analytics`, the fragments every report shares in :mod:`sinks.report_common`.
+
+Report queries. Parameters are bound server-side ({name:Type}); no value is ever formatted into SQL.
 
 Conversions are read with FINAL (the latest version of each) and counted only when ``is_deleted = 0``
 (a reversed conversion counts nowhere). The only SQL that varies is picked from fixed texts by the kind
@@ -10,19 +13,12 @@ report's currency (``currency=``, else the project's) with the rate of each conv
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 from schemas.reports import (
-    ConversionAnalytics,
-    ConversionAnalyticsQuery,
-    ExperimentReport,
-    ExperimentReportQuery,
-    GoalConversionsRow,
     ProjectRow,
     ProjectsQuery,
     ProjectsReport,
@@ -30,46 +26,42 @@ from schemas.reports import (
     TopEventRow,
     TopEventsQuery,
     TopEventsReport,
-    VariationRow,
 )
 from sinks import report_counters
 from sinks.backend import ClickHouseBackend
-from sinks.fx import Money, load_book, project_currency
-
-_PERIOD = "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
-_SEEN_IN_PERIOD = (
-    "first_seen_at >= {start:DateTime64(3, 'UTC')} AND first_seen_at < {end:DateTime64(3, 'UTC')}"
+from sinks.fx import Money, project_currency
+from sinks.report_analytics import conversion_analytics, experiment_report, rate_difference_ci
+from sinks.report_common import (
+    CONVERSION_FILTERS,
+    CONVERSIONS_SOURCE,
+    EXPERIMENT_SOURCE,
+    EXPOSED,
+    MONEY,
+    PERIOD,
+    group_money,
+    money_fields,
+    parts_sql,
+    rate,
+    report_filters,
+    ts,
 )
 
-#: Conversions filter per rate base (the attributed touch under the project's reporting model).
-_CONVERSION_FILTERS: dict[RateBase, str] = {
-    "visitors": "",
-    "campaign_visitors": "AND attributed_campaign = {campaign:String}",
-    "clicks": "AND attributed_link_id = {link:String}",
-    "push_opens": "AND attributed_push_hash = {push:String}",
-}
-
-#: Revenue, two steps (sinks/fx.py converts): the report's query gives each group's sum of the amounts as
-#: sent and the currencies with an amount; a group in one currency that needs no rate (``''``, the target,
-#: or no target) is done. Otherwise a second query gives that report's conversions with an amount per
-#: (group, currency, day), converted with the rate of the day. Single-currency projects never pay for it.
-_MONEY = "toString(sum(revenue) AS revenue_total) AS revenue_text, groupUniqArrayIf(currency, revenue != 0)"
-_PARTS = """
-SELECT __GROUP__, currency, toDate(occurred_at) AS day, toString(sum(revenue)), count()
-FROM __SOURCE__ AND revenue != 0 AND has({groups:Array(String)}, __GROUP__)
-GROUP BY __GROUP__, currency, day
-"""
-
-
-def _parts_sql(group: str, source: str) -> str:
-    return _PARTS.replace("__GROUP__", group).replace("__SOURCE__", source)
+__all__ = [  # the analytics and the shared helpers kept importable from here
+    "conversion_analytics",
+    "experiment_report",
+    "projects",
+    "rate_difference_ci",
+    "report_filters",
+    "top_events",
+    "ts",
+]
 
 
 #: Per goal: conversions and revenue. Ties on the conversions are all kept: the final order breaks them
 #: by the (converted) revenue, then the goal id. The converters (distinct visitors) are counted after, for
 #: the winning goals only (CONVERTERS_BY_BASE): the costly part of the report, done for 5 goals, not all.
 _TOP_GOALS = f"""
-SELECT goal_id, count() AS conversions, {_MONEY}
+SELECT goal_id, count() AS conversions, {MONEY}
 FROM __SOURCE__
 GROUP BY goal_id
 ORDER BY conversions DESC
@@ -80,31 +72,9 @@ SELECT goal_id, uniqExact(visitor_hash)
 FROM __SOURCE__ AND has({groups:Array(String)}, goal_id)
 GROUP BY goal_id
 """
-_CONVERSIONS_SOURCE = (
-    "conversions FINAL WHERE project_id = {project:String} AND " + _PERIOD + " AND is_deleted = 0 "
-)
-
-#: Experiment variation: conversions of the visitors who saw it (in the period), made after they saw it.
-_EXPOSED = f"""
-SELECT visitor_id, min(first_seen_at) AS seen_at
-FROM variation_exposures FINAL
-WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}}
-  AND variation_id = {{variation:String}} AND {_SEEN_IN_PERIOD}
-GROUP BY visitor_id
-"""
-_EXPERIMENT_SOURCE = f"""(
-    SELECT c.goal_id AS goal_id, c.visitor_id AS visitor_id, c.visitor_hash AS visitor_hash,
-           c.revenue AS revenue, c.currency AS currency, c.occurred_at AS occurred_at
-    FROM (
-        SELECT goal_id, visitor_id, visitor_hash, revenue, currency, occurred_at
-        FROM {_CONVERSIONS_SOURCE}
-    ) AS c
-    INNER JOIN ({_EXPOSED}) AS x ON c.visitor_id = x.visitor_id
-    WHERE c.occurred_at >= x.seen_at
-) WHERE 1 """
 _TOP_SOURCES: dict[RateBase, str] = {
-    **{base: _CONVERSIONS_SOURCE + f for base, f in _CONVERSION_FILTERS.items()},
-    "exposed_visitors": _EXPERIMENT_SOURCE,
+    **{base: CONVERSIONS_SOURCE + f for base, f in CONVERSION_FILTERS.items()},
+    "exposed_visitors": EXPERIMENT_SOURCE,
 }
 TOP_GOALS_BY_BASE: dict[RateBase, str] = {
     base: _TOP_GOALS.replace("__SOURCE__", source) for base, source in _TOP_SOURCES.items()
@@ -113,14 +83,14 @@ CONVERTERS_BY_BASE: dict[RateBase, str] = {
     base: _CONVERTERS.replace("__SOURCE__", source) for base, source in _TOP_SOURCES.items()
 }
 TOP_GOALS_PARTS_BY_BASE: dict[RateBase, str] = {
-    base: _parts_sql("goal_id", source) for base, source in _TOP_SOURCES.items()
+    base: parts_sql("goal_id", source) for base, source in _TOP_SOURCES.items()
 }
 TOP_GOALS_EXPERIMENT_SQL = TOP_GOALS_BY_BASE["exposed_visitors"]
 TOP_GOALS_SQL = TOP_GOALS_BY_BASE["visitors"]  # the unfiltered Top-5
 VISITORS_SQL = f"""
 SELECT uniqExact(visitor_id), uniqExact(visitor_id)
 FROM events_raw
-WHERE project_id = {{project:String}} AND {_PERIOD}
+WHERE project_id = {{project:String}} AND {PERIOD}
 """
 
 #: (visitors, rate base count) per rate base, from the raw events (exact, slow on big periods).
@@ -129,21 +99,21 @@ BASE_SQL: dict[RateBase, str] = {
     "campaign_visitors": f"""
 SELECT uniqExact(visitor_id), uniqExact(visitor_id)
 FROM events_raw
-WHERE project_id = {{project:String}} AND {_PERIOD}
+WHERE project_id = {{project:String}} AND {PERIOD}
   AND (seg_campaign = {{campaign:String}}
        OR (seg_campaign = '' AND attributes['utm_campaign'] = {{campaign:String}}))
 """,
     "clicks": f"""
 SELECT uniqExact(visitor_id), uniqExact(event_id)
 FROM events_raw
-WHERE project_id = {{project:String}} AND {_PERIOD} AND type = 'click' AND link_id = {{link:String}}
+WHERE project_id = {{project:String}} AND {PERIOD} AND type = 'click' AND link_id = {{link:String}}
 """,
     "push_opens": f"""
 SELECT uniqExact(visitor_id), uniqExact(event_id)
 FROM events_raw
-WHERE project_id = {{project:String}} AND {_PERIOD} AND type = 'push_open' AND push_hash = {{push:String}}
+WHERE project_id = {{project:String}} AND {PERIOD} AND type = 'push_open' AND push_hash = {{push:String}}
 """,
-    "exposed_visitors": f"SELECT count(), count() FROM ({_EXPOSED})",
+    "exposed_visitors": f"SELECT count(), count() FROM ({EXPOSED})",
 }
 
 #: The same from the aggregates for the whole days of the period, with the raw events of its partial
@@ -225,8 +195,8 @@ def reach_params(base: RateBase, query: TopEventsQuery, start: datetime, end: da
         "last_mask": last_mask,
         "full_start": full_start.date().isoformat(),
         "full_end": full_end.date().isoformat(),
-        "edge1": _ts(full_start),
-        "edge2": _ts(full_end),
+        "edge1": ts(full_start),
+        "edge2": ts(full_end),
     }
 
 
@@ -272,24 +242,6 @@ LIMIT {limit:UInt32}
 _PARALLEL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="trackpipe-report")
 
 
-def _ts(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
-
-
-def _rate(numerator: int, denominator: int) -> float:
-    return round(numerator / denominator, 6) if denominator else 0.0
-
-
-def report_filters(query: object) -> dict[str, str]:
-    """The Top-5's filters a query sets (campaign, link, push, experiment, variation), as query parameters;
-    shared by every report that takes them (the Top-5, the series)."""
-    return {
-        name: value
-        for name in ("campaign", "link", "push", "experiment", "variation")
-        if (value := getattr(query, name, None)) is not None
-    }
-
-
 def top_events(
     backend: ClickHouseBackend,
     query: TopEventsQuery,
@@ -305,8 +257,8 @@ def top_events(
     filters = report_filters(query)
     params: dict[str, object] = {
         "project": query.project,
-        "start": _ts(start),
-        "end": _ts(end),
+        "start": ts(start),
+        "end": ts(end),
         "limit": query.limit,
         **filters,
     }
@@ -331,7 +283,7 @@ def top_events(
         for goal_id, conversions, revenue, currencies in top
     ]
     target = query.currency or (target_answer.result() if target_answer else None)
-    money = _group_money(backend, target, [(g, r, cs) for g, _, _, r, cs in found], parts_sql, params)
+    money = group_money(backend, target, [(g, r, cs) for g, _, _, r, cs in found], parts_sql, params)
     found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
     visitors_n, base_n = (int(v) for v in base_answer.result()[0][:2])
     rows = []
@@ -343,7 +295,7 @@ def top_events(
                 goal_id=goal_id,
                 conversions=conversions,
                 converters=converters,
-                conversion_rate=_rate(conversions if per_conversion else converters, base_n),
+                conversion_rate=rate(conversions if per_conversion else converters, base_n),
                 revenue=money[goal_id].value,
             )
         )
@@ -355,7 +307,7 @@ def top_events(
         visitors=visitors_n,
         rate_base=base,
         rate_base_count=base_n,
-        **_money_fields(total),
+        **money_fields(total),
         rows=rows,
     )
 
@@ -385,236 +337,6 @@ def _exact_goals(
             for goal_id, n in backend.query(CONVERTERS_BY_BASE[base], {**params, "groups": groups})
         }
     return base_answer, top, converters_of
-
-
-def _group_money(
-    backend: ClickHouseBackend,
-    target: str | None,
-    found: Sequence[tuple[str, object, Sequence[str]]],
-    parts_sql: str,
-    params: dict[str, Any],
-) -> dict[str, Money]:
-    """Each group's revenue from ``found`` = (group, sum of the amounts as sent, currencies with an
-    amount), asking ``parts_sql`` for (group, currency, day) sums only when a group needs a rate or mixes
-    currencies."""
-    money = {group: Money(target) for group, _, _ in found}
-    simple = all(
-        len(currencies) <= 1 and (target is None or not currencies or currencies[0] in ("", target))
-        for _, _, currencies in found
-    )
-    if simple:
-        for group, revenue, currencies in found:
-            if currencies:  # one currency, no rate needed: the day does not matter
-                money[group].add(None, str(currencies[0]), date.min, Decimal(str(revenue)), 0)
-        return money
-    parts = backend.query(parts_sql, {**params, "groups": list(money)})
-    book = None
-    if target is not None:
-        last = max((_day(p[2]) for p in parts), default=date.min)
-        book = load_book(backend, target, {str(p[1]) for p in parts}, last)
-    for group, currency, day, amount, counted in parts:
-        money[str(group)].add(book, str(currency), _day(day), Decimal(str(amount)), int(counted))
-    return money
-
-
-def _day(value: object) -> date:
-    return value.date() if isinstance(value, datetime) else value  # type: ignore[return-value]
-
-
-def _money_fields(money: Money) -> dict[str, Any]:
-    return {
-        "currency": money.target,
-        "revenue_raw": money.raw_values(),
-        "unconverted_conversions": money.unconverted,
-    }
-
-
-_ANALYTICS_SCOPE = (
-    "({project:String} = '' OR project_id = {project:String}) AND "
-    "occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
-)
-LINK_CLICKS_SQL = f"""
-SELECT uniqExact(event_id)
-FROM events_raw
-WHERE {_ANALYTICS_SCOPE} AND type = 'click' AND link_id = {{link:String}}
-"""
-LINK_CONVERSIONS_SQL = f"""
-SELECT count(),
-       avgIf(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
-       quantileExactInclusiveIf(0.5)(time_to_convert_ms, time_to_convert_ms IS NOT NULL),
-       countIf(time_to_convert_ms IS NOT NULL)
-FROM conversions FINAL
-WHERE {_ANALYTICS_SCOPE} AND is_deleted = 0 AND attributed_link_id = {{link:String}}
-"""
-_LINK_SOURCE = (
-    "conversions FINAL WHERE "
-    + _ANALYTICS_SCOPE
-    + " AND is_deleted = 0 AND attributed_link_id = {link:String} "
-)
-LINK_GOALS_SQL = f"""
-SELECT goal_id, count() AS conversions, {_MONEY}
-FROM {_LINK_SOURCE}
-GROUP BY goal_id
-"""
-LINK_GOALS_PARTS_SQL = _parts_sql("goal_id", _LINK_SOURCE)
-
-
-def _seconds(ms: object) -> float | None:
-    if ms is None:
-        return None
-    value = float(ms)  # type: ignore[arg-type]
-    return None if math.isnan(value) else round(value / 1000, 3)
-
-
-def conversion_analytics(
-    backend: ClickHouseBackend, query: ConversionAnalyticsQuery, now: datetime | None = None
-) -> ConversionAnalytics:
-    start, end = query.period(now)
-    params = {"project": query.project or "", "link": query.link_id, "start": _ts(start), "end": _ts(end)}
-    clicks = int(backend.query(LINK_CLICKS_SQL, params)[0][0])
-    n, mean_ms, median_ms, timed = backend.query(LINK_CONVERSIONS_SQL, params)[0]
-    conversions = int(n)
-    found = [(str(g), int(c), r, cs) for g, c, r, cs in backend.query(LINK_GOALS_SQL, params)]
-    target = query.currency or project_currency(backend, query.project)
-    money = _group_money(backend, target, [(g, r, cs) for g, _, r, cs in found], LINK_GOALS_PARTS_SQL, params)
-    found.sort(key=lambda r: (-r[1], -money[r[0]].converted, r[0]))
-    total = Money(target)
-    for goal, *_ in found:
-        total.merge(money[goal])
-    rows = [
-        GoalConversionsRow(
-            goal_id=g,
-            conversions=c,
-            total_value=money[g].value,
-            average_value=round(money[g].value / c, 4) if c else 0.0,
-        )
-        for g, c, _, _ in found
-    ]
-    total_value = total.value
-    return ConversionAnalytics(
-        link_id=query.link_id,
-        project=query.project,
-        days=query.days,
-        from_=start,
-        to=end,
-        clicks=clicks,
-        conversions=conversions,
-        conversion_rate=_rate(conversions, clicks),
-        total_value=total_value,
-        average_value=round(total_value / conversions, 4) if conversions else 0.0,
-        time_to_convert_mean_s=_seconds(mean_ms) if int(timed) else None,
-        time_to_convert_median_s=_seconds(median_ms) if int(timed) else None,
-        **_money_fields(total),
-        rows=rows,
-    )
-
-
-EXPOSURES_SQL = f"""
-SELECT variation_id, uniqExact(visitor_id)
-FROM variation_exposures FINAL
-WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
-GROUP BY variation_id
-ORDER BY variation_id
-"""
-_VARIATION_SOURCE = f"""(
-    SELECT x.variation_id AS variation_id, c.visitor_id AS visitor_id, c.revenue AS revenue,
-           c.currency AS currency, c.occurred_at AS occurred_at
-    FROM (
-        SELECT visitor_id, revenue, currency, occurred_at
-        FROM {_CONVERSIONS_SOURCE}
-          AND ({{goal:String}} = '' OR goal_id = {{goal:String}})
-    ) AS c
-    INNER JOIN (
-        SELECT variation_id, visitor_id, min(first_seen_at) AS seen_at
-        FROM variation_exposures FINAL
-        WHERE project_id = {{project:String}} AND experiment_id = {{experiment:String}} AND {_SEEN_IN_PERIOD}
-        GROUP BY variation_id, visitor_id
-    ) AS x ON c.visitor_id = x.visitor_id
-    WHERE c.occurred_at >= x.seen_at
-) WHERE 1 """
-VARIATION_CONVERSIONS_SQL = f"""
-SELECT variation_id, count() AS conversions, uniqExact(visitor_id) AS converters, {_MONEY}
-FROM {_VARIATION_SOURCE}
-GROUP BY variation_id
-ORDER BY variation_id
-"""
-VARIATION_PARTS_SQL = _parts_sql("variation_id", _VARIATION_SOURCE)
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def rate_difference_ci(
-    converters: int, exposures: int, base_converters: int, base_exposures: int
-) -> tuple[float, float, float] | None:
-    """Difference of two proportions (variation minus baseline) with its 95% confidence interval, by the
-    normal approximation with the unpooled standard error. None when either side has no exposures."""
-    if exposures <= 0 or base_exposures <= 0:
-        return None
-    p1, p0 = converters / exposures, base_converters / base_exposures
-    se = math.sqrt(p1 * (1 - p1) / exposures + p0 * (1 - p0) / base_exposures)
-    diff = p1 - p0
-    return round(diff, 6), round(diff - Z95 * se, 6), round(diff + Z95 * se, 6)
-
-
-def experiment_report(
-    backend: ClickHouseBackend, query: ExperimentReportQuery, now: datetime | None = None
-) -> ExperimentReport:
-    start, end = query.period(now)
-    params = {
-        "project": query.project,
-        "experiment": query.experiment,
-        "goal": query.goal or "",
-        "start": _ts(start),
-        "end": _ts(end),
-    }
-    exposures = {str(v): int(n) for v, n in backend.query(EXPOSURES_SQL, params)}
-    found = [
-        (str(v), int(c), int(u), r, cs) for v, c, u, r, cs in backend.query(VARIATION_CONVERSIONS_SQL, params)
-    ]
-    target = query.currency or project_currency(backend, query.project)
-    money = _group_money(
-        backend, target, [(v, r, cs) for v, _, _, r, cs in found], VARIATION_PARTS_SQL, params
-    )
-    total = Money(target)
-    converted: dict[str, tuple[int, int, float]] = {}
-    for v, c, u, _, _ in found:
-        total.merge(money[v])
-        converted[v] = (c, u, money[v].value)
-    variations = sorted(set(exposures) | set(converted))
-    baseline = query.baseline if query.baseline is not None else (variations[0] if variations else None)
-    if baseline is not None and baseline not in variations:
-        variations = sorted([*variations, baseline])
-    b_exp = exposures.get(baseline or "", 0)
-    b_conv = converted.get(baseline or "", (0, 0, 0.0))[1]
-    rows = []
-    for v in variations:
-        n_exp = exposures.get(v, 0)
-        conversions, converters, revenue = converted.get(v, (0, 0, 0.0))
-        ci = None if v == baseline else rate_difference_ci(converters, n_exp, b_conv, b_exp)
-        rows.append(
-            VariationRow(
-                variation_id=v,
-                exposures=n_exp,
-                conversions=conversions,
-                converters=converters,
-                conversion_rate=_rate(converters, n_exp),
-                revenue=revenue,
-                is_baseline=v == baseline,
-                difference=ci[0] if ci else None,
-                ci95_low=ci[1] if ci else None,
-                ci95_high=ci[2] if ci else None,
-            )
-        )
-    return ExperimentReport(
-        project=query.project,
-        experiment=query.experiment,
-        goal=query.goal,
-        from_=start,
-        to=end,
-        baseline=baseline,
-        **_money_fields(total),
-        rows=rows,
-    )
 
 
 def projects(

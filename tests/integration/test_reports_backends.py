@@ -317,8 +317,8 @@ def test_the_daily_aggregates_answer_what_the_raw_events_do(
         base = query.rate_base
         params: dict[str, Any] = {
             "project": P,
-            "start": reports._ts(start),
-            "end": reports._ts(end),
+            "start": reports.ts(start),
+            "end": reports.ts(end),
             **filters,
         }
         raw = [int(v) for v in server.query(reports.BASE_SQL[base], params)[0]]

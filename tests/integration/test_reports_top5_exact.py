@@ -214,7 +214,7 @@ GROUP BY goal_id
 
 
 def old_exact(b: ClickHouseBackend, start: datetime, end: datetime, limit: int) -> tuple[int, list[Any]]:
-    params = {"project": P, "start": reports._ts(start), "end": reports._ts(end)}
+    params = {"project": P, "start": reports.ts(start), "end": reports.ts(end)}
     visitors = int(b.query(OLD_VISITORS_SQL, params)[0][0])
     goals = [
         (str(g), int(n), int(u), float(Decimal(str(r)))) for g, n, u, r in b.query(OLD_GOALS_SQL, params)
