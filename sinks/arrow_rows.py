@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.events import Event
-from schemas.rows import Conversion, ExposureRow, SessionRow
+from schemas.rows import ColumnRows, Conversion, ExposureRow, SessionRow
 
 _TS = pa.timestamp("ms", tz="UTC")
 _DEC = pa.decimal128(18, 4)
@@ -84,12 +84,18 @@ def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> pa.Table:
-    cols = _convert(_SESSION_FIELDS.read(rows), _SESSION_TYPES, _SESSION_HOW)
+    if isinstance(rows, ColumnRows):  # columns from the processors, times as epoch ms
+        values = dict(rows.columns)
+        times = {n: pa.array(values.pop(n), pa.int64()).cast(_TS) for n in ("started_at", "ended_at")}
+        cols = {**_convert(values, _SESSION_TYPES, _SESSION_HOW), **times}
+    else:
+        cols = _convert(_SESSION_FIELDS.read(rows), _SESSION_TYPES, _SESSION_HOW)
     return pa.Table.from_arrays([cols[n] for n in SESSION_SCHEMA.names], schema=SESSION_SCHEMA)
 
 
 def exposures_table(rows: Sequence[ExposureRow]) -> pa.Table:
-    cols = _convert(_EXPOSURE_FIELDS.read(rows), _EXPOSURE_TYPES, _EXPOSURE_HOW)
+    values = dict(rows.columns) if isinstance(rows, ColumnRows) else _EXPOSURE_FIELDS.read(rows)
+    cols = _convert(values, _EXPOSURE_TYPES, _EXPOSURE_HOW)
     return pa.Table.from_arrays([cols[n] for n in EXPOSURE_SCHEMA.names], schema=EXPOSURE_SCHEMA)
 
 
