@@ -59,9 +59,13 @@ def events_table(events: Sequence[Event], session_ids: Sequence[str] = ()) -> pa
     if session_ids and len(session_ids) != len(events):
         raise ValueError(f"{len(session_ids)} session ids for {len(events)} events")
     values = _EVENT_FIELDS.read(events)
-    values.update(_SEGMENT_FIELDS.read(values.pop("segment")))
+    # the events of a request (parser) or of a record (envelope decoder) share their segment object:
+    # each distinct one is converted once, then taken by index
+    segments, segment_codes = _by_identity(values.pop("segment"))
     offsets, experiments = _flatten(values.pop("experiments"))
     cols = _convert(values, _EVENT_TYPES, _EVENT_HOW)
+    for column, array in _convert(_SEGMENT_FIELDS.read(segments), _EVENT_TYPES, _EVENT_HOW).items():
+        cols[column] = array.take(segment_codes)
     for column, ids in _EXPERIMENT_FIELDS.read(experiments).items():
         cols[column] = _list(offsets, pa.array(ids, pa.string()), _STRS)
     cols["session_id"] = pa.array(session_ids, pa.string()) if session_ids else pa.repeat("", len(events))
@@ -70,7 +74,10 @@ def events_table(events: Sequence[Event], session_ids: Sequence[str] = ()) -> pa
 
 def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
     values = _CONVERSION_FIELDS.read(rows)
-    offsets, credits = _flatten(values.pop("credits"))
+    # conversions without attribution share their credit rows (one tuple per revenue, cached by the
+    # conversion stage): each distinct tuple is converted once, then taken by index
+    credit_sets, credit_codes = _by_identity(values.pop("credits"))
+    offsets, credits = _flatten(credit_sets)
     cols = _convert(values, _CONVERSION_TYPES, _CONVERSION_HOW)
     for column, items in _CREDIT_FIELDS.read(credits).items():
         if column == "credit":
@@ -79,7 +86,7 @@ def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
             item_array = _decimals(items, _DEC, _Q)
         else:
             item_array = pa.array(items, pa.string())
-        cols[column] = _list(offsets, item_array, _CONVERSION_TYPES[column])
+        cols[column] = _list(offsets, item_array, _CONVERSION_TYPES[column]).take(credit_codes)
     return pa.Table.from_arrays([cols[n] for n in CONVERSION_SCHEMA.names], schema=CONVERSION_SCHEMA)
 
 
@@ -157,6 +164,15 @@ def _by_distinct(
     codes = {column: list(map(code, vals)) for column, vals in columns.items()}
     distinct = convert(list(seen))
     return {column: distinct.take(pa.array(c, pa.int32())) for column, c in codes.items()}
+
+
+def _by_identity(objects: list[Any]) -> tuple[list[Any], pa.Array]:
+    """The distinct objects of ``objects`` by identity (first-seen order) and each one's index among
+    them, with C-level loops. Equal objects that are not the same object are converted apart (harmless)."""
+    ids = list(map(id, objects))
+    distinct = dict(zip(ids, objects, strict=True))  # ``objects`` keeps them alive: the ids are unique
+    index = {i: n for n, i in enumerate(distinct)}
+    return list(distinct.values()), pa.array(list(map(index.__getitem__, ids)), pa.int32())
 
 
 def _flatten(lists: Sequence[Sequence[Any]]) -> tuple[pa.Array, list[Any]]:

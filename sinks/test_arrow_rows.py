@@ -290,6 +290,14 @@ def test_conversions_table_matches_reference(rows: list[Conversion]) -> None:
 
 
 @FAST
+@given(st.lists(conversions, min_size=1, max_size=6), st.lists(st.integers(0, 5), max_size=12))
+def test_conversions_sharing_credit_rows_match_reference(rows: list[Conversion], picks: list[int]) -> None:
+    # the conversion stage hands the same credits tuple to every unattributed conversion of a revenue
+    shared = [rows[-1].model_copy(update={"credits": rows[p % len(rows)].credits}) for p in picks]
+    assert_same(conversions_table(rows + shared), ref_conversions(rows + shared))
+
+
+@FAST
 @given(st.lists(sessions, max_size=8), st.lists(exposures, max_size=8))
 def test_sessions_and_exposures_tables_match_reference(
     session_rows: list[SessionRow], exposure_rows: list[ExposureRow]
