@@ -6,9 +6,12 @@ Arrow with their ``None``s, which Arrow fills with ``""``; nested lists (experim
 flattened once and assembled from offsets; datetimes and decimals, which pyarrow converts with Python
 calls per value, are converted once per distinct value; decimals go to Arrow as they are and are
 quantized (``ROUND_HALF_EVEN``, the default context, as before) only when pyarrow refuses a value with
-more fractional digits than the column. Nothing is converted at import: pyarrow's first conversion
-imports pandas, which the edge (it imports the sink) does not need. ``sinks/test_arrow_rows.py`` checks
-every table against a plain row-by-row construction.
+more fractional digits than the column. Session and exposure rows come from the processors as
+columns (``schemas.rows.ColumnRows``, decision 155): their lists go to Arrow as they are, session times
+as epoch ms; objects the processors share between rows (a request's or record's segment, the credit
+rows of unattributed conversions) are converted once per object. Nothing is converted at import:
+pyarrow's first conversion imports pandas, which the edge (it imports the sink) does not need.
+``sinks/test_arrow_rows.py`` checks every table against a plain row-by-row construction.
 """
 
 from __future__ import annotations
