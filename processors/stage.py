@@ -13,7 +13,7 @@ from processors.messages import Message
 from processors.outcome import DeadLetter, Drop, DropReason, Merged, Outcome
 from processors.store import KeyValueStore, StagedStore, pack, unpack
 from schemas.events import Event
-from schemas.rows import Conversion, ExposureRow, ProcessedBatch, SessionRow
+from schemas.rows import Conversion, ExposureColumns, ProcessedBatch, SessionColumns
 
 T = TypeVar("T")
 
@@ -23,8 +23,8 @@ class StageOutput:
     messages: list[Message] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
-    sessions: list[SessionRow] = field(default_factory=list)
-    exposures: list[ExposureRow] = field(default_factory=list)
+    sessions: SessionColumns = field(default_factory=SessionColumns)  # rows as columns (decision 155)
+    exposures: ExposureColumns = field(default_factory=ExposureColumns)
     conversions: list[Conversion] = field(default_factory=list)
     dropped: Counter[DropReason] = field(default_factory=Counter)
     merged: int = 0
@@ -46,22 +46,14 @@ class StageOutput:
             k = (c.project_id, c.goal_id, c.conversion_key)
             if k not in conv or c.version >= conv[k].version:
                 conv[k] = c
-        sess: dict[tuple[str, str, str], SessionRow] = {}
-        for s in self.sessions:
-            sk = (s.project_id, s.visitor_id, s.session_id)
-            if sk not in sess or s.version >= sess[sk].version:
-                sess[sk] = s
-        expo: dict[tuple[str, str, str, str], ExposureRow] = {}
-        for x in self.exposures:
-            xk = (x.project_id, x.experiment_id, x.variation_id, x.visitor_id)
-            if xk not in expo or x.version >= expo[xk].version:
-                expo[xk] = x
-        return ProcessedBatch(
+        # one dict of the model's fields, no validation: the rows are already of their types, and the
+        # session and exposure columns stay columns (validating them would build every row)
+        return ProcessedBatch.model_construct(
             events=tuple(self.events),
             session_ids=tuple(self.session_ids),
             conversions=tuple(conv.values()),
-            sessions=tuple(sess.values()),
-            exposures=tuple(expo.values()),
+            sessions=self.sessions.latest(),
+            exposures=self.exposures.latest(),
         )
 
     def extend(self, other: StageOutput) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import NamedTuple
 
 import msgspec
 
 from processors.attribution import find_anchor, ms, path_to
-from processors.codec import construct, decoder, dumps
+from processors.codec import decoder, dumps
 from processors.config import ProcessingConfig
 from processors.dedup import conversion_key
 from processors.experiments import SEP, pair, seen_by, split_key
@@ -42,7 +42,6 @@ from processors.sessions import Span, add_activity, find, prune, session_id
 from processors.stage import StageOutput, load_with, save_with
 from processors.store import KeyValueStore
 from schemas.events import Event, EventType, ExperimentVariation
-from schemas.rows import ExposureRow, SessionRow
 
 ACTIVITY_TYPES = frozenset(
     {
@@ -106,10 +105,6 @@ def encode_state(state: VisitorState) -> bytes:
 
 def _resolution(method: Method, visitor: str, link: str = "") -> Resolution:
     return Resolution(method=method, visitor_id=visitor, anchor_id="", link_id=link, rank=1)
-
-
-def _dt(t_ms: int) -> datetime:
-    return datetime.fromtimestamp(t_ms / 1000, tz=UTC)
 
 
 def campaign_of(event: Event) -> str:
@@ -243,8 +238,16 @@ class VisitorStage:
             changed |= self._event(state, visitor, s.event, fresh, out, sids, rows)
         for (project, sid), (span, deleted, version) in rows.items():
             p = state.projects[project]
-            out.sessions.append(
-                self._session_row(project, p.account_id, visitor, sid, span, deleted, version)
+            out.sessions.add(
+                project,
+                p.account_id,
+                visitor,
+                sid,
+                span.start,
+                span.end,
+                span.n,
+                deleted,
+                _BASE_VERSION + version,
             )
         for r in resolved:
             changed |= self._resolved(state, r, out)
@@ -315,19 +318,14 @@ class VisitorStage:
                 if first is None or t < first:
                     exposures[xkey] = t
                     p.version += 1
-                    out.exposures.append(
-                        construct(
-                            ExposureRow,
-                            {
-                                "project_id": e.project_id,
-                                "account_id": e.account_id,
-                                "experiment_id": x.experiment_id,
-                                "variation_id": x.variation_id,
-                                "visitor_id": visitor,
-                                "first_seen_at": e.occurred_at,
-                                "version": _BASE_VERSION - t,
-                            },
-                        )
+                    out.exposures.add(
+                        e.project_id,
+                        e.account_id,
+                        x.experiment_id,
+                        x.variation_id,
+                        visitor,
+                        e.occurred_at,
+                        _BASE_VERSION - t,
                     )
                     changed = True
             # touches
@@ -415,25 +413,6 @@ class VisitorStage:
         return True
 
     # -- outputs -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _session_row(
-        project: str, account: str, visitor: str, sid: str, span: Span, deleted: bool, version: int
-    ) -> SessionRow:
-        return construct(
-            SessionRow,
-            dict(
-                project_id=project,
-                account_id=account,
-                visitor_id=visitor,
-                session_id=sid,
-                started_at=_dt(span.start),
-                ended_at=_dt(span.end),
-                events=span.n,
-                is_deleted=deleted,
-                version=_BASE_VERSION + version,
-            ),
-        )
 
     def attribute(self, project: str, visitor: str, p: VisitorProject, held: Held) -> Attributed:
         cfg = self.config

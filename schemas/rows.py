@@ -8,9 +8,12 @@ conversion, a session merged into another).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -150,6 +153,197 @@ class VisitPairCounter:
     version: int
 
 
+# --- Rows as columns (issue 16 item 4, decision 155) ---
+# The visitor stage makes its session and exposure rows from values it already holds; it appends them to
+# one list per column instead of building a row object each, so the sink wraps the lists in Arrow arrays
+# without reading rows back field by field. Readers of rows (the Faust port's sessions topic, tests) get
+# the row objects, built once on first access.
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class ColumnRows(Sequence[R], Generic[R]):
+    """Rows of one table held as columns: ``columns[field]`` is the list of that field's values, in row
+    order. A read-only sequence of the row objects, built on first row access (``len`` builds nothing).
+    ``key`` names the fields that identify a row: :meth:`latest` keeps the last version per key."""
+
+    fields: ClassVar[tuple[str, ...]]
+    key: ClassVar[tuple[str, ...]]
+    __slots__ = ("_rows", "columns")
+
+    def __init__(self, columns: dict[str, list[Any]] | None = None) -> None:
+        self.columns: dict[str, list[Any]] = columns or {f: [] for f in self.fields}
+        self._rows: tuple[R, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns[self.fields[0]])
+
+    @overload
+    def __getitem__(self, i: int) -> R: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[R]: ...
+    def __getitem__(self, i: int | slice) -> R | Sequence[R]:
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ColumnRows | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} rows)"
+
+    def rows(self) -> tuple[R, ...]:
+        if self._rows is None:
+            self._rows = tuple(map(self._row, *(self.columns[f] for f in self.fields)))
+        return self._rows
+
+    def _row(self, *values: Any) -> R:
+        raise NotImplementedError
+
+    def extend(self, other: ColumnRows[R]) -> None:
+        for f in self.fields:
+            self.columns[f].extend(other.columns[f])
+        self._rows = None
+
+    def latest(self) -> ColumnRows[R]:
+        """The rows with the highest version per key (ties: the later row), in the order each key first
+        appeared: what keeping one row per key in a dict does."""
+        cols = self.columns
+        keys = list(zip(*(cols[f] for f in self.key), strict=True))
+        if len(set(keys)) == len(keys):
+            return self
+        versions = cols["version"]
+        best: dict[tuple[Any, ...], int] = {}
+        for i, k in enumerate(keys):
+            j = best.get(k)
+            if j is None or versions[i] >= versions[j]:
+                best[k] = i
+        take = itemgetter(*best.values())
+        if len(best) == 1:
+            return type(self)({f: [take(v)] for f, v in cols.items()})
+        return type(self)({f: list(take(v)) for f, v in cols.items()})
+
+
+_set = object.__setattr__
+
+
+def _model(cls: type[R], values: dict[str, Any]) -> R:
+    """A frozen row holding ``values`` (every field, of its type) without validation, as the processors
+    build their rows (``processors.codec.construct``)."""
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", _FIELDS_SET[cls])
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _ms_datetime(t_ms: int) -> datetime:
+    return datetime.fromtimestamp(t_ms / 1000, tz=UTC)
+
+
+class SessionColumns(ColumnRows["SessionRow"]):
+    """Session rows as columns; ``started_at`` / ``ended_at`` hold epoch milliseconds (the rows get
+    datetimes)."""
+
+    fields = (
+        "project_id",
+        "account_id",
+        "visitor_id",
+        "session_id",
+        "started_at",
+        "ended_at",
+        "events",
+        "is_deleted",
+        "version",
+    )
+    key = ("project_id", "visitor_id", "session_id")
+    __slots__ = ()
+
+    def add(
+        self,
+        project_id: str,
+        account_id: str,
+        visitor_id: str,
+        session_id: str,
+        started_ms: int,
+        ended_ms: int,
+        events: int,
+        is_deleted: bool,
+        version: int,
+    ) -> None:
+        c = self.columns
+        c["project_id"].append(project_id)
+        c["account_id"].append(account_id)
+        c["visitor_id"].append(visitor_id)
+        c["session_id"].append(session_id)
+        c["started_at"].append(started_ms)
+        c["ended_at"].append(ended_ms)
+        c["events"].append(events)
+        c["is_deleted"].append(is_deleted)
+        c["version"].append(version)
+        self._rows = None
+
+    def _row(self, *values: Any) -> SessionRow:
+        row = dict(zip(self.fields, values, strict=True))
+        row["started_at"] = _ms_datetime(row["started_at"])
+        row["ended_at"] = _ms_datetime(row["ended_at"])
+        return _model(SessionRow, row)
+
+
+class ExposureColumns(ColumnRows["ExposureRow"]):
+    """Variation exposure rows as columns (``first_seen_at`` holds the event's datetime, as the row)."""
+
+    fields = (
+        "project_id",
+        "account_id",
+        "experiment_id",
+        "variation_id",
+        "visitor_id",
+        "first_seen_at",
+        "version",
+    )
+    key = ("project_id", "experiment_id", "variation_id", "visitor_id")
+    __slots__ = ()
+
+    def add(
+        self,
+        project_id: str,
+        account_id: str,
+        experiment_id: str,
+        variation_id: str,
+        visitor_id: str,
+        first_seen_at: datetime,
+        version: int,
+    ) -> None:
+        c = self.columns
+        c["project_id"].append(project_id)
+        c["account_id"].append(account_id)
+        c["experiment_id"].append(experiment_id)
+        c["variation_id"].append(variation_id)
+        c["visitor_id"].append(visitor_id)
+        c["first_seen_at"].append(first_seen_at)
+        c["version"].append(version)
+        self._rows = None
+
+    def _row(self, *values: Any) -> ExposureRow:
+        return _model(ExposureRow, dict(zip(self.fields, values, strict=True)))
+
+
+_FIELDS_SET: dict[type[BaseModel], set[str]] = {
+    SessionRow: set(SessionRow.model_fields),
+    ExposureRow: set(ExposureRow.model_fields),
+}
+assert SessionColumns.fields == tuple(SessionRow.model_fields)
+assert ExposureColumns.fields == tuple(ExposureRow.model_fields)
+
+
 class ProcessedBatch(BaseModel):
     """What one batch of input records produced, ready for a sink's ``write_batch``."""
 
@@ -158,8 +352,8 @@ class ProcessedBatch(BaseModel):
     events: tuple[Event, ...] = ()
     conversions: tuple[Conversion, ...] = ()
     session_ids: tuple[str, ...] = ()  # parallel to ``events`` when set: each event's session
-    sessions: tuple[SessionRow, ...] = ()
-    exposures: tuple[ExposureRow, ...] = ()
+    sessions: Sequence[SessionRow] = ()  # a SessionColumns from the processors
+    exposures: Sequence[ExposureRow] = ()  # an ExposureColumns from the processors
     goal_days: tuple[GoalDayCounter, ...] = ()  # counters (decision 100): written after the rows
     goal_pairs: tuple[GoalPairCounter, ...] = ()
     visit_pairs: tuple[VisitPairCounter, ...] = ()

@@ -6,9 +6,12 @@ Arrow with their ``None``s, which Arrow fills with ``""``; nested lists (experim
 flattened once and assembled from offsets; datetimes and decimals, which pyarrow converts with Python
 calls per value, are converted once per distinct value; decimals go to Arrow as they are and are
 quantized (``ROUND_HALF_EVEN``, the default context, as before) only when pyarrow refuses a value with
-more fractional digits than the column. Nothing is converted at import: pyarrow's first conversion
-imports pandas, which the edge (it imports the sink) does not need. ``sinks/test_arrow_rows.py`` checks
-every table against a plain row-by-row construction.
+more fractional digits than the column. Session and exposure rows come from the processors as
+columns (``schemas.rows.ColumnRows``, decision 155): their lists go to Arrow as they are, session times
+as epoch ms; objects the processors share between rows (a request's or record's segment, the credit
+rows of unattributed conversions) are converted once per object. Nothing is converted at import:
+pyarrow's first conversion imports pandas, which the edge (it imports the sink) does not need.
+``sinks/test_arrow_rows.py`` checks every table against a plain row-by-row construction.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.events import Event
-from schemas.rows import Conversion, ExposureRow, SessionRow
+from schemas.rows import ColumnRows, Conversion, ExposureRow, SessionRow
 
 _TS = pa.timestamp("ms", tz="UTC")
 _DEC = pa.decimal128(18, 4)
@@ -59,9 +62,13 @@ def events_table(events: Sequence[Event], session_ids: Sequence[str] = ()) -> pa
     if session_ids and len(session_ids) != len(events):
         raise ValueError(f"{len(session_ids)} session ids for {len(events)} events")
     values = _EVENT_FIELDS.read(events)
-    values.update(_SEGMENT_FIELDS.read(values.pop("segment")))
+    # the events of a request (parser) or of a record (envelope decoder) share their segment object:
+    # each distinct one is converted once, then taken by index
+    segments, segment_codes = _by_identity(values.pop("segment"))
     offsets, experiments = _flatten(values.pop("experiments"))
     cols = _convert(values, _EVENT_TYPES, _EVENT_HOW)
+    for column, array in _convert(_SEGMENT_FIELDS.read(segments), _EVENT_TYPES, _EVENT_HOW).items():
+        cols[column] = array.take(segment_codes)
     for column, ids in _EXPERIMENT_FIELDS.read(experiments).items():
         cols[column] = _list(offsets, pa.array(ids, pa.string()), _STRS)
     cols["session_id"] = pa.array(session_ids, pa.string()) if session_ids else pa.repeat("", len(events))
@@ -70,7 +77,10 @@ def events_table(events: Sequence[Event], session_ids: Sequence[str] = ()) -> pa
 
 def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
     values = _CONVERSION_FIELDS.read(rows)
-    offsets, credits = _flatten(values.pop("credits"))
+    # conversions without attribution share their credit rows (one tuple per revenue, cached by the
+    # conversion stage): each distinct tuple is converted once, then taken by index
+    credit_sets, credit_codes = _by_identity(values.pop("credits"))
+    offsets, credits = _flatten(credit_sets)
     cols = _convert(values, _CONVERSION_TYPES, _CONVERSION_HOW)
     for column, items in _CREDIT_FIELDS.read(credits).items():
         if column == "credit":
@@ -79,17 +89,23 @@ def conversions_table(rows: Sequence[Conversion]) -> pa.Table:
             item_array = _decimals(items, _DEC, _Q)
         else:
             item_array = pa.array(items, pa.string())
-        cols[column] = _list(offsets, item_array, _CONVERSION_TYPES[column])
+        cols[column] = _list(offsets, item_array, _CONVERSION_TYPES[column]).take(credit_codes)
     return pa.Table.from_arrays([cols[n] for n in CONVERSION_SCHEMA.names], schema=CONVERSION_SCHEMA)
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> pa.Table:
-    cols = _convert(_SESSION_FIELDS.read(rows), _SESSION_TYPES, _SESSION_HOW)
+    if isinstance(rows, ColumnRows):  # columns from the processors, times as epoch ms
+        values = dict(rows.columns)
+        times = {n: pa.array(values.pop(n), pa.int64()).cast(_TS) for n in ("started_at", "ended_at")}
+        cols = {**_convert(values, _SESSION_TYPES, _SESSION_HOW), **times}
+    else:
+        cols = _convert(_SESSION_FIELDS.read(rows), _SESSION_TYPES, _SESSION_HOW)
     return pa.Table.from_arrays([cols[n] for n in SESSION_SCHEMA.names], schema=SESSION_SCHEMA)
 
 
 def exposures_table(rows: Sequence[ExposureRow]) -> pa.Table:
-    cols = _convert(_EXPOSURE_FIELDS.read(rows), _EXPOSURE_TYPES, _EXPOSURE_HOW)
+    values = dict(rows.columns) if isinstance(rows, ColumnRows) else _EXPOSURE_FIELDS.read(rows)
+    cols = _convert(values, _EXPOSURE_TYPES, _EXPOSURE_HOW)
     return pa.Table.from_arrays([cols[n] for n in EXPOSURE_SCHEMA.names], schema=EXPOSURE_SCHEMA)
 
 
@@ -151,6 +167,15 @@ def _by_distinct(
     codes = {column: list(map(code, vals)) for column, vals in columns.items()}
     distinct = convert(list(seen))
     return {column: distinct.take(pa.array(c, pa.int32())) for column, c in codes.items()}
+
+
+def _by_identity(objects: list[Any]) -> tuple[list[Any], pa.Array]:
+    """The distinct objects of ``objects`` by identity (first-seen order) and each one's index among
+    them, with C-level loops. Equal objects that are not the same object are converted apart (harmless)."""
+    ids = list(map(id, objects))
+    distinct = dict(zip(ids, objects, strict=True))  # ``objects`` keeps them alive: the ids are unique
+    index = {i: n for n, i in enumerate(distinct)}
+    return list(distinct.values()), pa.array(list(map(index.__getitem__, ids)), pa.int32())
 
 
 def _flatten(lists: Sequence[Sequence[Any]]) -> tuple[pa.Array, list[Any]]:

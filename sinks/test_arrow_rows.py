@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Event, EventType, ExperimentVariation, Segment
-from schemas.rows import Conversion, Credit, ExposureRow, SessionRow
+from schemas.rows import Conversion, Credit, ExposureColumns, ExposureRow, SessionColumns, SessionRow
 from sinks.arrow_rows import (
     CONVERSION_SCHEMA_FIELDS,
     EVENT_SCHEMA_FIELDS,
@@ -290,12 +290,87 @@ def test_conversions_table_matches_reference(rows: list[Conversion]) -> None:
 
 
 @FAST
+@given(st.lists(conversions, min_size=1, max_size=6), st.lists(st.integers(0, 5), max_size=12))
+def test_conversions_sharing_credit_rows_match_reference(rows: list[Conversion], picks: list[int]) -> None:
+    # the conversion stage hands the same credits tuple to every unattributed conversion of a revenue
+    shared = [rows[-1].model_copy(update={"credits": rows[p % len(rows)].credits}) for p in picks]
+    assert_same(conversions_table(rows + shared), ref_conversions(rows + shared))
+
+
+@FAST
 @given(st.lists(sessions, max_size=8), st.lists(exposures, max_size=8))
 def test_sessions_and_exposures_tables_match_reference(
     session_rows: list[SessionRow], exposure_rows: list[ExposureRow]
 ) -> None:
     assert_same(sessions_table(session_rows), ref_plain(SESSION_SCHEMA_FIELDS, session_rows))
     assert_same(exposures_table(exposure_rows), ref_plain(EXPOSURE_SCHEMA_FIELDS, exposure_rows))
+
+
+# -- rows as columns from the processors (decision 155) ------------------------------------------
+
+ms_times = st.integers(-631152000000, 4102444800000)  # 1950 .. 2100, epoch milliseconds
+session_values = st.tuples(
+    texts, texts, texts, texts, ms_times, ms_times, st.integers(0, 2**32 - 1), st.booleans(),
+    st.integers(0, 2**64 - 1),
+)  # fmt: skip
+exposure_values = st.tuples(texts, texts, texts, texts, texts, times, st.integers(0, 2**64 - 1))
+
+
+def _latest_by_dict(rows: Sequence[Any], key: Callable[[Any], tuple[Any, ...]]) -> list[Any]:
+    """What StageOutput.batch() kept before the columns: one row per key, highest version (ties: later)."""
+    best: dict[tuple[Any, ...], Any] = {}
+    for r in rows:
+        k = key(r)
+        if k not in best or r.version >= best[k].version:
+            best[k] = r
+    return list(best.values())
+
+
+@FAST
+@given(st.lists(session_values, max_size=10), st.lists(exposure_values, max_size=10), st.booleans())
+def test_column_rows_give_the_tables_and_rows_of_the_row_objects(
+    session_rows: list[tuple[Any, ...]], exposure_rows: list[tuple[Any, ...]], repeat_keys: bool
+) -> None:
+    if repeat_keys:  # the same keys again with other versions: latest() keeps one row per key
+        session_rows += [(*r[:4], *r[4:8], r[8] // 2) for r in session_rows]
+        exposure_rows += [(*r[:6], r[6] // 3) for r in exposure_rows]
+    sessions = SessionColumns()
+    for r in session_rows:
+        sessions.add(*r)
+    exposures = ExposureColumns()
+    for r in exposure_rows:
+        exposures.add(*r)
+    assert len(sessions) == len(session_rows) and len(exposures) == len(exposure_rows)
+    # the rows: validated models equal to the values (session times from epoch ms)
+    expected_sessions = [
+        SessionRow(
+            project_id=p, account_id=a, visitor_id=v, session_id=s,
+            started_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=t0),
+            ended_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=t1),
+            events=n, is_deleted=d, version=ver,
+        )
+        for p, a, v, s, t0, t1, n, d, ver in session_rows
+    ]  # fmt: skip
+    fields = [n for n, _ in EXPOSURE_SCHEMA_FIELDS]
+    expected_exposures = [ExposureRow(**dict(zip(fields, r, strict=True))) for r in exposure_rows]
+    assert list(sessions) == expected_sessions and list(exposures) == expected_exposures
+    # one row per key as a dict kept it, then the same tables as the row objects give
+    latest_sessions, latest_exposures = sessions.latest(), exposures.latest()
+    assert list(latest_sessions) == _latest_by_dict(
+        expected_sessions, lambda r: (r.project_id, r.visitor_id, r.session_id)
+    )
+    assert list(latest_exposures) == _latest_by_dict(
+        expected_exposures, lambda r: (r.project_id, r.experiment_id, r.variation_id, r.visitor_id)
+    )
+    checks: list[tuple[Any, Callable[[Any], pa.Table], list[tuple[str, pa.DataType]]]] = [
+        (latest_sessions, sessions_table, SESSION_SCHEMA_FIELDS),
+        (latest_exposures, exposures_table, EXPOSURE_SCHEMA_FIELDS),
+    ]
+    for columns, build, schema in checks:
+        rows = tuple(columns)
+        fresh = type(columns)(columns.columns)  # no rows built yet: the table comes from the columns
+        assert_same(build(fresh), build(rows))
+        assert_same(build(fresh), ref_plain(schema, rows))
 
 
 def test_decimals_are_rounded_half_to_even_to_the_column_scale() -> None:
