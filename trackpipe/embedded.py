@@ -43,6 +43,7 @@ from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
 from sinks.report_retention import apply_retention
 from trackpipe.alerting.embedded import AlertStage, EmbeddedAlertStates
+from trackpipe.embedded_counting import counting_for
 from trackpipe.embedded_runner import EmbeddedRunner
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, OffsetStore
@@ -102,6 +103,8 @@ def build_embedded_app(settings: Settings) -> web.Application:
         await loop.run_in_executor(executor, migrate, backend)
         await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
         sqlite_state = SqliteState(data / "state.sqlite")
+        # the Top-5 counters: kept only in a database counted from its start (trackpipe/embedded_counting)
+        counting = await loop.run_in_executor(executor, counting_for, settings, backend, sqlite_state)
         # the delivery log: rows inserted in the background through the chdb executor (issue 13)
         delivery_log = DeliveryLogObserver(lambda: backend, executor)
         deliveries = DeliveryLoop(
@@ -120,7 +123,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
-            ConversionPipeline(settings.processing_config(), sqlite_state),
+            ConversionPipeline(settings.processing_config(), sqlite_state, counting),
             ClickHouseSink(backend),
             LocalLog(data / "deadletter"),
             executor,

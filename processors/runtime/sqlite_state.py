@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from processors.messages import Stage
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (stage TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                                   PRIMARY KEY (stage, key)) WITHOUT ROWID;
@@ -42,7 +40,7 @@ def _sqlite_errors(what: str) -> Iterator[None]:
 
 
 class _StageTable:
-    def __init__(self, owner: SqliteState, stage: Stage):
+    def __init__(self, owner: SqliteState, stage: str):
         self.owner = owner
         self.stage = stage
 
@@ -83,7 +81,8 @@ class SqliteState:
         self.conn.executescript(_SCHEMA)
         self.conn.commit()
 
-    def store(self, stage: Stage) -> _StageTable:
+    def store(self, stage: str) -> _StageTable:
+        """A stage's table (or another step's: the counting step's ``counting``)."""
         return _StageTable(self, stage)
 
     def offset(self) -> int | None:
@@ -94,6 +93,11 @@ class SqliteState:
     def commit(self, offset: int) -> None:
         with self.lock, _sqlite_errors("commit"):
             self.conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('offset', ?)", (offset,))
+            self.conn.commit()
+
+    def commit_writes(self) -> None:
+        """Make writes made outside a batch durable (the offset unchanged): the counting step's origin."""
+        with self.lock, _sqlite_errors("commit"):
             self.conn.commit()
 
     def rollback(self) -> None:
