@@ -45,9 +45,9 @@ S = "\x1f"
 
 def epoch_day(t: datetime) -> int:
     """The UTC day of ``t`` as days since 1970-01-01 (a naive time is taken as UTC)."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() // 86400)
+    if t.tzinfo is not None and t.utcoffset():
+        t = t.astimezone(UTC)
+    return t.toordinal() - _EPOCH
 
 
 def as_date(day: int) -> date:
@@ -140,14 +140,18 @@ class _Days:
         days.insert(i, day)
         if weighted:
             m.weights.insert(i, 1)
-        floor = days[-1] - 2 * self.h
-        if floor > m.floor:  # forget the days no exact pair needs any more
+        self.prune(m, weighted)
+        return True
+
+    def prune(self, m: Member, weighted: bool) -> None:
+        """Forget the days no exact pair needs any more (2 x horizon before the latest)."""
+        floor = m.days[-1] - 2 * self.h
+        if floor > m.floor:
             m.floor = floor
-            cut = bisect_left(days, floor)
-            del days[:cut]
+            cut = bisect_left(m.days, floor)
+            del m.days[:cut]
             if weighted:
                 del m.weights[:cut]
-        return True
 
     def remove(self, m: Member, day: int, delta: Delta) -> bool:
         """One live conversion less on ``day`` (a converter); the day goes when none is left."""
@@ -171,61 +175,53 @@ class _Days:
 
 
 class _Values:
-    """The absolute counter values a batch reads and changes (loaded once per key, written at the end)."""
+    """The absolute counter values a batch reads and changes, by their row's fields (kind, project, ...):
+    loaded once per key, written at the end. A pair count is ``[n]``, a goal day ``[conversions, revenue,
+    with revenue]``; the state key is the fields joined by ``\x1f``."""
 
     def __init__(self, store: KeyValueStore):
         self.store = store
-        self.values: dict[str, list[int | str]] = {}
-        self.touched: dict[str, tuple[Any, ...]] = {}  # key -> its row's fields
+        self.values: dict[tuple[Any, ...], list[Any]] = {}
 
-    def get(self, key: str) -> list[int | str] | None:
-        v = self.values.get(key)
-        if v is None:
-            raw = self.store.get(key)
-            if raw is not None:
-                v = self.values[key] = _VALUE.decode(unpack(raw)[1])
+    def _load(self, parts: tuple[Any, ...], empty: list[Any]) -> list[Any]:
+        raw = self.store.get(S.join(map(str, parts)))
+        v: list[Any] = empty
+        if raw is not None:
+            v = list(_VALUE.decode(unpack(raw)[1]))
+            if len(v) == 3:
+                v[1] = Decimal(v[1])
+        self.values[parts] = v
         return v
 
-    def pair(self, key: str, parts: tuple[Any, ...], sign: int) -> None:
-        v = self.get(key)
-        self.values[key] = [(int(v[0]) if v else 0) + sign]
-        self.touched[key] = parts
+    def pair(self, parts: tuple[Any, ...], sign: int) -> None:
+        v = self.values.get(parts) or self._load(parts, [0])
+        v[0] += sign
 
-    def goal_day(self, key: str, parts: tuple[Any, ...], revenue: Decimal, sign: int) -> None:
-        v = self.get(key)
-        n, total, with_revenue = (int(v[0]), Decimal(str(v[1])), int(v[2])) if v else (0, Decimal(0), 0)
-        self.values[key] = [
-            n + sign,
-            str(total + sign * revenue),
-            with_revenue + (sign if revenue else 0),
-        ]
-        self.touched[key] = parts
+    def goal_day(self, parts: tuple[Any, ...], revenue: Decimal, sign: int) -> None:
+        v = self.values.get(parts) or self._load(parts, [0, Decimal(0), 0])
+        v[0] += sign
+        if revenue:
+            v[1] += revenue if sign > 0 else -revenue
+            v[2] += sign
 
     def flush(self, writer: str, seq: int, out: CountedRows) -> None:
-        for key, parts in self.touched.items():
-            v = self.values[key]
-            zero = int(v[0]) == 0 and (len(v) == 1 or (Decimal(str(v[1])) == 0 and int(v[2]) == 0))
-            if zero:
+        for parts, v in self.values.items():
+            key = S.join(map(str, parts))
+            if not v[0] and (len(v) == 1 or not (v[1] or v[2])):
                 self.store.delete(key)
             else:
-                self.store.put(key, pack(NEVER_MS, _enc(v)))
+                self.store.put(key, pack(NEVER_MS, _enc(v if len(v) == 1 else [v[0], str(v[1]), v[2]])))
             kind = parts[0]
             if kind == "gd":
                 p, g, day, cur = parts[1:]
-                out.goal_days.append(
-                    GoalDayCounter(
-                        writer, p, g, as_date(day), cur, int(v[0]), Decimal(str(v[1])), int(v[2]), seq
-                    )
-                )
+                out.goal_days.append(GoalDayCounter(writer, p, g, as_date(day), cur, v[0], v[1], v[2], seq))
             elif kind == "gp":
                 p, g, day, prev = parts[1:]
-                out.goal_pairs.append(
-                    GoalPairCounter(writer, p, g, as_date(day), as_date(prev), int(v[0]), seq)
-                )
+                out.goal_pairs.append(GoalPairCounter(writer, p, g, as_date(day), as_date(prev), v[0], seq))
             else:
                 p, day, prev = parts[1:]
                 out.visit_pairs.append(
-                    VisitPairCounter(writer, p, "all", "*", as_date(day), as_date(prev), int(v[0]), seq)
+                    VisitPairCounter(writer, p, "all", "*", as_date(day), as_date(prev), v[0], seq)
                 )
 
 
@@ -279,18 +275,32 @@ class CountingStep:
         self, store: KeyValueStore, values: _Values, events: Iterable[Event], now_ms: int, broken: set[str]
     ) -> None:
         by_member: dict[tuple[str, str], set[int]] = {}
-        for e in events:
-            by_member.setdefault((e.project_id, e.visitor_id), set()).add(epoch_day(e.occurred_at))
+        for project, visitor, day in {(e.project_id, e.visitor_id, epoch_day(e.occurred_at)) for e in events}:
+            days = by_member.get((project, visitor))
+            if days is None:
+                by_member[(project, visitor)] = {day}
+            else:
+                days.add(day)
         expires = now_ms + self.visitor_keep_ms
+        clamp = self.days.clamp
         for (project, visitor), days in by_member.items():
             key = f"v{S}{project}{S}{visitor}"
             m = _load_member(store, key)
-            if m is not None and all(d in m.days for d in days):
+            if m is None:  # a new visitor (the most frequent case): its days in order, nothing to take back
+                prev = NO
+                for d in sorted(days):
+                    pv = clamp(prev, d)
+                    values.pair(("vp", project, d, pv), +1)
+                    prev = d
+                m = Member(0, sorted(days), [])
+                self.days.prune(m, weighted=False)
+                _save_member(store, key, m, expires)
                 continue
-            m = m or Member(0, [], [])
+            if all(d in m.days for d in days):
+                continue
 
             def delta(day: int, prev: int, sign: int, p: str = project) -> None:
-                values.pair(f"vp{S}{p}{S}{day}{S}{prev}", ("vp", p, day, prev), sign)
+                values.pair(("vp", p, day, prev), sign)
 
             for d in sorted(days):
                 if not self.days.add(m, d, delta, weighted=False):
@@ -303,41 +313,44 @@ class CountingStep:
         for c in conversions:
             p, g = c.project_id, c.goal_id
             ck = f"c{S}{p}{S}{g}{S}{c.conversion_key}"
-            before = _load_counted(store, ck)
+            raw = store.get(ck)
+            before = None if raw is None else _COUNTED.decode(unpack(raw)[1])
             if before is not None and before.version > c.version:
                 continue  # the stored row is newer: it stays
-            new = Counted(
-                c.version,
-                epoch_day(c.occurred_at),
-                c.currency,
-                str(c.revenue),
-                c.visitor_id,
-                not c.is_deleted,
-            )
-            _save_counted(store, ck, new, self._row_expiry(new.day))
-            if before is not None and _same(before, new):
-                continue
+            day = epoch_day(c.occurred_at)
+            new = Counted(c.version, day, c.currency, str(c.revenue), c.visitor_id, not c.is_deleted)
+            store.put(ck, pack(self._row_expiry(day), _enc(new)))
             if before is not None:
-                self._count(store, values, p, g, before, -1, broken)
-            self._count(store, values, p, g, new, +1, broken)
+                if _same(before, new):
+                    continue
+                self._count(store, values, p, g, before, Decimal(before.revenue), -1, broken)
+            self._count(store, values, p, g, new, c.revenue, +1, broken)
 
     def _count(
-        self, store: KeyValueStore, values: _Values, p: str, g: str, c: Counted, sign: int, broken: set[str]
+        self,
+        store: KeyValueStore,
+        values: _Values,
+        p: str,
+        g: str,
+        c: Counted,
+        revenue: Decimal,
+        sign: int,
+        broken: set[str],
     ) -> None:
         if not c.live:
             return
-        values.goal_day(
-            f"gd{S}{p}{S}{g}{S}{c.day}{S}{c.currency}",
-            ("gd", p, g, c.day, c.currency),
-            Decimal(c.revenue),
-            sign,
-        )
+        values.goal_day(("gd", p, g, c.day, c.currency), revenue, sign)
         key = f"m{S}{p}{S}{g}{S}{c.visitor}"
-        m = _load_member(store, key) or Member(0, [], [])
+        m = _load_member(store, key)
+        if m is None and sign > 0:  # a new converter: its first day
+            values.pair(("gp", p, g, c.day, NO), +1)
+            _save_member(store, key, Member(0, [c.day], [1]), self._row_expiry(c.day))
+            return
 
         def delta(day: int, prev: int, s: int) -> None:
-            values.pair(f"gp{S}{p}{S}{g}{S}{day}{S}{prev}", ("gp", p, g, day, prev), s)
+            values.pair(("gp", p, g, day, prev), s)
 
+        m = m or Member(0, [], [])
         ok = self.days.add(m, c.day, delta, weighted=True) if sign > 0 else self.days.remove(m, c.day, delta)
         if not ok:
             broken.add(p)
@@ -348,12 +361,13 @@ class CountingStep:
 
 
 def _same(a: Counted, b: Counted) -> bool:
-    return (a.day, a.currency, a.revenue, a.visitor, a.live) == (
-        b.day,
-        b.currency,
-        b.revenue,
-        b.visitor,
-        b.live,
+    """The same contribution (a new version of the row that changes nothing counted)."""
+    return (
+        a.day == b.day
+        and a.live == b.live
+        and a.visitor == b.visitor
+        and a.currency == b.currency
+        and (a.revenue == b.revenue)
     )
 
 
@@ -371,12 +385,3 @@ def _save_member(store: KeyValueStore, key: str, m: Member, expires_ms: int) -> 
         store.put_object(key, m, _enc, expires_ms)
     else:
         store.put(key, pack(expires_ms, _enc(m)))
-
-
-def _load_counted(store: KeyValueStore, key: str) -> Counted | None:
-    raw = store.get(key)
-    return None if raw is None else _COUNTED.decode(unpack(raw)[1])
-
-
-def _save_counted(store: KeyValueStore, key: str, c: Counted, expires_ms: int) -> None:
-    store.put(key, pack(expires_ms, _enc(c)))
