@@ -231,11 +231,25 @@ class CountingStep:
     def __init__(self, config: CountingConfig, writer: str = "embedded"):
         self.config = config
         self.writer = writer
+        #: counters a batch written but never committed changed (a crash between the write and the
+        #: commit): the next batch writes their committed values too, whether it changes them or not
+        #: (``resend``; cleared by ``committed``). A replay cut otherwise may not touch them, and the
+        #: rows of the lost batch, of the same version, would stay (decision 153).
+        self.resend: set[tuple[Any, ...]] = set()
         self.days = _Days(config.horizon_days)
         lateness_ms = int(config.lateness.total_seconds() * 1000)
         #: a visitor unseen this long has no previous day within the horizon for any event to come
         self.visitor_keep_ms = (config.horizon_days + 1) * DAY_MS + lateness_ms
         self.lateness_ms = lateness_ms
+
+    def committed(self) -> None:
+        """The batch's state is committed (its rows were written before): nothing left to resend."""
+        self.resend.clear()
+
+    def last_batch(self, store: KeyValueStore) -> int:
+        """The number of the last committed batch (the counter rows' version)."""
+        raw = store.get("#seq")
+        return int(unpack(raw)[1]) if raw else 0
 
     def _row_expiry(self, day: int) -> int:
         """A counted conversion row (and its converter's days) live as long as its stored row: for ever,
@@ -247,15 +261,17 @@ class CountingStep:
         self, store: KeyValueStore, events: Sequence[Event], conversions: Sequence[Conversion], now_ms: int
     ) -> CountedRows:
         out = CountedRows()
-        if not events and not conversions:
+        if not events and not conversions and not self.resend:
             return out
         values = _Values(store)
         broken: set[str] = set()
         self._visits(store, values, events, now_ms, broken)
         self._conversions(store, values, conversions, broken)
-        raw = store.get("#seq")
-        seq = (int(unpack(raw)[1]) if raw else 0) + 1
+        seq = self.last_batch(store) + 1
         store.put("#seq", pack(NEVER_MS, str(seq).encode()))
+        for parts in self.resend:
+            if parts not in values.values:
+                values._load(parts, [0] if parts[0] != "gd" else [0, Decimal(0), 0])
         values.flush(self.writer, seq, out)
         seen = {e.project_id for e in events} | {c.project_id for c in conversions}
         for project in sorted(seen):

@@ -236,6 +236,8 @@ class ConversionPipeline:
             store.commit()
         if self.state is not None and offset is not None:
             self.state.commit(offset)
+        if self.counting is not None:
+            self.counting.committed()
 
     def discard(self) -> None:
         """Forget the state changes of the batch (it will be processed again), also those a failed

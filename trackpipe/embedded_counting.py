@@ -11,6 +11,8 @@ reading) and stops counting in this database for good: counters with a gap would
 from __future__ import annotations
 
 import logging
+from datetime import date
+from typing import Any
 
 from processors.counting import NEVER_MS, CountingConfig
 from processors.pipeline import COUNTING
@@ -58,3 +60,29 @@ def counting_for(settings: Settings, backend: ClickHouseBackend, state: SqliteSt
         store.put(ORIGIN, pack(NEVER_MS, OFF.encode()))
         state.commit_writes()
     return None
+
+
+_WRITTEN_AFTER = {
+    "gd": "SELECT DISTINCT project_id, goal_id, day, currency FROM report_goal_days",
+    "gp": "SELECT DISTINCT project_id, goal_id, day, prev_day FROM report_goal_pairs",
+    "vp": "SELECT DISTINCT project_id, day, prev_day FROM report_visit_pairs WHERE kind = 'all' AND",
+}
+_EPOCH = date(1970, 1, 1)
+
+
+def uncommitted_counters(backend: ClickHouseBackend, writer: str, last_batch: int) -> set[tuple[Any, ...]]:
+    """The counters rows of a batch written after the last committed one hold (a crash between the write
+    and the commit): the counting step writes their committed values again with its next batch
+    (decision 153)."""
+    found: set[tuple[Any, ...]] = set()
+    for kind, sql in _WRITTEN_AFTER.items():
+        where = " WHERE" if "WHERE" not in sql else ""
+        rows = backend.query(
+            f"{sql}{where} writer = {{writer:String}} AND version > {{batch:UInt64}}",
+            {"writer": writer, "batch": last_batch},
+        )
+        for row in rows:
+            found.add((kind, *(((v - _EPOCH).days if isinstance(v, date) else str(v)) for v in row)))
+    if found:
+        log.warning("report counters: %d counters of an uncommitted batch are written again", len(found))
+    return found
