@@ -263,6 +263,14 @@ class CountingStep:
         out = CountedRows()
         if not events and not conversions and not self.resend:
             return out
+        if isinstance(store, StagedStore):  # the keys this batch reads, in one read (SQLite)
+            store.prefetch(
+                [f"v{S}{e.project_id}{S}{e.visitor_id}" for e in events]
+                + [f"c{S}{c.project_id}{S}{c.goal_id}{S}{c.conversion_key}" for c in conversions]
+                + [f"m{S}{c.project_id}{S}{c.goal_id}{S}{c.visitor_id}" for c in conversions]
+                + [f"p{S}{p}" for p in {e.project_id for e in events} | {c.project_id for c in conversions}]
+                + ["#seq"]
+            )
         values = _Values(store)
         broken: set[str] = set()
         self._visits(store, values, events, now_ms, broken)

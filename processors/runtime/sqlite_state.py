@@ -51,6 +51,32 @@ class _StageTable:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The values of those of ``keys`` that exist: one query per 500 keys instead of one per key."""
+        found: dict[str, bytes] = {}
+        with self.owner.lock, _sqlite_errors("read"):
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo : lo + 500]
+                rows = self.owner.conn.execute(
+                    f"SELECT key, value FROM state WHERE stage = ? AND key IN ({','.join('?' * len(chunk))})",
+                    (self.stage, *chunk),
+                ).fetchall()
+                found.update((str(k), bytes(v)) for k, v in rows)
+        return found
+
+    def write_many(self, puts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+        """Several puts and deletes of distinct keys, in two statements."""
+        with self.owner.lock, _sqlite_errors("write"):
+            if puts:
+                self.owner.conn.executemany(
+                    "INSERT OR REPLACE INTO state (stage, key, value) VALUES (?, ?, ?)",
+                    [(self.stage, k, v) for k, v in puts],
+                )
+            if deletes:
+                self.owner.conn.executemany(
+                    "DELETE FROM state WHERE stage = ? AND key = ?", [(self.stage, k) for k in deletes]
+                )
+
     def put(self, key: str, value: bytes) -> None:
         with self.owner.lock, _sqlite_errors("write"):
             self.owner.conn.execute(
