@@ -270,6 +270,16 @@ class CountingStep:
                 + [f"m{S}{c.project_id}{S}{c.goal_id}{S}{c.visitor_id}" for c in conversions]
                 + [f"p{S}{p}" for p in {e.project_id for e in events} | {c.project_id for c in conversions}]
                 + ["#seq"]
+                # the counter values a new visitor, a new converter and a new conversion change
+                + [
+                    f"vp{S}{p}{S}{d}{S}{NO}"
+                    for p, d in {(e.project_id, epoch_day(e.occurred_at)) for e in events}
+                ]
+                + [
+                    f"{kind}{S}{c.project_id}{S}{c.goal_id}{S}{epoch_day(c.occurred_at)}{S}{last}"
+                    for c in conversions
+                    for kind, last in (("gd", c.currency), ("gp", NO))
+                ]
             )
         values = _Values(store)
         broken: set[str] = set()
