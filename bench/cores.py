@@ -11,13 +11,36 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from bench import stream
 from bench.profiles import Profile
+from processors.counting import CountingConfig
 from processors.pipeline import ConversionPipeline
+
+
+def _measure(
+    batches: list[list[bytes]], make: Callable[[], ConversionPipeline]
+) -> tuple[float, float, int, int, int]:
+    """(CPU s, wall s, events out, conversions, dropped) of one pass over ``batches`` with fresh state."""
+    gc.collect()
+    pipeline = make()
+    t_cpu, t_wall = time.thread_time(), time.perf_counter()
+    out_events = conversions = dropped = 0
+    for batch in batches:
+        result = pipeline.process_records(batch)
+        pipeline.commit()  # as both runtimes do once the batch is stored: each touched state encoded once
+        out_events += len(result.batch.events)
+        conversions += len(result.batch.conversions)
+        dropped += sum(result.dropped.values())
+    # the cores pause the cyclic collector during a batch, and the young collection it then owes runs at
+    # the next allocation (inside this loop for every batch but the last): the last one is charged here,
+    # not to the baseline
+    gc.collect(0)
+    return time.thread_time() - t_cpu, time.perf_counter() - t_wall, out_events, conversions, dropped
 
 
 def bench_cores(profile: Profile) -> dict[str, Any]:
@@ -29,23 +52,15 @@ def bench_cores(profile: Profile) -> dict[str, Any]:
     del events
     batches = list(stream.chunks(records, 20))  # ~2,000 events per batch, like a worker batch
 
-    # warm-up (imports, caches), then the measured pass with fresh state
-    ConversionPipeline().process_records(batches[0])
-    gc.collect()
-    pipeline = ConversionPipeline()
-    t_cpu, t_wall = time.thread_time(), time.perf_counter()
-    out_events = conversions = dropped = 0
-    for batch in batches:
-        result = pipeline.process_records(batch)
-        pipeline.commit()  # as both runtimes do once the batch is stored: each touched state encoded once
-        out_events += len(result.batch.events)
-        conversions += len(result.batch.conversions)
-        dropped += sum(result.dropped.values())
-    # the cores pause the cyclic collector during a batch, and the young collection it then owes runs at
-    # the next allocation (inside this loop for every batch but the last): the last one is charged here,
-    # not to the baseline below
-    gc.collect(0)
-    cpu, wall = time.thread_time() - t_cpu, time.perf_counter() - t_wall
+    # warm-up (imports, caches), then the measured passes with fresh state: the pipeline as the Faust
+    # worker runs it, then with the embedded runner's counting step (the Top-5 counters, decision 150)
+    ConversionPipeline(counting=CountingConfig()).process_records(batches[0])
+    cpu, wall, out_events, conversions, dropped = _measure(batches, lambda: ConversionPipeline())
+    counting_cpu, _, counted_events, _, _ = _measure(
+        batches, lambda: ConversionPipeline(counting=CountingConfig())
+    )
+    if counted_events != n_events:
+        raise RuntimeError(f"pipeline with counting returned {counted_events} events for {n_events} in")
 
     gc.collect()  # not charged to the baseline either (the full collections the live state would get)
     t_base = time.thread_time()
@@ -67,5 +82,7 @@ def bench_cores(profile: Profile) -> dict[str, Any]:
         "baseline_events_per_s": decoded / base_cpu,
         "ratio": (n_events / cpu) / (decoded / base_cpu),
         "us_per_event": cpu / n_events * 1e6,
+        "counting_events_per_s": n_events / counting_cpu,
+        "counting_cost": counting_cpu / cpu - 1,  # CPU the counting step adds, as a fraction
         "state_committed_per_batch": True,  # since issue 16 item 1 (perf-cores2): encode cost included
     }

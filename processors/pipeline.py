@@ -17,6 +17,7 @@ from typing import Protocol
 from processors.clicks import ClickStage
 from processors.config import ProcessingConfig
 from processors.conversions import ConversionStage
+from processors.counting import CountingConfig, CountingStep
 from processors.fingerprints import FingerprintStage
 from processors.gcpause import gc_paused
 from processors.messages import (
@@ -37,6 +38,11 @@ from processors.visitors import SourceEvent, VisitorStage
 from schemas.envelope import EnvelopeError, decode_envelope
 from schemas.events import Event
 from schemas.rows import ProcessedBatch
+
+#: the counting step's store (processors.counting), swept of expired keys once a day of stream time (a
+#: visitor's days expire after the horizon: an hourly full scan would buy nothing)
+COUNTING = "counting"
+COUNTING_SWEEP_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,8 @@ class BatchResult:
 class StateBackend(Protocol):
     """Durable home of the stage states plus the input offset they describe."""
 
-    def store(self, stage: Stage) -> KeyValueStore: ...
+    def store(self, stage: str) -> KeyValueStore:
+        """A stage's store (or the counting step's: ``"counting"``)."""
 
     def offset(self) -> int | None: ...
 
@@ -143,15 +150,27 @@ def decode_source(records: Iterable[bytes | SourceRecord]) -> tuple[list[SourceE
 
 
 class ConversionPipeline:
-    def __init__(self, config: ProcessingConfig | None = None, state: StateBackend | None = None):
+    """``counting``: also keep the Top-5 counters (processors.counting; the embedded runner's one writer)
+    in a store of their own, committed with the stages' stores."""
+
+    def __init__(
+        self,
+        config: ProcessingConfig | None = None,
+        state: StateBackend | None = None,
+        counting: CountingConfig | None = None,
+    ):
         self.config = config or ProcessingConfig()
         self.stages = Stages(self.config)
         self.state = state
         backing: Mapping[Stage, KeyValueStore] = (
             {s: state.store(s) for s in STAGES} if state else {s: DictStore() for s in STAGES}
         )
-        self.stores: dict[Stage, StagedStore] = {s: StagedStore(backing[s]) for s in STAGES}
+        self.stores: dict[str, StagedStore] = {s: StagedStore(backing[s]) for s in STAGES}
         self.sweeper = Sweeper()
+        self.counting = CountingStep(counting) if counting is not None else None
+        if self.counting is not None:
+            self.stores[COUNTING] = StagedStore(state.store(COUNTING) if state else DictStore())
+            self.counting_sweeper = Sweeper(COUNTING_SWEEP_MS)
 
     def committed_offset(self) -> int | None:
         return self.state.offset() if self.state else None
@@ -187,8 +206,29 @@ class ConversionPipeline:
         self.stages.advance()
         now = self.stages.now_ms()
         for name, store in self.stores.items():
-            self.sweeper.maybe_sweep(name, store, now)
-        return BatchResult(out.batch(), out.dropped, out.dead_letters, out.merged, by_stage)
+            if name != COUNTING:
+                self.sweeper.maybe_sweep(name, store, now)
+        batch = out.batch()
+        if self.counting is not None:
+            batch = self._count(batch, now)
+        return BatchResult(batch, out.dropped, out.dead_letters, out.merged, by_stage)
+
+    def _count(self, batch: ProcessedBatch, now: int) -> ProcessedBatch:
+        """The counters the batch's rows change, with the rows (the sink writes them after)."""
+        assert self.counting is not None
+        store = self.stores[COUNTING]
+        counted = self.counting.apply(store, batch.events, batch.conversions, now)
+        self.counting_sweeper.maybe_sweep(COUNTING, store, now)
+        if not (counted.goal_days or counted.goal_pairs or counted.visit_pairs or counted.ready):
+            return batch
+        return batch.model_copy(
+            update={
+                "goal_days": tuple(counted.goal_days),
+                "goal_pairs": tuple(counted.goal_pairs),
+                "visit_pairs": tuple(counted.visit_pairs),
+                "counters_ready": tuple(counted.ready),
+            }
+        )
 
     def commit(self, offset: int | None = None) -> None:
         """The batch's rows are stored: make its state changes (and ``offset``) durable."""
@@ -196,6 +236,8 @@ class ConversionPipeline:
             store.commit()
         if self.state is not None and offset is not None:
             self.state.commit(offset)
+        if self.counting is not None:
+            self.counting.committed()
 
     def discard(self) -> None:
         """Forget the state changes of the batch (it will be processed again), also those a failed

@@ -11,7 +11,7 @@ past their expiry without decoding them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 _EXP = struct.Struct(">q")
@@ -59,6 +59,7 @@ class StagedStore:
     def __init__(self, backing: KeyValueStore):
         self.backing = backing
         self.staged: dict[str, bytes | None] = {}
+        self.fetched: dict[str, bytes | None] = {}  # read ahead by prefetch (None: absent), this batch
         # key -> (state, its encoder, expiry): no closure per key (fewer objects for the collector)
         self.objects: dict[str, tuple[Any, Callable[[Any], bytes], int]] = {}
 
@@ -67,7 +68,23 @@ class StagedStore:
             return self._encode(key)
         if key in self.staged:
             return self.staged[key]
+        if key in self.fetched:
+            return self.fetched[key]
         return self.backing.get(key)
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read ``keys`` from a backing store that reads many at once (``get_many``: SQLite) in one go,
+        for this batch's later ``get``s (a no-op for other stores)."""
+        get_many = getattr(self.backing, "get_many", None)
+        if get_many is None:
+            return
+        wanted = [
+            k for k in set(keys) if k not in self.objects and k not in self.staged and k not in self.fetched
+        ]
+        if wanted:
+            found = get_many(wanted)
+            for k in wanted:
+                self.fetched[k] = found.get(k)
 
     def put(self, key: str, value: bytes) -> None:
         self.objects.pop(key, None)
@@ -113,18 +130,27 @@ class StagedStore:
         for k in self.objects:
             self.staged[k] = self._encode(k)
         self.objects.clear()
+        self.fetched.clear()
         n = len(self.staged)
-        for k, v in self.staged.items():
-            if v is None:
-                self.backing.delete(k)
-            else:
-                self.backing.put(k, v)
+        write_many = getattr(self.backing, "write_many", None)
+        if write_many is not None:  # SQLite: two statements for the batch, not one per key
+            write_many(
+                [(k, v) for k, v in self.staged.items() if v is not None],
+                [k for k, v in self.staged.items() if v is None],
+            )
+        else:
+            for k, v in self.staged.items():
+                if v is None:
+                    self.backing.delete(k)
+                else:
+                    self.backing.put(k, v)
         self.staged.clear()
         return n
 
     def discard(self) -> None:
         self.staged.clear()
         self.objects.clear()
+        self.fetched.clear()
 
 
 def pack(expires_ms: int, payload: bytes) -> bytes:

@@ -153,6 +153,18 @@ class VisitPairCounter:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class CountersReady:
+    """A writer says its counters hold all of a project's data (``ready``), or no longer do. The counters
+    answer periods of at most ``max_days`` whole days (0: any) that start within the last
+    ``retention_days`` (0: any): beyond them they are not exact (docs/decisions.md 151)."""
+
+    project_id: str
+    ready: bool
+    max_days: int
+    retention_days: int
+
+
 # --- Rows as columns (issue 16 item 4, decision 155) ---
 # The visitor stage makes its session and exposure rows from values it already holds; it appends them to
 # one list per column instead of building a row object each, so the sink wraps the lists in Arrow arrays
@@ -357,9 +369,10 @@ class ProcessedBatch(BaseModel):
     goal_days: tuple[GoalDayCounter, ...] = ()  # counters (decision 100): written after the rows
     goal_pairs: tuple[GoalPairCounter, ...] = ()
     visit_pairs: tuple[VisitPairCounter, ...] = ()
+    counters_ready: tuple[CountersReady, ...] = ()  # marked after the counters are written
 
     @property
     def is_empty(self) -> bool:
         return not (self.events or self.conversions or self.sessions or self.exposures) and not (
-            self.goal_days or self.goal_pairs or self.visit_pairs
+            self.goal_days or self.goal_pairs or self.visit_pairs or self.counters_ready
         )

@@ -24,6 +24,7 @@ from functools import partial
 import pyarrow as pa
 
 from schemas.rows import ProcessedBatch
+from sinks import report_counters
 from sinks.arrow_rows import conversions_table, events_table, exposures_table, sessions_table
 from sinks.backend import ClickHouseBackend
 from sinks.counter_rows import COUNTER_TABLES, counters_table
@@ -41,6 +42,10 @@ class ClickHouseSink:
             self.backend.insert_arrow(table, build(), dedup_token=dedup_token)
         elif parts:
             self._pipelined(parts)
+        for mark in batch.counters_ready:  # after its counters: never marked before they are stored
+            report_counters.mark_ready(
+                self.backend, mark.project_id, mark.ready, mark.max_days, mark.retention_days
+            )
         self.rows_written += (
             len(batch.events) + len(batch.conversions) + len(batch.sessions) + len(batch.exposures)
         )

@@ -12,7 +12,7 @@ the report takes the exact reading of sinks/reports.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from schemas.reports import RateBase
 from sinks.backend import ClickHouseBackend
@@ -21,8 +21,9 @@ READY_SQL = """
 SELECT max(ready) FROM report_counters_ready FINAL WHERE project_id = {project:String}
 """
 MARK_READY_SQL = """
-INSERT INTO report_counters_ready (project_id, ready, version)
-VALUES ({project:String}, {ready:UInt8}, toUInt64(toUnixTimestamp64Milli(now64(3))))
+INSERT INTO report_counters_ready (project_id, ready, max_days, retention_days, version)
+VALUES ({project:String}, {ready:UInt8}, {max_days:UInt32}, {retention_days:UInt32},
+        toUInt64(toUnixTimestamp64Milli(now64(3))))
 """
 _DAYS = "project_id = {project:String} AND day >= {full_start:Date} AND day < {full_end:Date}"
 #: the top goals with their converters, one round trip: goal, conversions, revenue text, currencies with an
@@ -56,10 +57,12 @@ GROUP BY goal_id, currency, day
 HAVING counted > 0
 """
 #: visitors, rate base count (the same), and whether the project's counters are complete (0: they are not,
-#: the report takes the exact reading): one round trip, asked next to the goals
+#: the report takes the exact reading) with the periods they keep exact (``answers``): one round trip,
+#: asked next to the goals
 VISITORS_SQL = f"""
 SELECT sum(visitors), sum(visitors),
-       (SELECT max(ready) FROM report_counters_ready FINAL WHERE project_id = {{project:String}})
+       (SELECT (max(ready), max(max_days), max(retention_days))
+        FROM report_counters_ready FINAL WHERE project_id = {{project:String}})
 FROM report_visit_pairs FINAL
 WHERE {_DAYS} AND kind = 'all' AND key = '*' AND prev_day < {{full_start:Date}}
 """
@@ -97,11 +100,30 @@ def reads_for(base: RateBase, start: datetime, end: datetime) -> CounterReads | 
     )
 
 
+def answers(ready: object, start: datetime, end: datetime, now: datetime) -> bool:
+    """Whether counters marked ``ready`` (VISITORS_SQL's third column: ready, max_days, retention_days)
+    answer the whole days [start, end) exactly: marked, the period no longer than ``max_days`` days, and
+    starting on or after the first day the retention keeps whole (decision 151)."""
+    flag, max_days, retention_days = (int(x) for x in ready)  # type: ignore[attr-defined]
+    if not flag:
+        return False
+    a, b = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    if max_days and (b - a).days > max_days:
+        return False
+    return not retention_days or a > now.astimezone(UTC).date() - timedelta(days=retention_days)
+
+
 def is_ready(backend: ClickHouseBackend, project: str) -> bool:
     rows = backend.query(READY_SQL, {"project": project})
     return bool(rows and rows[0][0])
 
 
-def mark_ready(backend: ClickHouseBackend, project: str, ready: bool = True) -> None:
-    """Say that the counters hold all of ``project``'s data (or no longer do: ``ready=False``)."""
-    backend.command(MARK_READY_SQL, {"project": project, "ready": int(ready)})
+def mark_ready(
+    backend: ClickHouseBackend, project: str, ready: bool = True, max_days: int = 0, retention_days: int = 0
+) -> None:
+    """Say that the counters hold all of ``project``'s data (or no longer do: ``ready=False``), exact for
+    periods of at most ``max_days`` days starting within the last ``retention_days`` (0: any)."""
+    backend.command(
+        MARK_READY_SQL,
+        {"project": project, "ready": int(ready), "max_days": max_days, "retention_days": retention_days},
+    )

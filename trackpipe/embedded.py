@@ -33,7 +33,7 @@ from ingest.app import build_edge_app
 from ingest.config.file_store import FileConfigStore
 from ingest.http.common import METRICS
 from processors.batch import OutcomeCounts
-from processors.pipeline import ConversionPipeline
+from processors.pipeline import COUNTING, ConversionPipeline
 from processors.runtime.sqlite_state import SqliteState
 from schemas.alerts import AlertRule
 from schemas.config import StoredAlertRule
@@ -43,6 +43,7 @@ from sinks.migrate import migrate
 from sinks.outbound.schedule import Schedule
 from sinks.report_retention import apply_retention
 from trackpipe.alerting.embedded import AlertStage, EmbeddedAlertStates
+from trackpipe.embedded_counting import counting_for, uncommitted_counters
 from trackpipe.embedded_runner import EmbeddedRunner
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, OffsetStore
@@ -102,6 +103,8 @@ def build_embedded_app(settings: Settings) -> web.Application:
         await loop.run_in_executor(executor, migrate, backend)
         await loop.run_in_executor(executor, apply_retention, backend, settings.retention_days)
         sqlite_state = SqliteState(data / "state.sqlite")
+        # the Top-5 counters: kept only in a database counted from its start (trackpipe/embedded_counting)
+        counting = await loop.run_in_executor(executor, counting_for, settings, backend, sqlite_state)
         # the delivery log: rows inserted in the background through the chdb executor (issue 13)
         delivery_log = DeliveryLogObserver(lambda: backend, executor)
         deliveries = DeliveryLoop(
@@ -117,10 +120,17 @@ def build_embedded_app(settings: Settings) -> web.Application:
             deliveries.wake.set()
             stream.notify()
 
+        pipeline = ConversionPipeline(settings.processing_config(), sqlite_state, counting)
+        if pipeline.counting is not None:  # a batch written but not committed before a crash
+            step = pipeline.counting
+            last = step.last_batch(pipeline.stores[COUNTING])
+            step.resend = await loop.run_in_executor(
+                executor, uncommitted_counters, backend, step.writer, last
+            )
         runner = EmbeddedRunner(
             LocalLog(data / "log"),
             OffsetStore(data / "consumer.offset"),
-            ConversionPipeline(settings.processing_config(), sqlite_state),
+            pipeline,
             ClickHouseSink(backend),
             LocalLog(data / "deadletter"),
             executor,

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_secure: bool = False
     retention_days: int = Field(0, ge=0, le=36500, description="TTL of stored rows in days (0 = keep)")
+    report_counter_days: int = Field(
+        400,
+        ge=0,
+        le=3650,
+        description="embedded mode: the Top-5 counters answer whole-day periods up to this many days "
+        "(a visitor's days are kept 2x this long); 0 = no counters (decisions 150-152)",
+    )
 
     stream_topic: str = Field(
         "", description="public conversion stream topic (distributed); empty: <kafka_topic>.stream"

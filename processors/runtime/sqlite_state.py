@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from processors.messages import Stage
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (stage TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                                   PRIMARY KEY (stage, key)) WITHOUT ROWID;
@@ -42,7 +40,7 @@ def _sqlite_errors(what: str) -> Iterator[None]:
 
 
 class _StageTable:
-    def __init__(self, owner: SqliteState, stage: Stage):
+    def __init__(self, owner: SqliteState, stage: str):
         self.owner = owner
         self.stage = stage
 
@@ -52,6 +50,32 @@ class _StageTable:
                 "SELECT value FROM state WHERE stage = ? AND key = ?", (self.stage, key)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The values of those of ``keys`` that exist: one query per 500 keys instead of one per key."""
+        found: dict[str, bytes] = {}
+        with self.owner.lock, _sqlite_errors("read"):
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo : lo + 500]
+                rows = self.owner.conn.execute(
+                    f"SELECT key, value FROM state WHERE stage = ? AND key IN ({','.join('?' * len(chunk))})",
+                    (self.stage, *chunk),
+                ).fetchall()
+                found.update((str(k), bytes(v)) for k, v in rows)
+        return found
+
+    def write_many(self, puts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+        """Several puts and deletes of distinct keys, in two statements."""
+        with self.owner.lock, _sqlite_errors("write"):
+            if puts:
+                self.owner.conn.executemany(
+                    "INSERT OR REPLACE INTO state (stage, key, value) VALUES (?, ?, ?)",
+                    [(self.stage, k, v) for k, v in puts],
+                )
+            if deletes:
+                self.owner.conn.executemany(
+                    "DELETE FROM state WHERE stage = ? AND key = ?", [(self.stage, k) for k in deletes]
+                )
 
     def put(self, key: str, value: bytes) -> None:
         with self.owner.lock, _sqlite_errors("write"):
@@ -83,7 +107,8 @@ class SqliteState:
         self.conn.executescript(_SCHEMA)
         self.conn.commit()
 
-    def store(self, stage: Stage) -> _StageTable:
+    def store(self, stage: str) -> _StageTable:
+        """A stage's table (or another step's: the counting step's ``counting``)."""
         return _StageTable(self, stage)
 
     def offset(self) -> int | None:
@@ -94,6 +119,11 @@ class SqliteState:
     def commit(self, offset: int) -> None:
         with self.lock, _sqlite_errors("commit"):
             self.conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('offset', ?)", (offset,))
+            self.conn.commit()
+
+    def commit_writes(self) -> None:
+        """Make writes made outside a batch durable (the offset unchanged): the counting step's origin."""
+        with self.lock, _sqlite_errors("commit"):
             self.conn.commit()
 
     def rollback(self) -> None:

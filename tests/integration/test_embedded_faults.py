@@ -159,6 +159,10 @@ async def test_processing_survives_a_disk_error_and_resumes_by_itself(tmp_path, 
     async with TestClient(TestServer(app)) as client:
         assert (await track(client, "before", 5, "b")) == (5, 0)
         await wait_for(lambda: _equals(client, {"before": 5}), "first batch stored")
+        # stored is not yet committed (the runner commits after the write and a new project's counters
+        # mark): the fault must hit the next batch, not this one's commit
+        runner = app[RUNNER]
+        await wait_for(lambda: _true(runner.position >= runner.log.end_offset), "first batch committed")
         inject(monkeypatch, app, point, fault)
         fault.armed = True
         if point == "deadletter_append":  # a record the runner must dead-letter rides in the same batch
