@@ -89,12 +89,16 @@ async def test_faust_topology_matches_in_process_pipeline(
     )
     await asyncio.wait_for(app.start(), 60)
     try:
+        counts = app.conf.trackpipe_counts
+
+        def done() -> bool:  # the rows written and their batches committed (counted after the commit)
+            return final(rows) == expected and counts.rows["conversions"] >= 12
+
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and final(rows) != expected:  # noqa: ASYNC110 - polling
+        while time.monotonic() < deadline and not done():  # noqa: ASYNC110 - polling
             await asyncio.sleep(0.5)
         assert final(rows) == expected
         assert sorted(set(raw_events)) == sorted(e.event_id for e in events)
-        counts = app.conf.trackpipe_counts
         assert counts.rows["conversions"] >= 12 and counts.records["click"] > 0
     finally:
         await app.stop()

@@ -12,6 +12,12 @@ Consumer (faust.transport.consumer.Consumer, aiokafka driver):
 * ``_paused_partitions`` and ``_get_active_partitions()`` are read by ``consumer.StallWatchdog`` for its
   log line only (a partition left out of the fetched set after a rebalance; same family as #221).
 
+Producer (faust.transport.drivers.aiokafka.Producer):
+
+* ``_ensure_producer()`` gives the aiokafka producer under the app's Faust producer, whose
+  ``create_batch`` / ``send_batch`` ``store.KafkaChangelog`` uses: Faust's own sends take one record
+  each, through a buffer task (decision 160).
+
 RocksDB store (faust.stores.rocksdb.Store):
 
 * ``_db_for_partition``, ``_dbs`` and ``_key_index`` are used by ``store.RocksDBState``: with
@@ -66,6 +72,14 @@ def faust_new_offset(consumer: Any, tp: TP) -> int | None:
 def fetch_state(consumer: Any, tp: TP) -> tuple[bool, bool]:
     """(actively fetched, paused) for ``tp``: for logs only."""
     return tp in consumer._get_active_partitions(), tp in consumer._paused_partitions
+
+
+# ------------------------------------------------------------------ producer
+
+
+def kafka_producer(app: Any) -> Any:
+    """The started aiokafka ``AIOKafkaProducer`` of ``app``'s producer (raises Faust's NotReady before)."""
+    return app.producer._ensure_producer()
 
 
 # ------------------------------------------------------------------ RocksDB store

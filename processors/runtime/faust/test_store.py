@@ -20,31 +20,29 @@ KEYS = [f"key-{i}" for i in range(20)]
 
 
 class Changelog:
-    """Stands in for a table's changelog topic: keeps each send's future for the test to settle."""
+    """Stands in for the table's changelog on Kafka: acknowledges each batch it is sent (offsets counted
+    per partition) unless it holds the key ``fail``."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, bytes, bytes | None, asyncio.Future]] = []
+    def __init__(self, fail: bytes | None = None) -> None:
+        self.sent: list[tuple[int, bytes, bytes | None]] = []
+        self.batches = 0
         self.next_offset: dict[int, int] = defaultdict(int)
+        self.fail = fail
 
     def get_topic_name(self) -> str:
         return "app-t-changelog"
 
-    def send_soon(self, *, key: bytes, value: bytes | None, partition: int, **_: Any) -> asyncio.Future:
+    async def send(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> list[Any]:
         fut = asyncio.get_running_loop().create_future()
-        self.sent.append((partition, key, value, fut))
-        return fut
-
-    def ack(self, fail: bytes | None = None) -> None:
-        for partition, key, _value, fut in self.sent:
-            if fut.done():
-                continue
-            if key == fail:
-                fut.set_exception(RuntimeError("not acknowledged"))
-                continue
-            offset = self.next_offset[partition]
-            self.next_offset[partition] += 1
+        self.batches += 1
+        self.sent.extend((partition, k, v) for k, v in records)
+        if any(k == self.fail for k, _ in records):
+            fut.set_exception(RuntimeError("not acknowledged"))
+        else:
             tp = TP(self.get_topic_name(), partition)
-            fut.set_result(RecordMetadata(tp.topic, partition, tp, offset))
+            fut.set_result(RecordMetadata(tp.topic, partition, tp, self.next_offset[partition]))
+            self.next_offset[partition] += len(records)
+        return [(fut, len(records))]
 
 
 def make_table(tmp_path: Path, store: str) -> tuple[Any, Changelog]:
@@ -52,9 +50,7 @@ def make_table(tmp_path: Path, store: str) -> tuple[Any, Changelog]:
     table = app.Table(
         "t", default=None, key_type=bytes, value_type=bytes, partitions=PARTITIONS, use_partitioner=True
     )
-    changelog = Changelog()
-    table.changelog_topic = changelog  # type: ignore[assignment]
-    return table, changelog
+    return table, Changelog()
 
 
 def stored(table: Any) -> dict[int, dict[bytes, bytes]]:
@@ -68,13 +64,14 @@ def stored(table: Any) -> dict[int, dict[bytes, bytes]]:
 
 async def test_rocksdb_writes_land_in_the_keys_partition_after_the_ack(tmp_path: Path) -> None:
     table, changelog = make_table(tmp_path, "rocksdb://")
-    state = table_state(table, PARTITIONS)
+    state = table_state(table, PARTITIONS, changelog)
     assert isinstance(state, RocksDBState)
     sent = [state.put(k, k.encode() + b"=1") for k in KEYS]
-    assert [p for p, *_ in changelog.sent] == [partition_for(k, PARTITIONS) for k in KEYS]
-    assert state.get(KEYS[0]) is None  # not before the changelog has it
-    changelog.ack()
+    assert [p for p, *_ in sent] == [partition_for(k, PARTITIONS) for k in KEYS]
+    assert state.get(KEYS[0]) is None and not changelog.sent  # not before the changelog has it
     await state.delivered(sent)
+    assert sorted(changelog.sent, key=repr) == sorted(sent, key=repr)
+    assert changelog.batches == len({p for p, *_ in sent})  # one record batch per partition
 
     want: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
     for k in KEYS:
@@ -91,11 +88,14 @@ async def test_rocksdb_writes_land_in_the_keys_partition_after_the_ack(tmp_path:
 
     # delete: a tombstone for a present key, nothing for an absent one
     n = len(changelog.sent)
-    sent = [state.delete(KEYS[0]), state.put(KEYS[1], b"v2")]
-    assert state.delete("absent") is None and len(changelog.sent) == n + 2
-    assert changelog.sent[n][2] is None
-    changelog.ack()
+    tombstone = state.delete(KEYS[0])
+    assert tombstone is not None and state.delete("absent") is None
+    sent = [tombstone, state.put(KEYS[1], b"v2")]
     await state.delivered(sent)
+    assert (
+        len(changelog.sent) == n + 2
+        and (partition_for(KEYS[0], PARTITIONS), KEYS[0].encode(), None) in changelog.sent
+    )
     assert state.get(KEYS[0]) is None and state.get(KEYS[1]) == b"v2"
     assert KEYS[0].encode() not in table.data._key_index
     assert KEYS[0] not in dict(state.items())
@@ -103,9 +103,9 @@ async def test_rocksdb_writes_land_in_the_keys_partition_after_the_ack(tmp_path:
 
 async def test_rocksdb_nothing_is_written_when_an_ack_fails(tmp_path: Path) -> None:
     table, changelog = make_table(tmp_path, "rocksdb://")
-    state = table_state(table, PARTITIONS)
+    changelog.fail = KEYS[3].encode()
+    state = table_state(table, PARTITIONS, changelog)
     sent = [state.put(k, b"v") for k in KEYS[:6]]
-    changelog.ack(fail=KEYS[3].encode())
     with pytest.raises(RuntimeError, match="not acknowledged"):
         await state.delivered(sent)
     assert stored(table) == {p: {} for p in range(PARTITIONS)}
@@ -114,15 +114,13 @@ async def test_rocksdb_nothing_is_written_when_an_ack_fails(tmp_path: Path) -> N
 
 async def test_memory_store_writes_at_once_and_sends_the_changelog(tmp_path: Path) -> None:
     table, changelog = make_table(tmp_path, "memory://")
-    state = table_state(table, PARTITIONS)
+    state = table_state(table, PARTITIONS, changelog)
     assert type(state) is MemoryState
     sent = [state.put(k, b"v") for k in KEYS[:3]]
     assert state.get(KEYS[0]) == b"v" and table.data[KEYS[0].encode()] == b"v"
-    assert [(p, k) for p, k, *_ in changelog.sent] == [
-        (partition_for(k, PARTITIONS), k.encode()) for k in KEYS[:3]
-    ]
-    sent.append(state.delete(KEYS[0]))
-    assert state.delete("absent") is None and changelog.sent[-1][2] is None
-    changelog.ack()
+    tombstone = state.delete(KEYS[0])
+    assert tombstone is not None and state.delete("absent") is None
+    sent.append(tombstone)
     await state.delivered(sent)
+    assert sorted(changelog.sent, key=repr) == sorted(sent, key=repr)
     assert sorted(state.items()) == [(KEYS[1], b"v"), (KEYS[2], b"v")]
