@@ -59,6 +59,8 @@ __all__ = [  # the analytics and the shared helpers kept importable from here
 
 #: Top-5 reports answered from the writers' counters, per project (the embedded tests see the fast path taken)
 TOP5_FROM_COUNTERS: Counter[str] = Counter()
+#: Top-5 reports by reading: ``counters`` or ``exact`` (``trackpipe_report_top5_total`` on /metrics)
+TOP5_READINGS: Counter[str] = Counter()
 
 
 #: Per goal: conversions and revenue. Ties on the conversions are all kept: the final order breaks them
@@ -276,10 +278,12 @@ def top_events(
         if not report_counters.answers(base_answer.result()[0][2], start, end, now):  # not complete / exact
             return top_events(backend, query, now, use_counters=False)
         TOP5_FROM_COUNTERS[query.project] += 1
+        TOP5_READINGS["counters"] += 1
         top = [row[:4] for row in with_converters]
         converters_of = {str(row[0]): int(row[4]) for row in with_converters}
         parts_sql = counters.parts_sql
     else:
+        TOP5_READINGS["exact"] += 1
         base_answer, top, converters_of = _exact_goals(backend, query, base, start, end, params)
         parts_sql = TOP_GOALS_PARTS_BY_BASE[base]
     per_conversion = base in ("clicks", "push_opens")  # Pushwoosh / PVTLNK: conversions per open/click

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ingest.app import build_edge_app
 from ingest.config.kafka_store import KafkaConfigStore
-from ingest.http.common import SENDER
+from ingest.http.common import METRICS, SENDER
 from ingest.produce.kafka_publisher import KafkaPublisher
 from processors.batch import OutcomeCounts
 from processors.runtime.faust.topology import TopologyNames
@@ -22,7 +22,7 @@ from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.alerting.kafka_status import KafkaAlertStates
-from trackpipe.metrics import serve_worker_metrics
+from trackpipe.metrics import register_reports, serve_worker_metrics
 from trackpipe.ops.follow import EdgeBeats, LayoutFollower
 from trackpipe.ops.layout import Generation, Layout, Phase
 from trackpipe.ops.status import startup_layout
@@ -133,7 +133,7 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
     config_store = KafkaConfigStore(
         settings.kafka_bootstrap, settings.kafka_config_topic(), security=settings.kafka_security()
     )
-    return build_edge_app(
+    app = build_edge_app(
         settings.edge,
         publisher,
         BackendReports(backend, executor),
@@ -157,6 +157,8 @@ def build_distributed_edge(settings: Settings, layout: Layout | None = None) -> 
             security=settings.kafka_security(),
         ),
     )
+    register_reports(app[METRICS].registry)  # /metrics: how the Top-5s were read
+    return app
 
 
 def build_worker_app(

@@ -47,7 +47,7 @@ from trackpipe.embedded_counting import counting_for, uncommitted_counters
 from trackpipe.embedded_runner import EmbeddedRunner
 from trackpipe.local_publisher import LocalLogPublisher
 from trackpipe.locallog import LocalLog, OffsetStore
-from trackpipe.metrics import register_outcomes
+from trackpipe.metrics import register_outcomes, register_reports
 from trackpipe.outbound import DeliveryLoop, OutboundPlanning, SqliteDueStore, goal_lookup, rule_lookup
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
 from trackpipe.outbound.loop import sender_for
@@ -189,6 +189,7 @@ def build_embedded_app(settings: Settings) -> web.Application:
         alert_states=EmbeddedAlertStates(alert_stage, data / "state.sqlite"),
     )
     register_outcomes(app[METRICS].registry, counts)  # /metrics: the processors' outcomes too
+    register_reports(app[METRICS].registry)
     register_outbound(
         app[METRICS].registry,
         outbound_counts,

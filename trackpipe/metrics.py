@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from processors.batch import OutcomeCounts
+from sinks import reports
 
 
 class OutcomeCollector(Collector):
@@ -62,8 +63,27 @@ class OutcomeCollector(Collector):
         yield batches
 
 
+class ReportReadings(Collector):
+    """``trackpipe_report_top5_total{reading}``: Top-5 reports answered from the writers' counters
+    (``counters``, decision 100) or by the exact reading (``exact``: no counters, a partial day, another
+    rate base, or a project the counters do not cover)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "trackpipe_report_top5", "Top-5 reports by how they were read", labels=["reading"]
+        )
+        for reading in ("counters", "exact"):
+            family.add_metric([reading], reports.TOP5_READINGS[reading])
+        yield family
+
+
 def register_outcomes(registry: CollectorRegistry, counts: OutcomeCounts) -> None:
     registry.register(OutcomeCollector(counts))
+
+
+def register_reports(registry: CollectorRegistry) -> None:
+    """An edge's ``/metrics``: how its Top-5 reports were read."""
+    registry.register(ReportReadings())
 
 
 def serve_worker_metrics(

@@ -145,6 +145,9 @@ def day_batches() -> list[list[Event]]:
     return out
 
 
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
 def settings(tmp: Path, **kw: Any) -> Settings:
     return Settings(data_dir=tmp / "data", admin_key=KEY, **kw)  # type: ignore[arg-type]
 
@@ -185,7 +188,7 @@ async def test_the_embedded_runner_answers_every_whole_day_period_from_its_count
             await feed(app, events)
     # a restart in the middle: the counting state comes back from SQLite
     app = build_embedded_app(settings(tmp_path))
-    async with TestClient(TestServer(app)):
+    async with TestClient(TestServer(app)) as client:
         await feed(app, batches[3])
         # a batch written, then its commit refused once: it is processed and written again
         state = app[RUNNER].batches.port.pipeline.state
@@ -228,6 +231,26 @@ async def test_the_embedded_runner_answers_every_whole_day_period_from_its_count
         first = reports.TOP5_FROM_COUNTERS[P]
         partial, exact = both_readings(b, T0 + timedelta(hours=3), T0 + timedelta(days=2), now)
         assert partial == exact and reports.TOP5_FROM_COUNTERS[P] == first
+
+        # the edge's Top-5 answers the same, and its /metrics says how it was read
+        async def readings() -> dict[str, float]:
+            text = await (await client.get("/metrics", headers=AUTH)).text()
+            return {
+                r: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                for r in ("counters", "exact")
+                if line.startswith(f'trackpipe_report_top5_total{{reading="{r}"}}')
+            }
+
+        before = await readings()
+        period = {"from": T0.isoformat(), "to": (T0 + timedelta(days=DAYS)).isoformat()}
+        resp = await client.get("/api/v1/reports/top-events", params={"project": P, **period}, headers=AUTH)
+        assert resp.status == 200, await resp.text()
+        assert {r["goal_id"]: r["conversions"] for r in (await resp.json())["rows"]} == {
+            g: r.conversions for g, r in goals.items()
+        }
+        after = await readings()
+        assert after["counters"] == before["counters"] + 1 and after["exact"] == before["exact"]
 
 
 async def test_a_database_with_data_keeps_the_exact_reading_and_a_change_withdraws_the_marks(tmp_path):
