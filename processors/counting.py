@@ -17,8 +17,8 @@ floor + horizon) marks its project not exact instead of counting wrong (``Counte
 
 State keys (``\\x1f``-separated): ``v`` (project, visitor) -> its days, and per goal its days as a
 converter with their live conversions (one entry: a conversion's visitor is mostly an event's of the same
-batch, so the step reads and writes one row for both); ``c`` (project, goal, conversion key) -> the
-counted row;
+batch, so the step reads and writes one row for both); ``c`` (project, conversion key) -> the counted
+row of each of its goals (what the row added);
 ``gd``/``gp``/``vp`` -> the absolute counter values (deleted at zero); ``p`` (project) -> marked ready
 (1) or not exact (2); ``#seq`` -> the last batch number.
 """
@@ -85,7 +85,7 @@ class Counted(msgspec.Struct, array_like=True, gc=False):
 
 
 _VISITOR = msgspec.json.Decoder(Visitor)
-_COUNTED = msgspec.json.Decoder(Counted)
+_COUNTED = msgspec.json.Decoder(dict[str, Counted])
 _VALUE = msgspec.json.Decoder(list[int | str])
 _enc = msgspec.json.encode
 
@@ -285,7 +285,7 @@ class CountingStep:
             store.prefetch(
                 [f"v{S}{p}{S}{v}" for p, v in by_member]
                 + [f"v{S}{c.project_id}{S}{c.visitor_id}" for c in conversions]
-                + [f"c{S}{c.project_id}{S}{c.goal_id}{S}{c.conversion_key}" for c in conversions]
+                + [f"c{S}{c.project_id}{S}{c.conversion_key}" for c in conversions]
                 + [f"p{S}{p}" for p in seen]
                 + ["#seq"]
                 # the counter values a new visitor, a new converter and a new conversion change
@@ -371,14 +371,20 @@ class CountingStep:
     ) -> None:
         for c in conversions:
             p, g = c.project_id, c.goal_id
-            ck = f"c{S}{p}{S}{g}{S}{c.conversion_key}"
-            raw = store.get(ck)
-            before = None if raw is None else _COUNTED.decode(unpack(raw)[1])
+            ck = f"c{S}{p}{S}{c.conversion_key}"
+            held = _load_counted(store, ck)
+            before = None if held is None else held.get(g)
             if before is not None and before.version > c.version:
                 continue  # the stored row is newer: it stays
             day = epoch_day(c.occurred_at)
             new = Counted(c.version, day, c.currency, str(c.revenue), c.visitor_id, not c.is_deleted)
-            store.put(ck, pack(self._row_expiry(day), _enc(new)))
+            if held is None:
+                held = {g: new}
+                expires = self._row_expiry(day)
+            else:
+                held[g] = new
+                expires = max(self._row_expiry(x.day) for x in held.values())
+            _save_counted(store, ck, held, expires)
             if before is not None:
                 if _same(before, new):
                     continue
@@ -455,3 +461,19 @@ def _save(store: KeyValueStore, key: str, v: Visitor, expires_ms: int) -> None:
         store.put_object(key, v, _enc, expires_ms)
     else:
         store.put(key, pack(expires_ms, _enc(v)))
+
+
+def _load_counted(store: KeyValueStore, key: str) -> dict[str, Counted] | None:
+    if isinstance(store, StagedStore):
+        held = store.get_object(key)
+        if held is not None:
+            return held
+    raw = store.get(key)
+    return None if raw is None else _COUNTED.decode(unpack(raw)[1])
+
+
+def _save_counted(store: KeyValueStore, key: str, rows: dict[str, Counted], expires_ms: int) -> None:
+    if isinstance(store, StagedStore):
+        store.put_object(key, rows, _enc, expires_ms)
+    else:
+        store.put(key, pack(expires_ms, _enc(rows)))

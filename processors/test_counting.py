@@ -72,8 +72,9 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
     rng = random.Random(seed)
     visitors = [f"v{i}" for i in range(30)]
     batches = []
-    live: dict[str, tuple[str, str, datetime, Decimal, str, int, bool]] = {}
+    live: dict[tuple[str, str], tuple[str, datetime, Decimal, str, int, bool]] = {}  # (key, goal) ->
     version = 0
+    n_keys = 0
     for b in range(days * 3):
         now = T0 + timedelta(hours=8 * b)
         events = [
@@ -82,10 +83,11 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
         ]
         convs = []
         for _ in range(rng.randrange(0, 5)):
-            known = sorted(k for k, v in live.items() if not recent or v[2] > now - timedelta(days=1))
-            if known and rng.random() < 0.5:  # a change of a known conversion
-                key = rng.choice(known)
-                goal, visitor, when, revenue, cur, _, deleted = live[key]
+            known = sorted(k for k, v in live.items() if not recent or v[1] > now - timedelta(days=1))
+            changes = []
+            if known and rng.random() < 0.5:  # a change of a known conversion (one of its goals)
+                key, goal = rng.choice(known)
+                visitor, when, revenue, cur, _, deleted = live[(key, goal)]
                 r = rng.random()
                 if r < 0.35:
                     deleted = not deleted
@@ -95,16 +97,20 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
                     when -= timedelta(hours=rng.randrange(0, 5 if recent else 30))
                 else:
                     visitor = rng.choice(visitors)
-            else:
-                key = f"tx{len(live)}"
-                goal, visitor = rng.choice(("g1", "g2", "g3")), rng.choice(visitors)
+                changes.append((key, goal, visitor, when, revenue, cur, deleted))
+            else:  # a new conversion, of one goal or of several
+                key, visitor = f"tx{n_keys}", rng.choice(visitors)
+                n_keys += 1
                 when, cur = now - timedelta(hours=rng.randrange(0, 20)), rng.choice(("EUR", "USD"))
-                revenue, deleted = Decimal(rng.randrange(0, 9000)) / 100, False
-            version += 1
-            live[key] = (goal, visitor, when, revenue, cur, version, deleted)
-            convs.append(_conv(goal, key, visitor, when, revenue, cur, version, deleted))
-            if rng.random() < 0.1:  # the same row again (a redelivered row changes nothing)
-                convs.append(convs[-1])
+                revenue = Decimal(rng.randrange(0, 9000)) / 100
+                for goal in rng.sample(("g1", "g2", "g3"), rng.choice((1, 1, 2, 3))):
+                    changes.append((key, goal, visitor, when, revenue, cur, False))
+            for key, goal, visitor, when, revenue, cur, deleted in changes:
+                version += 1
+                live[(key, goal)] = (visitor, when, revenue, cur, version, deleted)
+                convs.append(_conv(goal, key, visitor, when, revenue, cur, version, deleted))
+                if rng.random() < 0.1:  # the same row again (a redelivered row changes nothing)
+                    convs.append(convs[-1])
         batches.append((events, convs))
     return batches
 
