@@ -281,7 +281,7 @@ class CountingStep:
             else:
                 days.add(day)
         seen = {p for p, _ in by_member} | {c.project_id for c in conversions}
-        if isinstance(store, StagedStore):  # the keys this batch reads, in one read (SQLite)
+        if isinstance(store, StagedStore) and store.reads_ahead:  # the keys it reads, in one read (SQLite)
             store.prefetch(
                 [f"v{S}{p}{S}{v}" for p, v in by_member]
                 + [f"v{S}{c.project_id}{S}{c.visitor_id}" for c in conversions]
@@ -291,8 +291,9 @@ class CountingStep:
                 # the counter values a new visitor, a new converter and a new conversion change
                 + [f"vp{S}{p}{S}{d}{S}{NO}" for (p, _), days in by_member.items() for d in days]
                 + [
-                    f"{kind}{S}{c.project_id}{S}{c.goal_id}{S}{epoch_day(c.occurred_at)}{S}{last}"
+                    f"{kind}{S}{c.project_id}{S}{c.goal_id}{S}{day}{S}{last}"
                     for c in conversions
+                    for day in (epoch_day(c.occurred_at),)
                     for kind, last in (("gd", c.currency), ("gp", NO))
                 ]
             )
@@ -322,6 +323,8 @@ class CountingStep:
     def _expiry(self, v: Visitor, now_ms: int) -> int:
         """A visitor's entry lives as long as its days as a visitor are needed (see ``visitor_keep_ms``)
         and as long as the rows its days as a converter mirror (``_row_expiry``)."""
+        if v.goals and not self.config.retention_days:
+            return NEVER_MS
         expires = now_ms + self.visitor_keep_ms
         for m in v.goals.values():
             expires = max(expires, self._row_expiry(m.days[-1]))
