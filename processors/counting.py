@@ -341,7 +341,7 @@ class CountingStep:
         clamp = self.days.clamp
         for (project, visitor), days in by_member.items():
             key = f"v{S}{project}{S}{visitor}"
-            v = _load(store, key)
+            v = _load(store, key, _VISITOR)
             if v is None:  # a new visitor (the most frequent case): its days in order, nothing to take back
                 prev = NO
                 for d in sorted(days):
@@ -375,7 +375,7 @@ class CountingStep:
         for c in conversions:
             p, g = c.project_id, c.goal_id
             ck = f"c{S}{p}{S}{c.conversion_key}"
-            held = _load_counted(store, ck)
+            held: dict[str, Counted] | None = _load(store, ck, _COUNTED)
             before = None if held is None else held.get(g)
             if before is not None and before.version > c.version:
                 continue  # the stored row is newer: it stays
@@ -387,7 +387,7 @@ class CountingStep:
             else:
                 held[g] = new
                 expires = max(self._row_expiry(x.day) for x in held.values())
-            _save_counted(store, ck, held, expires)
+            _save(store, ck, held, expires)
             if before is not None:
                 if _same(before, new):
                     continue
@@ -410,7 +410,7 @@ class CountingStep:
             return
         values.goal_day(("gd", p, g, c.day, c.currency), revenue, sign)
         key = f"v{S}{p}{S}{c.visitor}"
-        v = _load(store, key)
+        v = _load(store, key, _VISITOR)
         m = None if v is None else v.goals.get(g)
         if m is None and sign > 0:  # a new converter: its first day
             values.pair(("gp", p, g, c.day, NO), +1)
@@ -450,33 +450,18 @@ def _same(a: Counted, b: Counted) -> bool:
     )
 
 
-def _load(store: KeyValueStore, key: str) -> Visitor | None:
+def _load(store: KeyValueStore, key: str, decoder: msgspec.json.Decoder[Any]) -> Any | None:
+    """The state of ``key``: the object staged in this batch (live), else decoded from its bytes."""
     if isinstance(store, StagedStore):
         held = store.get_object(key)
         if held is not None:
             return held
     raw = store.get(key)
-    return None if raw is None else _VISITOR.decode(unpack(raw)[1])
+    return None if raw is None else decoder.decode(unpack(raw)[1])
 
 
-def _save(store: KeyValueStore, key: str, v: Visitor, expires_ms: int) -> None:
+def _save(store: KeyValueStore, key: str, state: Any, expires_ms: int) -> None:
     if isinstance(store, StagedStore):
-        store.put_object(key, v, _enc, expires_ms)
+        store.put_object(key, state, _enc, expires_ms)
     else:
-        store.put(key, pack(expires_ms, _enc(v)))
-
-
-def _load_counted(store: KeyValueStore, key: str) -> dict[str, Counted] | None:
-    if isinstance(store, StagedStore):
-        held = store.get_object(key)
-        if held is not None:
-            return held
-    raw = store.get(key)
-    return None if raw is None else _COUNTED.decode(unpack(raw)[1])
-
-
-def _save_counted(store: KeyValueStore, key: str, rows: dict[str, Counted], expires_ms: int) -> None:
-    if isinstance(store, StagedStore):
-        store.put_object(key, rows, _enc, expires_ms)
-    else:
-        store.put(key, pack(expires_ms, _enc(rows)))
+        store.put(key, pack(expires_ms, _enc(state)))
