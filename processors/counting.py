@@ -15,8 +15,10 @@ written as ``NO_DAY``), which keeps every period of at most ``horizon`` whole da
 its days from ``floor`` = latest - 2 x horizon on, and a day that would need a forgotten one (older than
 floor + horizon) marks its project not exact instead of counting wrong (``CountersReady(ready=False)``).
 
-State keys (``\\x1f``-separated): ``v`` (project, visitor) -> its days; ``m`` (project, goal, visitor)
--> converter days and their live conversions; ``c`` (project, goal, conversion key) -> the counted row;
+State keys (``\\x1f``-separated): ``v`` (project, visitor) -> its days, and per goal its days as a
+converter with their live conversions (one entry: a conversion's visitor is mostly an event's of the same
+batch, so the step reads and writes one row for both); ``c`` (project, conversion key) -> the counted
+row of each of its goals (what the row added);
 ``gd``/``gp``/``vp`` -> the absolute counter values (deleted at zero); ``p`` (project) -> marked ready
 (1) or not exact (2); ``#seq`` -> the last batch number.
 """
@@ -45,7 +47,8 @@ S = "\x1f"
 
 def epoch_day(t: datetime) -> int:
     """The UTC day of ``t`` as days since 1970-01-01 (a naive time is taken as UTC)."""
-    if t.tzinfo is not None and t.utcoffset():
+    tz = t.tzinfo
+    if tz is not None and tz is not UTC and t.utcoffset():
         t = t.astimezone(UTC)
     return t.toordinal() - _EPOCH
 
@@ -63,6 +66,13 @@ class Member(msgspec.Struct, array_like=True, gc=False):
     weights: list[int] = []
 
 
+class Visitor(msgspec.Struct, array_like=True, gc=False):
+    """A visitor's state: its days as a visitor (``own``), and per goal its days as a converter."""
+
+    own: Member
+    goals: dict[str, Member] = {}
+
+
 class Counted(msgspec.Struct, array_like=True, gc=False):
     """What one conversion row (one goal of one conversion key) added: its version and contribution."""
 
@@ -74,8 +84,8 @@ class Counted(msgspec.Struct, array_like=True, gc=False):
     live: bool
 
 
-_MEMBER = msgspec.json.Decoder(Member)
-_COUNTED = msgspec.json.Decoder(Counted)
+_VISITOR = msgspec.json.Decoder(Visitor)
+_COUNTED = msgspec.json.Decoder(dict[str, Counted])
 _VALUE = msgspec.json.Decoder(list[int | str])
 _enc = msgspec.json.encode
 
@@ -263,35 +273,40 @@ class CountingStep:
         out = CountedRows()
         if not events and not conversions and not self.resend:
             return out
-        if isinstance(store, StagedStore):  # the keys this batch reads, in one read (SQLite)
+        by_member: dict[tuple[str, str], set[int]] = {}
+        for project, visitor, day in {(e.project_id, e.visitor_id, epoch_day(e.occurred_at)) for e in events}:
+            days = by_member.get((project, visitor))
+            if days is None:
+                by_member[(project, visitor)] = {day}
+            else:
+                days.add(day)
+        seen = {p for p, _ in by_member} | {c.project_id for c in conversions}
+        if isinstance(store, StagedStore) and store.reads_ahead:  # the keys it reads, in one read (SQLite)
             store.prefetch(
-                [f"v{S}{e.project_id}{S}{e.visitor_id}" for e in events]
-                + [f"c{S}{c.project_id}{S}{c.goal_id}{S}{c.conversion_key}" for c in conversions]
-                + [f"m{S}{c.project_id}{S}{c.goal_id}{S}{c.visitor_id}" for c in conversions]
-                + [f"p{S}{p}" for p in {e.project_id for e in events} | {c.project_id for c in conversions}]
+                [f"v{S}{p}{S}{v}" for p, v in by_member]
+                + [f"v{S}{c.project_id}{S}{c.visitor_id}" for c in conversions]
+                + [f"c{S}{c.project_id}{S}{c.conversion_key}" for c in conversions]
+                + [f"p{S}{p}" for p in seen]
                 + ["#seq"]
                 # the counter values a new visitor, a new converter and a new conversion change
+                + [f"vp{S}{p}{S}{d}{S}{NO}" for (p, _), days in by_member.items() for d in days]
                 + [
-                    f"vp{S}{p}{S}{d}{S}{NO}"
-                    for p, d in {(e.project_id, epoch_day(e.occurred_at)) for e in events}
-                ]
-                + [
-                    f"{kind}{S}{c.project_id}{S}{c.goal_id}{S}{epoch_day(c.occurred_at)}{S}{last}"
+                    f"{kind}{S}{c.project_id}{S}{c.goal_id}{S}{day}{S}{last}"
                     for c in conversions
+                    for day in (epoch_day(c.occurred_at),)
                     for kind, last in (("gd", c.currency), ("gp", NO))
                 ]
             )
         values = _Values(store)
         broken: set[str] = set()
-        self._visits(store, values, events, now_ms, broken)
-        self._conversions(store, values, conversions, broken)
+        self._visits(store, values, by_member, now_ms, broken)
+        self._conversions(store, values, conversions, now_ms, broken)
         seq = self.last_batch(store) + 1
         store.put("#seq", pack(NEVER_MS, str(seq).encode()))
         for parts in self.resend:
             if parts not in values.values:
                 values._load(parts, [0] if parts[0] != "gd" else [0, Decimal(0), 0])
         values.flush(self.writer, seq, out)
-        seen = {e.project_id for e in events} | {c.project_id for c in conversions}
         for project in sorted(seen):
             key = f"p{S}{project}"
             raw = store.get(key)
@@ -305,31 +320,39 @@ class CountingStep:
                 out.ready.append(CountersReady(project, True, cfg.horizon_days, cfg.retention_days))
         return out
 
-    def _visits(
-        self, store: KeyValueStore, values: _Values, events: Iterable[Event], now_ms: int, broken: set[str]
-    ) -> None:
-        by_member: dict[tuple[str, str], set[int]] = {}
-        for project, visitor, day in {(e.project_id, e.visitor_id, epoch_day(e.occurred_at)) for e in events}:
-            days = by_member.get((project, visitor))
-            if days is None:
-                by_member[(project, visitor)] = {day}
-            else:
-                days.add(day)
+    def _expiry(self, v: Visitor, now_ms: int) -> int:
+        """A visitor's entry lives as long as its days as a visitor are needed (see ``visitor_keep_ms``)
+        and as long as the rows its days as a converter mirror (``_row_expiry``)."""
+        if v.goals and not self.config.retention_days:
+            return NEVER_MS
         expires = now_ms + self.visitor_keep_ms
+        for m in v.goals.values():
+            expires = max(expires, self._row_expiry(m.days[-1]))
+        return expires
+
+    def _visits(
+        self,
+        store: KeyValueStore,
+        values: _Values,
+        by_member: dict[tuple[str, str], set[int]],
+        now_ms: int,
+        broken: set[str],
+    ) -> None:
         clamp = self.days.clamp
         for (project, visitor), days in by_member.items():
             key = f"v{S}{project}{S}{visitor}"
-            m = _load_member(store, key)
-            if m is None:  # a new visitor (the most frequent case): its days in order, nothing to take back
+            v = _load(store, key, _VISITOR)
+            if v is None:  # a new visitor (the most frequent case): its days in order, nothing to take back
                 prev = NO
                 for d in sorted(days):
                     pv = clamp(prev, d)
                     values.pair(("vp", project, d, pv), +1)
                     prev = d
-                m = Member(0, sorted(days), [])
-                self.days.prune(m, weighted=False)
-                _save_member(store, key, m, expires)
+                v = Visitor(Member(0, sorted(days), []))
+                self.days.prune(v.own, weighted=False)
+                _save(store, key, v, now_ms + self.visitor_keep_ms)
                 continue
+            m = v.own
             if all(d in m.days for d in days):
                 continue
 
@@ -339,26 +362,37 @@ class CountingStep:
             for d in sorted(days):
                 if not self.days.add(m, d, delta, weighted=False):
                     broken.add(project)
-            _save_member(store, key, m, expires)
+            _save(store, key, v, self._expiry(v, now_ms))
 
     def _conversions(
-        self, store: KeyValueStore, values: _Values, conversions: Iterable[Conversion], broken: set[str]
+        self,
+        store: KeyValueStore,
+        values: _Values,
+        conversions: Iterable[Conversion],
+        now_ms: int,
+        broken: set[str],
     ) -> None:
         for c in conversions:
             p, g = c.project_id, c.goal_id
-            ck = f"c{S}{p}{S}{g}{S}{c.conversion_key}"
-            raw = store.get(ck)
-            before = None if raw is None else _COUNTED.decode(unpack(raw)[1])
+            ck = f"c{S}{p}{S}{c.conversion_key}"
+            held: dict[str, Counted] | None = _load(store, ck, _COUNTED)
+            before = None if held is None else held.get(g)
             if before is not None and before.version > c.version:
                 continue  # the stored row is newer: it stays
             day = epoch_day(c.occurred_at)
             new = Counted(c.version, day, c.currency, str(c.revenue), c.visitor_id, not c.is_deleted)
-            store.put(ck, pack(self._row_expiry(day), _enc(new)))
+            if held is None:
+                held = {g: new}
+                expires = self._row_expiry(day)
+            else:
+                held[g] = new
+                expires = max(self._row_expiry(x.day) for x in held.values())
+            _save(store, ck, held, expires)
             if before is not None:
                 if _same(before, new):
                     continue
-                self._count(store, values, p, g, before, Decimal(before.revenue), -1, broken)
-            self._count(store, values, p, g, new, c.revenue, +1, broken)
+                self._count(store, values, p, g, before, Decimal(before.revenue), -1, now_ms, broken)
+            self._count(store, values, p, g, new, c.revenue, +1, now_ms, broken)
 
     def _count(
         self,
@@ -369,16 +403,21 @@ class CountingStep:
         c: Counted,
         revenue: Decimal,
         sign: int,
+        now_ms: int,
         broken: set[str],
     ) -> None:
         if not c.live:
             return
         values.goal_day(("gd", p, g, c.day, c.currency), revenue, sign)
-        key = f"m{S}{p}{S}{g}{S}{c.visitor}"
-        m = _load_member(store, key)
+        key = f"v{S}{p}{S}{c.visitor}"
+        v = _load(store, key, _VISITOR)
+        m = None if v is None else v.goals.get(g)
         if m is None and sign > 0:  # a new converter: its first day
             values.pair(("gp", p, g, c.day, NO), +1)
-            _save_member(store, key, Member(0, [c.day], [1]), self._row_expiry(c.day))
+            if v is None:  # a converter without events (none of its own, or none kept)
+                v = Visitor(Member(0, [], []))
+            v.goals[g] = Member(0, [c.day], [1])
+            _save(store, key, v, self._expiry(v, now_ms))
             return
 
         def delta(day: int, prev: int, s: int) -> None:
@@ -388,8 +427,14 @@ class CountingStep:
         ok = self.days.add(m, c.day, delta, weighted=True) if sign > 0 else self.days.remove(m, c.day, delta)
         if not ok:
             broken.add(p)
+        if v is None:
+            return  # nothing was held: nothing to keep
         if m.days:
-            _save_member(store, key, m, self._row_expiry(m.days[-1]))
+            v.goals[g] = m
+        else:
+            v.goals.pop(g, None)
+        if v.goals or v.own.days:
+            _save(store, key, v, self._expiry(v, now_ms))
         else:
             store.delete(key)
 
@@ -405,17 +450,18 @@ def _same(a: Counted, b: Counted) -> bool:
     )
 
 
-def _load_member(store: KeyValueStore, key: str) -> Member | None:
+def _load(store: KeyValueStore, key: str, decoder: msgspec.json.Decoder[Any]) -> Any | None:
+    """The state of ``key``: the object staged in this batch (live), else decoded from its bytes."""
     if isinstance(store, StagedStore):
         held = store.get_object(key)
         if held is not None:
             return held
     raw = store.get(key)
-    return None if raw is None else _MEMBER.decode(unpack(raw)[1])
+    return None if raw is None else decoder.decode(unpack(raw)[1])
 
 
-def _save_member(store: KeyValueStore, key: str, m: Member, expires_ms: int) -> None:
+def _save(store: KeyValueStore, key: str, state: Any, expires_ms: int) -> None:
     if isinstance(store, StagedStore):
-        store.put_object(key, m, _enc, expires_ms)
+        store.put_object(key, state, _enc, expires_ms)
     else:
-        store.put(key, pack(expires_ms, _enc(m)))
+        store.put(key, pack(expires_ms, _enc(state)))

@@ -58,6 +58,8 @@ class StagedStore:
 
     def __init__(self, backing: KeyValueStore):
         self.backing = backing
+        #: the backing store reads many keys at once (``get_many``: SQLite): ``prefetch`` is worth calling
+        self.reads_ahead = hasattr(backing, "get_many")
         self.staged: dict[str, bytes | None] = {}
         self.fetched: dict[str, bytes | None] = {}  # read ahead by prefetch (None: absent), this batch
         # key -> (state, its encoder, expiry): no closure per key (fewer objects for the collector)

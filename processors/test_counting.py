@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from processors.counting import _MEMBER, DAY_MS, CountingConfig, CountingStep, as_date
+from processors.counting import _VISITOR, DAY_MS, CountingConfig, CountingStep, as_date
 from processors.store import DictStore, StagedStore, expired_keys, unpack
 from schemas.events import Event, EventType
 from schemas.rows import Conversion
@@ -72,8 +72,9 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
     rng = random.Random(seed)
     visitors = [f"v{i}" for i in range(30)]
     batches = []
-    live: dict[str, tuple[str, str, datetime, Decimal, str, int, bool]] = {}
+    live: dict[tuple[str, str], tuple[str, datetime, Decimal, str, int, bool]] = {}  # (key, goal) ->
     version = 0
+    n_keys = 0
     for b in range(days * 3):
         now = T0 + timedelta(hours=8 * b)
         events = [
@@ -82,10 +83,11 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
         ]
         convs = []
         for _ in range(rng.randrange(0, 5)):
-            known = sorted(k for k, v in live.items() if not recent or v[2] > now - timedelta(days=1))
-            if known and rng.random() < 0.5:  # a change of a known conversion
-                key = rng.choice(known)
-                goal, visitor, when, revenue, cur, _, deleted = live[key]
+            known = sorted(k for k, v in live.items() if not recent or v[1] > now - timedelta(days=1))
+            changes = []
+            if known and rng.random() < 0.5:  # a change of a known conversion (one of its goals)
+                key, goal = rng.choice(known)
+                visitor, when, revenue, cur, _, deleted = live[(key, goal)]
                 r = rng.random()
                 if r < 0.35:
                     deleted = not deleted
@@ -95,16 +97,20 @@ def stream(seed: int, days: int, recent: bool = False) -> list[tuple[list[Event]
                     when -= timedelta(hours=rng.randrange(0, 5 if recent else 30))
                 else:
                     visitor = rng.choice(visitors)
-            else:
-                key = f"tx{len(live)}"
-                goal, visitor = rng.choice(("g1", "g2", "g3")), rng.choice(visitors)
+                changes.append((key, goal, visitor, when, revenue, cur, deleted))
+            else:  # a new conversion, of one goal or of several
+                key, visitor = f"tx{n_keys}", rng.choice(visitors)
+                n_keys += 1
                 when, cur = now - timedelta(hours=rng.randrange(0, 20)), rng.choice(("EUR", "USD"))
-                revenue, deleted = Decimal(rng.randrange(0, 9000)) / 100, False
-            version += 1
-            live[key] = (goal, visitor, when, revenue, cur, version, deleted)
-            convs.append(_conv(goal, key, visitor, when, revenue, cur, version, deleted))
-            if rng.random() < 0.1:  # the same row again (a redelivered row changes nothing)
-                convs.append(convs[-1])
+                revenue = Decimal(rng.randrange(0, 9000)) / 100
+                for goal in rng.sample(("g1", "g2", "g3"), rng.choice((1, 1, 2, 3))):
+                    changes.append((key, goal, visitor, when, revenue, cur, False))
+            for key, goal, visitor, when, revenue, cur, deleted in changes:
+                version += 1
+                live[(key, goal)] = (visitor, when, revenue, cur, version, deleted)
+                convs.append(_conv(goal, key, visitor, when, revenue, cur, version, deleted))
+                if rng.random() < 0.1:  # the same row again (a redelivered row changes nothing)
+                    convs.append(convs[-1])
         batches.append((events, convs))
     return batches
 
@@ -320,13 +326,37 @@ def test_a_short_horizon_prunes_and_stays_exact_for_periods_within_it(seed: int)
             prev = d
     kept = {(r.day, r.prev_day): r.visitors for _, r in stored.tables["visit_pairs"].values() if r.visitors}
     assert kept == dict(pairs)
-    # a member holds at most the days of 2 x horizon before its latest
-    members = [_MEMBER.decode(unpack(v)[1]) for k, v in backing.items() if k[0] in "vm"]
-    assert members and all(m.days[-1] - m.days[0] <= 2 * horizon for m in members if m.days)
+    # a member (a visitor's days, its days as a converter of each goal) holds at most the days of
+    # 2 x horizon before its latest
+    entries = {k: _VISITOR.decode(unpack(v)[1]) for k, v in backing.items() if k.startswith("v\x1f")}
+    members = [m for e in entries.values() for m in (e.own, *e.goals.values())]
+    assert any(e.goals for e in entries.values()) and any(e.own.days for e in entries.values())
+    assert all(m.days[-1] - m.days[0] <= 2 * horizon for m in members if m.days)
     assert any(m.floor for m in members)
-    # a visitor's state expires (horizon + lateness after its last new day): swept, nothing needs it
+    # the state of a visitor that never converted expires (horizon + lateness after its last new day):
+    # swept, nothing needs it; a converter's lives as long as its rows (here: no retention, for ever)
     last_ms = int((T0 + timedelta(days=30)).timestamp() * 1000)
-    assert any(k.startswith("v") for k in expired_keys(backing, last_ms + (horizon + 3) * DAY_MS))
+    expired = set(expired_keys(backing, last_ms + (horizon + 3) * DAY_MS))
+    assert {k for k, e in entries.items() if not e.goals} <= expired
+    assert not expired & {k for k, e in entries.items() if e.goals}
+
+
+def test_a_visitor_state_expires_when_neither_its_visits_nor_its_conversions_need_it() -> None:
+    """Its days as a visitor are needed (horizon + 1 days + lateness) after its last new day; its days as
+    a converter as long as the rows they mirror (with a retention: the latest one's day + retention)."""
+    config = CountingConfig(horizon_days=3, retention_days=10, lateness=timedelta(hours=2))
+    step, backing = CountingStep(config), DictStore()
+    now = T0 + timedelta(hours=1)
+    now_ms = int(now.timestamp() * 1000)
+    conv = _conv("g", "tx", "buyer", now, Decimal(5), "EUR", 1, False)
+    step.apply(backing, [_event("buyer", now, 1), _event("viewer", now, 2)], [conv], now_ms)
+    keep_ms = (3 + 1) * DAY_MS + 2 * 3_600_000
+    viewer, buyer = f"v\x1f{P}\x1fviewer", f"v\x1f{P}\x1fbuyer"
+    assert set(expired_keys(backing, now_ms + keep_ms - 1)) == set()
+    assert set(expired_keys(backing, now_ms + keep_ms + 1)) == {viewer}
+    row_ms = int((T0 + timedelta(days=1 + 10, hours=2)).timestamp() * 1000)
+    assert buyer not in expired_keys(backing, row_ms - 1)
+    assert buyer in expired_keys(backing, row_ms + 1)
 
 
 def test_an_event_older_than_the_days_kept_marks_the_project_not_exact() -> None:
