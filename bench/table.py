@@ -277,8 +277,8 @@ ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
         None,
     ),
     (
-        "Top-5 report from the writers' counters (median); baseline: the exact reading, which is what"
-        " production answers until the stages write the counters (decision 102)",
+        "Top-5 report from the writers' counters (median; `trackpipe run` keeps them, decision 150);"
+        " baseline: the exact reading, which a distributed deployment answers (its workers keep none)",
         "report.top5_ms",
         "ms",
         "report.top5_exact_ms",
