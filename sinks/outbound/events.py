@@ -104,12 +104,20 @@ def announced(row: ConversionFacts) -> dict[str, Any]:
 
 def state_digest(row: ConversionFacts) -> str:
     """A short hash of the announced fields: equal digests = nothing the receiver sees changed."""
-    return hashlib.sha256(orjson.dumps(announced(row))).hexdigest()[:32]
+    return _digest(announced(row))
 
 
 def webhook_body(row: ConversionFacts, event: WebhookEvent) -> bytes:
     """The body, built once per delivery and stored with it: every retry sends these bytes."""
-    return dumps_kept({"event": event.value, **announced(row), "version": row.version})  # queued, kept
+    return _body(announced(row), event, row.version)
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(fields)).hexdigest()[:32]
+
+
+def _body(fields: dict[str, Any], event: WebhookEvent, version: int) -> bytes:
+    return dumps_kept({"event": event.value, **fields, "version": version})  # queued, kept
 
 
 def webhook_id(row: ConversionFacts, event: WebhookEvent, state: str) -> str:
@@ -172,7 +180,8 @@ def decide(row: ConversionFacts, previous: Digest | None) -> Send | Skip:
     if previous is not None and row.version <= previous.version:
         return Skip(SkipReason.DUPLICATE if row.version == previous.version else SkipReason.STALE, previous)
     announced_before = previous is not None and previous.event is not None
-    state = state_digest(row)
+    fields = announced(row)  # once for the state and the body
+    state = _digest(fields)
     if is_reversed(row):
         if not announced_before:
             return Skip(SkipReason.NEVER_ANNOUNCED, Digest(row.version))
@@ -187,7 +196,7 @@ def decide(row: ConversionFacts, previous: Digest | None) -> Send | Skip:
         if previous.state == state:
             return Skip(SkipReason.UNCHANGED, Digest(row.version, previous.event, previous.state))
         event = WebhookEvent.UPDATED
-    message = WebhookMessage(webhook_id(row, event, state), event, webhook_body(row, event))
+    message = WebhookMessage(webhook_id(row, event, state), event, _body(fields, event, row.version))
     return Send(message, Digest(row.version, event, state))
 
 
