@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from schemas.conversion_facts import ConversionFacts
 from schemas.outbound.ssrf import AllowList, Refused, check_url
-from schemas.rows import Conversion
 
 MACROS = (
     "external_id",
@@ -127,7 +127,7 @@ class StatusFilter:
     classes: frozenset[str] = frozenset({"normal"})
     statuses: frozenset[str] = frozenset()
 
-    def fires(self, row: Conversion) -> bool:
+    def fires(self, row: ConversionFacts) -> bool:
         return row.status_class in self.classes or row.status.strip().lower() in self.statuses
 
 
@@ -154,7 +154,7 @@ def parse_status_filter(text: str | None) -> StatusFilter:
 class StatusMap:
     renames: tuple[tuple[str, str], ...] = ()  # (from, lower-case; to, as given)
 
-    def text_for(self, row: Conversion) -> str:
+    def text_for(self, row: ConversionFacts) -> str:
         table = dict(self.renames)
         raw = row.status.strip()
         for key in (raw.lower(), row.status_class):

@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
+from schemas.conversion_facts import ConversionFacts
 from schemas.jsonbytes import dumps_kept
-from schemas.rows import Conversion
 
 REVERSED_CLASS = "reversed"  # processors.statuses.StatusClass.REVERSED (sinks do not import processors)
 DIGEST_VERSION = 1
@@ -53,18 +53,18 @@ class SkipReason(StrEnum):
 Key = tuple[str, str, str]  # (project, goal, conversion key)
 
 
-def conversion_key(row: Conversion) -> Key:
+def conversion_key(row: ConversionFacts) -> Key:
     return (row.project_id, row.goal_id, row.conversion_key)
 
 
-def conversion_id(row: Conversion) -> str:
+def conversion_id(row: ConversionFacts) -> str:
     """The id receivers see: opaque (the internal key can hold visitor ids), stable, unique across
     projects and goals."""
     digest = hashlib.sha256("\x1f".join(conversion_key(row)).encode()).hexdigest()
     return f"cv_{digest[:24]}"
 
 
-def is_reversed(row: Conversion) -> bool:
+def is_reversed(row: ConversionFacts) -> bool:
     return row.is_deleted or row.status_class == REVERSED_CLASS
 
 
@@ -83,7 +83,7 @@ def iso_utc(at: datetime) -> str:
     return at.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
-def announced(row: Conversion) -> dict[str, Any]:
+def announced(row: ConversionFacts) -> dict[str, Any]:
     """What the receiver is told about the conversion (everything in the body but event and version),
     in body order."""
     return {
@@ -102,17 +102,25 @@ def announced(row: Conversion) -> dict[str, Any]:
     }
 
 
-def state_digest(row: Conversion) -> str:
+def state_digest(row: ConversionFacts) -> str:
     """A short hash of the announced fields: equal digests = nothing the receiver sees changed."""
-    return hashlib.sha256(orjson.dumps(announced(row))).hexdigest()[:32]
+    return _digest(announced(row))
 
 
-def webhook_body(row: Conversion, event: WebhookEvent) -> bytes:
+def webhook_body(row: ConversionFacts, event: WebhookEvent) -> bytes:
     """The body, built once per delivery and stored with it: every retry sends these bytes."""
-    return dumps_kept({"event": event.value, **announced(row), "version": row.version})  # queued, kept
+    return _body(announced(row), event, row.version)
 
 
-def webhook_id(row: Conversion, event: WebhookEvent, state: str) -> str:
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(fields)).hexdigest()[:32]
+
+
+def _body(fields: dict[str, Any], event: WebhookEvent, version: int) -> bytes:
+    return dumps_kept({"event": event.value, **fields, "version": version})  # queued, kept
+
+
+def webhook_id(row: ConversionFacts, event: WebhookEvent, state: str) -> str:
     """Deterministic from (conversion identity, event, version, announced state); no '.' in it."""
     material = "\x1f".join((*conversion_key(row), event.value, str(row.version), state))
     return "msg_" + hashlib.sha256(material.encode()).hexdigest()[:32]
@@ -167,12 +175,13 @@ class Skip:
     digest: Digest | None  # None: nothing to store (nothing was known and nothing changed)
 
 
-def decide(row: Conversion, previous: Digest | None) -> Send | Skip:
+def decide(row: ConversionFacts, previous: Digest | None) -> Send | Skip:
     """What ``row`` calls for, given what was announced for its conversion before."""
     if previous is not None and row.version <= previous.version:
         return Skip(SkipReason.DUPLICATE if row.version == previous.version else SkipReason.STALE, previous)
     announced_before = previous is not None and previous.event is not None
-    state = state_digest(row)
+    fields = announced(row)  # once for the state and the body
+    state = _digest(fields)
     if is_reversed(row):
         if not announced_before:
             return Skip(SkipReason.NEVER_ANNOUNCED, Digest(row.version))
@@ -187,18 +196,18 @@ def decide(row: Conversion, previous: Digest | None) -> Send | Skip:
         if previous.state == state:
             return Skip(SkipReason.UNCHANGED, Digest(row.version, previous.event, previous.state))
         event = WebhookEvent.UPDATED
-    message = WebhookMessage(webhook_id(row, event, state), event, webhook_body(row, event))
+    message = WebhookMessage(webhook_id(row, event, state), event, _body(fields, event, row.version))
     return Send(message, Digest(row.version, event, state))
 
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    row: Conversion
+    row: ConversionFacts
     outcome: Send | Skip
 
 
 def decide_rows(
-    rows: Iterable[Conversion], digests: Mapping[Key, Digest]
+    rows: Iterable[ConversionFacts], digests: Mapping[Key, Digest]
 ) -> tuple[list[Decided], dict[Key, Digest]]:
     """A batch of rows in arrival order (several rows of one conversion may be in it): the decision for
     each and the digests that changed, to store with the deliveries in one transaction."""

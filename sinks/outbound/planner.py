@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.config import Goal, Link
+from schemas.conversion_facts import ConversionFacts
 from schemas.outbound.postbacks import (
     Method,
     parse_status_filter,
@@ -31,7 +32,6 @@ from schemas.outbound.postbacks import (
     parse_template,
 )
 from schemas.outbound.ssrf import AllowList
-from schemas.rows import Conversion
 from sinks.outbound.events import Digest, Key, Send, WebhookEvent, conversion_key, decide_rows
 from sinks.outbound.templates import Fire, FiredDigest, PostbackRule, decide_postback
 
@@ -63,12 +63,14 @@ class Plan:
         return not self.digests and not self.due
 
 
-def planned_rows(rows: Iterable[Conversion], goal_of: GoalOf) -> tuple[list[Conversion], dict[str, Goal]]:
+def planned_rows(
+    rows: Iterable[ConversionFacts], goal_of: GoalOf
+) -> tuple[list[ConversionFacts], dict[str, Goal]]:
     """The rows whose goal announces conversions (a URL and a key ring), and those goals by
     ``project\\x1fgoal``."""
     goals: dict[str, Goal] = {}
     skipped: set[str] = set()
-    kept: list[Conversion] = []
+    kept: list[ConversionFacts] = []
     for row in rows:
         ref = f"{row.project_id}\x1f{row.goal_id}"
         if ref in skipped:
@@ -83,7 +85,9 @@ def planned_rows(rows: Iterable[Conversion], goal_of: GoalOf) -> tuple[list[Conv
     return kept, goals
 
 
-def plan(rows: Iterable[Conversion], digests: Mapping[Key, Digest], goal_of: GoalOf, now: datetime) -> Plan:
+def plan(
+    rows: Iterable[ConversionFacts], digests: Mapping[Key, Digest], goal_of: GoalOf, now: datetime
+) -> Plan:
     """The digests to store and the deliveries due at ``now`` for ``rows`` (arrival order).
     ``digests`` holds the stored digest of each conversion among ``rows`` that has one."""
     kept, goals = planned_rows(rows, goal_of)
@@ -114,7 +118,7 @@ def plan(rows: Iterable[Conversion], digests: Mapping[Key, Digest], goal_of: Goa
     return Plan(changed, due)
 
 
-def keys_of(rows: Iterable[Conversion]) -> list[Key]:
+def keys_of(rows: Iterable[ConversionFacts]) -> list[Key]:
     """The conversions of ``rows`` (each once), whose stored digests :func:`plan` needs."""
     return list(dict.fromkeys(conversion_key(r) for r in rows))
 
@@ -167,18 +171,18 @@ def postback_rule(link: Link, allow: AllowList) -> PostbackRule | None:
     )
 
 
-def postback_key(row: Conversion) -> PostbackKey:
+def postback_key(row: ConversionFacts) -> PostbackKey:
     return (row.project_id, row.goal_id, row.conversion_key, row.attributed_link_id)
 
 
-def postback_keys_of(rows: Iterable[Conversion]) -> list[PostbackKey]:
+def postback_keys_of(rows: Iterable[ConversionFacts]) -> list[PostbackKey]:
     """The (conversion, link) pairs of ``rows`` attributed to a link (each once), whose stored digests
     :func:`plan_postbacks` needs."""
     return list(dict.fromkeys(postback_key(r) for r in rows if r.attributed_link_id))
 
 
 def plan_postbacks(
-    rows: Iterable[Conversion], fired: Mapping[PostbackKey, FiredDigest], rule_of: RuleOf, now: datetime
+    rows: Iterable[ConversionFacts], fired: Mapping[PostbackKey, FiredDigest], rule_of: RuleOf, now: datetime
 ) -> PostbackPlan:
     """The digests to store and the S2S postbacks due at ``now`` for ``rows`` (arrival order).
     ``fired`` holds the stored digest of each (conversion, link) among ``rows`` that has one."""

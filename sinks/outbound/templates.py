@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
+from schemas.conversion_facts import ConversionFacts
 from schemas.jsonbytes import dumps_kept
 from schemas.outbound.postbacks import (
     MACRO,
@@ -42,7 +43,6 @@ from schemas.outbound.postbacks import (
     parse_status_map,
     parse_template,
 )
-from schemas.rows import Conversion
 from sinks.outbound.events import conversion_id, money_text
 
 __all__ = [
@@ -85,7 +85,7 @@ class PostbackRequest:
     content_type: str | None = None
 
 
-def macro_values(row: Conversion, external_id: str, status_text: str) -> dict[str, str]:
+def macro_values(row: ConversionFacts, external_id: str, status_text: str) -> dict[str, str]:
     return {
         "external_id": external_id,
         "click_id": row.attributed_click_id,
@@ -163,7 +163,7 @@ def _request_hash(req: PostbackRequest) -> str:
 
 
 def decide_postback(
-    row: Conversion, rule: PostbackRule, external_id: str, previous: FiredDigest | None
+    row: ConversionFacts, rule: PostbackRule, external_id: str, previous: FiredDigest | None
 ) -> Fire | Hold:
     """Whether ``row`` fires the link's postback, given what fired before for this conversion."""
     if previous is not None and row.version <= previous.version:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import orjson
 
-from schemas.rows import Conversion
+from schemas.conversion_facts import ConversionFacts
 from schemas.stream.models import (
     CONVERSION_DATA_SCHEMA_PATH,
     SOURCE_PREFIX,
@@ -72,7 +72,7 @@ def cloudevent(
     )
 
 
-def plan_stream(rows: Iterable[Conversion], digests: Mapping[Key, Digest], now: datetime) -> StreamPlan:
+def plan_stream(rows: Iterable[ConversionFacts], digests: Mapping[Key, Digest], now: datetime) -> StreamPlan:
     """The messages ``rows`` publish, given the stream digests of their conversions (those that have one)."""
     decided, changed = decide_rows(rows, digests)
     messages: list[StreamMessage] = []

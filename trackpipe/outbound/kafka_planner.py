@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from processors.runtime.faust.topology import TopologyNames, decode_conversion_rows
+from processors.runtime.faust.topology import TopologyNames, conversion_items, decode_conversion_facts
+from schemas.conversion_facts import ConversionFacts
 from schemas.envelope import EnvelopeError
 from schemas.partitioning import partition_for
-from schemas.rows import Conversion
 from sinks.outbound.events import Digest, Key
 from sinks.outbound.planner import (
     GoalOf,
@@ -160,13 +160,21 @@ class KafkaOutboundPlanner(KafkaGroupService):
                     self._consumer.seek(tp, committed)
 
     async def _plan_partition(self, tp: TopicPartition, records: Sequence[object]) -> None:
-        rows: list[Conversion] = []
+        wanted = self.alert_projects()
+        rows: list[ConversionFacts] = []
+        by_project: dict[str, list[bytes]] = {}  # alert rules' input: these rows' JSON, re-keyed by project
         for r in records:
             try:
-                rows.extend(decode_conversion_rows(r.value))  # type: ignore[attr-defined]
+                found = decode_conversion_facts(r.value)  # type: ignore[attr-defined]
             except EnvelopeError as exc:
                 self.skipped += 1
                 log.warning("outbound: conversions record %s@%d skipped: %s", tp, r.offset, exc)  # type: ignore[attr-defined]
+                continue
+            rows.extend(found)
+            if wanted and not wanted.isdisjoint(row.project_id for row in found):
+                for row, item in zip(found, conversion_items(r.value), strict=True):  # type: ignore[attr-defined]
+                    if row.project_id in wanted:
+                        by_project.setdefault(row.project_id, []).append(item)
         state = self.state[tp.partition]
         digests = {
             k: Digest.from_json(state[t])
@@ -240,12 +248,7 @@ class KafkaOutboundPlanner(KafkaGroupService):
                 )
                 for m in stream.messages
             ]
-        wanted = self.alert_projects()
-        if wanted:  # alert rules' input: these rows re-keyed by project (trackpipe.alerting.kafka)
-            by_project: dict[str, list[bytes]] = {}
-            for row in rows:
-                if row.project_id in wanted:
-                    by_project.setdefault(row.project_id, []).append(row.__pydantic_serializer__.to_json(row))
+        if by_project:  # alert rules' input (trackpipe.alerting.kafka)
             sent += await forward_records(
                 self._producer, self.names.alert_input, self.partitions, "conversions", by_project
             )

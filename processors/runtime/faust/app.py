@@ -28,6 +28,7 @@ from faust.types import TP
 from faust.types.auth import CredentialsT
 
 from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
+from processors.gcpause import SharedPause
 from processors.messages import STAGES, Stage
 from processors.pipeline import ConversionPipeline, Stages
 from processors.runtime.faust.consumer import InOrderAdmission, StallWatchdog, install_gapless_consumer
@@ -157,6 +158,7 @@ def build_faust_app(
 
     sweeper = Sweeper()
     runners: dict[Stage, BatchRunner[Any, StageWork]] = {}
+    gc_pause = SharedPause()  # no collection while a batch is in flight (decision 161)
     for s in STAGES:
         table = app.Table(
             f"{s}-state",
@@ -186,7 +188,7 @@ def build_faust_app(
             partitions=partitions,
             sweeper=sweeper,
         )
-        runners[s] = BatchRunner(port, s, counts, retry)
+        runners[s] = BatchRunner(port, s, counts, retry, around=gc_pause)
 
     order = InOrderAdmission()
     watchdog = StallWatchdog(order)

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+import msgspec
 
 from processors.messages import STAGES, Stage, envelope_chunks
+from schemas.conversion_facts import ConversionFactsRecord
 from schemas.envelope import ENVELOPE_VERSION, EnvelopeError
-from schemas.rows import Conversion
 
 
 @dataclass(frozen=True)
@@ -162,26 +162,37 @@ def batch_token(spans: Sequence[tuple[str, int, int]]) -> str:
     return ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
 
 
-class _ConversionRows(BaseModel):
+class _ConversionFacts(msgspec.Struct):
     envelope: int
     kind: Literal["conversions"]
-    schema_: int = Field(alias="schema")
-    items: list[Conversion]
+    schema: int
+    items: list[ConversionFactsRecord]
 
 
-_CONVERSION_ROWS = TypeAdapter(_ConversionRows)
+class _ConversionItems(msgspec.Struct):
+    items: list[msgspec.Raw]
 
 
-def decode_conversion_rows(value: bytes) -> list[Conversion]:
-    """The rows of one ``<events>.conversions`` record (:func:`encode_rows` of ``"conversions"``);
-    raises :class:`schemas.envelope.EnvelopeError` for anything else."""
+_FACTS = msgspec.json.Decoder(_ConversionFacts)
+_ITEMS = msgspec.json.Decoder(_ConversionItems)
+
+
+def decode_conversion_facts(value: bytes) -> list[ConversionFactsRecord]:
+    """What outbound planning reads of the rows of one ``<events>.conversions`` record (:func:`encode_rows`
+    of ``"conversions"``; the rows' other fields are skipped unread); raises
+    :class:`schemas.envelope.EnvelopeError` for anything else."""
     try:
-        found = _CONVERSION_ROWS.validate_json(value)
-    except ValidationError as exc:
-        raise EnvelopeError(f"not a conversions record: {exc.errors()[0]['msg']}") from None
+        found = _FACTS.decode(value)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise EnvelopeError(f"not a conversions record: {exc}") from None
     if found.envelope != ENVELOPE_VERSION:
         raise EnvelopeError(f"conversions record of envelope version {found.envelope}")
     return found.items
+
+
+def conversion_items(value: bytes) -> list[bytes]:
+    """The rows of a record :func:`decode_conversion_facts` read, each as the JSON it holds."""
+    return [bytes(item) for item in _ITEMS.decode(value).items]
 
 
 def encode_rows(kind: str, rows: Sequence[Any]) -> list[bytes]:
