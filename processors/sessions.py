@@ -25,7 +25,8 @@ class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     n: int  # activity events in the session
 
 
-@lru_cache(maxsize=1 << 16)  # a visitor's events of one batch mostly fall in the same session
+#: a visitor's events of one batch mostly fall in the same session; bounded small (decision 165)
+@lru_cache(maxsize=1 << 12)
 def session_id(project: str, visitor: str, start_ms: int) -> str:
     return hashlib.sha256(f"{project}\x1f{visitor}\x1f{start_ms}".encode()).hexdigest()[:24]
 

@@ -22,6 +22,7 @@ from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.alerting.kafka_status import KafkaAlertStates
+from trackpipe.memory_release import MemoryRelease
 from trackpipe.metrics import register_reports, serve_worker_metrics
 from trackpipe.ops.follow import EdgeBeats, LayoutFollower
 from trackpipe.ops.layout import Generation, Layout, Phase
@@ -188,6 +189,9 @@ def build_worker_app(
         # records fetched ahead per stream: Faust's default (4,096) counts messages, and ours are envelopes
         # of ~100 events (decision 143)
         "stream_buffer_maxsize": settings.worker_prefetch_records,
+        # bytes fetched ahead per partition (Faust's default 1 MiB, x every input, stage and changelog
+        # partition a worker holds; decision 165)
+        "consumer_max_fetch_size": settings.worker_fetch_bytes,
     }
     if settings.worker_store.startswith("rocksdb"):
         # one RocksDB per table and partition, per generation (a partition number of another generation
@@ -211,6 +215,9 @@ def build_worker_app(
         stages=Stages(settings.processing_config()),
         broker_options=options,
         counts=counts,
+        after_batch=MemoryRelease(settings.worker_release_memory_s)
+        if settings.worker_release_memory_s > 0
+        else None,
     )
 
 

@@ -145,6 +145,18 @@ class Settings(BaseSettings):
         description="records each stage stream fetches ahead of processing (Faust's stream_buffer_maxsize;"
         " a record is an envelope of many events)",
     )
+    worker_fetch_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="bytes each partition fetches ahead (Kafka's max.partition.fetch.bytes; a larger record"
+        " still comes whole)",
+    )
+    worker_release_memory_s: float = Field(
+        1.0,
+        ge=0,
+        description="after a committed batch, give freed memory back to the system at most this often"
+        " (seconds; 0: never)",
+    )
     worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
     worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")

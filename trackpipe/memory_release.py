@@ -1,0 +1,68 @@
+"""Giving back to the system the memory a worker's batches freed (issue 16 item 2, decision 165).
+
+A batch's records, decoded events, rows and Arrow build (tens of MB) are freed when it is committed, but
+glibc keeps freed heap pages, and its dynamic mmap threshold soon serves even multi-MB buffers (fetched
+record batches, joined produce requests) from the heap, where one live object pins the pages around it.
+So a worker's RSS kept the high-water of its busiest batches. Here, once at start, buffers of 256 kB and
+more are made mmap'd (returned whole when freed), and after a committed batch, at most once per
+``every_s``, the heap's free pages and Arrow's pool are given back.
+
+Only the wiring calls this: it is the process's allocator, not a processor's concern. On a C library
+without ``mallopt``/``malloc_trim`` (musl, macOS) the glibc part is skipped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: glibc's mallopt parameter numbers (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: allocations of at least this size get their own mapping (glibc's default starts at 128 kB but rises
+#: with each freed mapping up to 32 MB, which is what moved the worker's large buffers into the heap)
+MMAP_THRESHOLD = 256 * 1024
+
+
+def _libc() -> Any | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    if not hasattr(libc, "malloc_trim") or not hasattr(libc, "mallopt"):
+        return None
+    return libc
+
+
+class MemoryRelease:
+    """``after_batch`` of the worker app: returns freed memory at most once per ``every_s``."""
+
+    def __init__(self, every_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.every_s = every_s
+        self.clock = clock
+        self.libc = _libc()
+        self.last = float("-inf")
+        self.releases = 0
+        if self.libc is not None:
+            self.libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # fixed: no longer rises (see above)
+            self.libc.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD)
+        else:
+            log.info("no glibc malloc_trim here: the worker's freed heap is not given back between batches")
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        import pyarrow as pa  # the sink's Arrow build (already loaded in a worker)
+
+        pa.default_memory_pool().release_unused()
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+        self.releases += 1
