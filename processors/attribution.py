@@ -23,10 +23,9 @@ from datetime import datetime, timedelta
 
 from processors.messages import Attributed, ConvEvent, Resolution, Touch
 from processors.sessions import Span, active_within
+from schemas.instants import epoch_ms
 
-
-def ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
+ms = epoch_ms  # unix ms of an instant, exact (decision 166)
 
 
 def _at(x: Touch) -> datetime:

@@ -27,6 +27,7 @@ from processors.messages import Attributed, Touch, conversion_route_key
 from processors.stage import StageOutput, load_with, save_with
 from processors.statuses import resolve
 from processors.store import KeyValueStore
+from schemas.instants import epoch_ms
 from schemas.rows import Conversion, Credit
 
 _ONE = Decimal(1)
@@ -195,5 +196,5 @@ class ConversionStage:
             out.conversions.extend(_rows(ledger, version, self.config))
             expires = ledger.expires_at(self.config.dedup_window + self.config.lateness)
             assert expires is not None
-            save_with(store, key, ledger, encode_ledger, int(expires.timestamp() * 1000))
+            save_with(store, key, ledger, encode_ledger, epoch_ms(expires))
         return out

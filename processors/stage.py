@@ -13,6 +13,7 @@ from processors.messages import Message
 from processors.outcome import DeadLetter, Drop, DropReason, Merged, Outcome
 from processors.store import KeyValueStore, StagedStore, pack, unpack
 from schemas.events import Event
+from schemas.instants import epoch_ms
 from schemas.rows import Conversion, ExposureColumns, ProcessedBatch, SessionColumns
 
 T = TypeVar("T")
@@ -74,7 +75,7 @@ def load(store: KeyValueStore, key: str, kind: type[T]) -> T | None:
 
 
 def save(store: KeyValueStore, key: str, state: object, expires_at: datetime) -> None:
-    expires_ms = int(expires_at.timestamp() * 1000)
+    expires_ms = epoch_ms(expires_at)
     save_with(store, key, state, dumps, expires_ms)
 
 

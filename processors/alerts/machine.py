@@ -24,6 +24,7 @@ from typing import Any
 
 from processors.alerts.rules import Evaluation, Verdict
 from schemas.alerts import AlertRule, AlertState, AlertTransition, NoDataPolicy, transition_id
+from schemas.instants import epoch_ms
 
 
 @dataclass(slots=True)
@@ -68,9 +69,7 @@ def to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def to_ms(at: datetime) -> int:
-    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
-    return int(at.timestamp() * 1000)
+to_ms = epoch_ms  # exact; a naive time is taken as UTC (decision 166)
 
 
 def snoozed(rule: AlertRule, at_ms: int) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from schemas.alerts import ALERT_DATA_SCHEMA_PATH, AlertRule, AlertState, AlertTransition
+from schemas.instants import epoch_ms
 from schemas.stream.models import SOURCE_PREFIX, SPEC_VERSION, StreamType
 
 SCHEMA_URL_PREFIX = "/api/v1/schemas/"
@@ -32,7 +33,7 @@ def event_name(t: AlertTransition) -> str:
 
 
 def episode_id(t: AlertTransition) -> str:
-    return f"{t.rule_id}:{int(t.episode_started_at.timestamp() * 1000)}"
+    return f"{t.rule_id}:{epoch_ms(t.episode_started_at)}"
 
 
 def alert_data(t: AlertTransition, rule: AlertRule) -> dict[str, Any]:
