@@ -46,6 +46,9 @@ class Proc:
     def __init__(self, module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed in stop()
+        if args[:1] == ["worker"] and "TRACKPIPE_DATA_DIR" not in (env or {}):
+            # each worker its own data directory, as deployed (a RocksDB worker refuses a shared one)
+            env = {**(env or {}), "TRACKPIPE_DATA_DIR": str(log_path.parent / f"{log_path.stem}-data")}
         self.p = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             env=child_env(env),

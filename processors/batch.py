@@ -30,7 +30,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -156,14 +155,12 @@ class BatchRunner(Generic[R, W]):
         policy: RetryPolicy | None = None,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        around: Callable[[], AbstractContextManager[object]] = nullcontext,
     ):
         self.port = port
         self.stage = stage
         self.counts = counts
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
-        self._around = around
         self.last_error: str | None = None
         self.failing_since: float | None = None
         self._quarantines_in_a_row = 0
@@ -190,8 +187,13 @@ class BatchRunner(Generic[R, W]):
         backoff = self.policy.first_backoff_s
         rejected = 0
         while True:
-            exc = await self._counted_attempt(records)
-            if exc is not None:
+            try:
+                work = await self._attempt(records)
+            except asyncio.CancelledError:
+                self.port.discard()
+                raise
+            except Exception as exc:
+                self.port.discard()
                 retriable = is_retriable(exc)
                 self.counts.failed(self.stage, retriable)
                 self._failing(exc, retriable, backoff)
@@ -203,28 +205,12 @@ class BatchRunner(Generic[R, W]):
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.policy.max_backoff_s)
                 continue
+            self.counts.committed(self.stage, len(records), work)
             self._quarantines_in_a_row = 0
             if self.last_error is not None:
                 log.warning("%s processing resumed", self.stage)
                 self.last_error = self.failing_since = None
             return
-
-    async def _counted_attempt(self, records: Sequence[R]) -> Exception | None:
-        """One attempt, counted once committed; its failure (the batch's changes discarded), or None.
-        It runs inside ``around()`` (the Faust worker pauses the garbage collector there, decision 161),
-        which the batch's objects leave before it ends: freed by reference counting, not traversed."""
-        with self._around():
-            try:
-                work = await self._attempt(records)
-            except asyncio.CancelledError:
-                self.port.discard()
-                raise
-            except Exception as exc:
-                self.port.discard()
-                return exc
-            self.counts.committed(self.stage, len(records), work)
-            del work
-        return None
 
     async def _attempt(self, records: Sequence[R]) -> W:
         work = self.port.process(records)

@@ -4,9 +4,7 @@ a crash before the commit and its replay, a poison record, a sink that refuses e
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -283,37 +281,3 @@ def test_retriable_classification():
     assert is_retriable(SinkDown()) and not is_retriable(SinkRefused())
     assert is_retriable(OSError(28, "No space left on device")) and is_retriable(TimeoutError())
     assert not is_retriable(KeyError("a core bug"))
-
-
-async def test_each_attempt_runs_inside_around_and_leaves_it_before_the_backoff():
-    """The Faust worker pauses the collector around an attempt (decision 161): a committed batch's work
-    is released before that ends, and a failed attempt's backoff runs outside it."""
-    state = MemoryState()
-    port = MemoryPort(ConversionPipeline(state=state), state)
-    port.down = 2
-    seen: list[str] = []
-    alive: list[bool] = []
-    works: list[weakref.ref[BatchResult]] = []
-    process = port.process
-
-    def tracked_process(recs: Sequence[SourceRecord]) -> BatchResult:
-        work = process(recs)
-        works.append(weakref.ref(work))
-        return work
-
-    port.process = tracked_process  # type: ignore[method-assign, assignment]
-
-    @contextmanager
-    def around() -> Iterator[None]:
-        seen.append("enter")
-        yield
-        seen.append("exit")
-        alive.append(works[-1]() is not None)
-
-    sleeps = Sleeps()
-    sleeps.hook = lambda n: seen.append(f"sleep {n}")
-    r = BatchRunner(port, "test", OutcomeCounts(), sleep=sleeps, around=around)
-    await r.run(records(EVENTS))
-    assert seen == ["enter", "exit", "sleep 1", "enter", "exit", "sleep 2", "enter", "exit"]
-    assert alive[-1] is False  # the committed attempt's work was freed inside it
-    assert port.conversions() == await clean_run()

@@ -116,6 +116,9 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None):
         self.log_path = log_path
         self._log = open(log_path, "ab")
+        if args[:1] == ["worker"] and "TRACKPIPE_DATA_DIR" not in env:
+            # each worker its own data directory, as deployed (a RocksDB worker refuses a shared one)
+            env = {**env, "TRACKPIPE_DATA_DIR": str(log_path.parent / f"{log_path.stem}-data")}
         self.p = subprocess.Popen(
             [sys.executable, "-m", "trackpipe.cli", *args],
             env={**os.environ, **env},

@@ -144,9 +144,13 @@ def worker() -> None:
     """Distributed Faust worker: Kafka -> processors -> ClickHouse."""
     from trackpipe.distributed import run_worker
     from trackpipe.kafka_errors import exit_if_unavailable
+    from trackpipe.worker_datadir import worker_lock
 
     settings = _settings()
     _logging(settings.log_level)
+    if (refused := worker_lock(settings.worker_store, settings.data_dir)) is not None:
+        typer.echo(f"trackpipe: {refused}", err=True)  # another worker's RocksDB directory
+        raise typer.Exit(2)
     with exit_if_unavailable(settings), _layout_checked():
         run_worker(settings)
 

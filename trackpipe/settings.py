@@ -157,7 +157,11 @@ class Settings(BaseSettings):
         description="after a committed batch, give freed memory back to the system at most this often"
         " (seconds; 0: never)",
     )
-    worker_store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    worker_store: str = Field(
+        "rocksdb://",
+        description="Faust table store: rocksdb:// (state on disk under the data dir, one worker per data"
+        " dir; decision 167) or memory://",
+    )
     worker_session_timeout_s: float = Field(30.0, gt=0, description="Kafka consumer group session timeout")
     worker_heartbeat_interval_s: float = Field(3.0, gt=0, description="Kafka consumer heartbeat interval")
     worker_metrics_host: str = Field("127.0.0.1", description="address of the worker's /metrics")

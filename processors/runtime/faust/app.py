@@ -28,7 +28,6 @@ from faust.types import TP
 from faust.types.auth import CredentialsT
 
 from processors.batch import BatchRunner, OutcomeCounts, RetryPolicy
-from processors.gcpause import SharedPause
 from processors.messages import STAGES, Stage
 from processors.pipeline import ConversionPipeline, Stages
 from processors.runtime.faust.consumer import InOrderAdmission, StallWatchdog, install_gapless_consumer
@@ -163,7 +162,6 @@ def build_faust_app(
 
     sweeper = Sweeper()
     runners: dict[Stage, BatchRunner[Any, StageWork]] = {}
-    gc_pause = SharedPause()  # no collection while a batch is in flight (decision 161)
     for s in STAGES:
         table = app.Table(
             f"{s}-state",
@@ -193,7 +191,7 @@ def build_faust_app(
             partitions=partitions,
             sweeper=sweeper,
         )
-        runners[s] = BatchRunner(port, s, counts, retry, around=gc_pause)
+        runners[s] = BatchRunner(port, s, counts, retry)
 
     order = InOrderAdmission()
     watchdog = StallWatchdog(order)

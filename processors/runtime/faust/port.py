@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.gcpause import gc_paused
 from processors.messages import Message, Resolved, Stage, decode_messages, encode_message_records, route
 from processors.outcome import DeadLetter, DeadLetterReason, DropReason
 from processors.pipeline import Stages
@@ -122,6 +123,10 @@ class StagePort:
         self.sweeper = sweeper
 
     def process(self, events: Sequence[Any]) -> StageWork:
+        with gc_paused():
+            return self._process(events)
+
+    def _process(self, events: Sequence[Any]) -> StageWork:
         dead: list[DeadLetter] = []
         if self.stage == "visitor":
             sources: list[SourceEvent] = []
