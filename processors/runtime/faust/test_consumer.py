@@ -88,13 +88,17 @@ def seeks(consumer, monkeypatch) -> list[tuple[TP, int]]:
     done: list[tuple[TP, int]] = []
 
     async def seek(tp: TP, offset: int) -> None:
-        done.append((tp, offset))
+        raise AssertionError("Consumer.seek runs aiokafka's seek outside the consumer thread: use seek_wait")
 
     async def earliest(*tps: TP) -> dict[TP, int]:
         return dict.fromkeys(tps, EARLIEST[0])
 
+    async def seek_wait(partitions: dict[TP, int]) -> None:  # the consumer thread's seek (the one used)
+        done.extend(partitions.items())
+
     EARLIEST[0] = 0
     monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
     monkeypatch.setattr(consumer, "earliest_offsets", earliest)
     monkeypatch.setattr(consumer, "assignment", lambda: {TP(EVENTS, 0), TP(EVENTS, 1)})
     return done
