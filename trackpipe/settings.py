@@ -135,12 +135,12 @@ class Settings(BaseSettings):
     worker_batch_max: int = Field(2000, ge=1, description="records per processing batch")
     worker_batch_within_s: float = Field(0.1, gt=0, description="longest wait to fill a batch")
     worker_batch_slice_bytes: int = Field(
-        8 * 2**20,
+        4 * 2**20,
         ge=1,
         description="a batch is processed in slices of at most this many bytes of records (bounds memory)",
     )
     worker_prefetch_records: int = Field(
-        256,
+        64,
         ge=1,
         description="records each stage stream fetches ahead of processing (Faust's stream_buffer_maxsize;"
         " a record is an envelope of many events)",
