@@ -1,9 +1,10 @@
 """Instants as integer unix milliseconds, computed exactly.
 
 ``int(dt.timestamp() * 1000)`` is not exact: the float product can land just below the integer (an
-instant at ``.289`` s giving ``...288``), about 0.6% of millisecond-precision instants. Session ids,
-state expiries and alert windows are derived from these integers, so they are computed with timedelta
-arithmetic (integer microseconds) instead, as cheap as the float form (decision 166).
+instant at ``.909`` s giving ``...908``), about 0.6% of millisecond-precision instants before 2004-11 or
+after 2038-01 (in between it happens to be exact). Session ids, state expiries and alert windows are
+derived from these integers, so they are computed with timedelta arithmetic (integer microseconds)
+instead, as cheap as the float form (decision 166).
 """
 
 from __future__ import annotations

@@ -385,9 +385,14 @@ async def test_distributed_scenario_with_a_worker_killed_mid_stream(
             workers[0].stop(signal.SIGKILL)
         await _produce(kafka_bootstrap, topic, records(bulk[half:], per_record=2))
         if kill:
-            workers[0] = Proc(
-                ["worker"], {**env, "TRACKPIPE_WORKER_METRICS_PORT": "0"}, tmp_path / "worker0-restarted.log"
-            )
+            # in the killed worker's data directory: its lock went with the process, and the RocksDB state
+            # it left (whatever a SIGKILL cut) is opened again and reconciled with the changelog
+            restart_env = {
+                **env,
+                "TRACKPIPE_WORKER_METRICS_PORT": "0",
+                "TRACKPIPE_DATA_DIR": str(tmp_path / "worker0-data"),
+            }
+            workers[0] = Proc(["worker"], restart_env, tmp_path / "worker0-restarted.log")
         deadline = time.monotonic() + 150
         got: Any = None
         while time.monotonic() < deadline:

@@ -45,7 +45,7 @@ WATCHDOG_EVERY_S = 5.0
 #: RocksDB per table and partition (4 tables x the partitions a worker holds), bounded: Faust's defaults
 #: (64 MB write buffers x 3, a 2 GB block cache, a 500 MB compressed cache, per database) let each database
 #: keep up to ~200 MB of state in memory before a flush. These keep a worker's RocksDB share near
-#: partitions x 4 x ~12 MB at most (bench stage worker, ``worker.*rss*``).
+#: partitions x 4 x ~4 MB at most (two 1 MB memtables and a 2 MB block cache; decision 165).
 ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 2**20,
     "max_write_buffer_number": 2,
