@@ -99,7 +99,7 @@ ROWS: list[tuple[str, str, str, str | None, str, Any]] = [
         lambda r: _at_least(r, "worker.events_per_s", 20_000),
     ),
     (
-        "Faust worker peak RSS, default store (1M events in the full profile)",
+        "Faust worker peak RSS, default store, outbound planning drained (1M events in the full profile)",
         "worker.peak_rss_mb",
         "MB",
         "worker.idle_rss_mb",

@@ -50,6 +50,7 @@ from sinks.outbound.templates import FiredDigest
 from sinks.stream.cloudevents import plan_stream
 from trackpipe.alerting.kafka import forward_records
 from trackpipe.kafka_group import KafkaGroupService
+from trackpipe.outbound.digest_store import DigestStore, MemoryDigests
 from trackpipe.outbound.kafka_read import read_partition
 from trackpipe.outbound.loop import POSTBACK_EVENT
 
@@ -70,11 +71,12 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         for tp in revoked:
-            self.planner.state.pop(tp.partition, None)
+            self.planner.held.discard(tp.partition)
+            self.planner.digests.reset(tp.partition)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         for tp in assigned:
-            self.planner.state[tp.partition] = await self.planner.load_state(tp.partition)
+            await self.planner.load_state(tp.partition)
 
 
 class KafkaOutboundPlanner(KafkaGroupService):
@@ -92,6 +94,7 @@ class KafkaOutboundPlanner(KafkaGroupService):
         security: dict[str, object] | None = None,
         batch_max: int = 1000,
         clock: Callable[[], datetime] | None = None,
+        digests: DigestStore | None = None,
     ):
         super().__init__(bootstrap, group_id, security)
         self.names = names
@@ -102,7 +105,9 @@ class KafkaOutboundPlanner(KafkaGroupService):
         self.alert_projects = alert_projects or set
         self.batch_max = batch_max
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.state: dict[int, dict[str, bytes]] = {}  # partition -> digest key -> digest json
+        # digest key -> digest JSON, per partition held (read from the state topic when assigned)
+        self.digests: DigestStore = digests or MemoryDigests()
+        self.held: set[int] = set()
         self.planned = 0
         self.skipped = 0
 
@@ -116,19 +121,21 @@ class KafkaOutboundPlanner(KafkaGroupService):
             max_poll_records=self.batch_max,
         )
 
-    async def load_state(self, partition: int) -> dict[str, bytes]:
+    async def load_state(self, partition: int) -> None:
         """The digests of ``partition``: its state topic partition read from the start to its end."""
         assert self._reader is not None
-        found: dict[str, bytes] = {}
+        self.held.discard(partition)
+        self.digests.reset(partition)
 
         def apply(key: bytes, value: bytes | None) -> None:
-            if value is None:
-                found.pop(key.decode(), None)
-            else:
-                found[key.decode()] = value
+            self.digests.apply(partition, key.decode(), value)
 
         await read_partition(self._reader, TopicPartition(self.names.outbound_state, partition), apply)
-        return found
+        self.held.add(partition)
+
+    async def close(self) -> None:
+        await super().close()
+        self.digests.close()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -136,7 +143,7 @@ class KafkaOutboundPlanner(KafkaGroupService):
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=self.batch_max)
                 for tp, records in batches.items():
-                    if tp.partition not in self.state or not records:
+                    if tp.partition not in self.held or not records:
                         continue  # revoked meanwhile: its new owner plans these rows
                     await self._plan_partition(tp, records)
             except asyncio.CancelledError:
@@ -175,21 +182,22 @@ class KafkaOutboundPlanner(KafkaGroupService):
                 for row, item in zip(found, conversion_items(r.value), strict=True):  # type: ignore[attr-defined]
                     if row.project_id in wanted:
                         by_project.setdefault(row.project_id, []).append(item)
-        state = self.state[tp.partition]
+        keys, fired_keys = keys_of(rows), postback_keys_of(rows)
+        state_keys = [state_key(WEBHOOK_DIGEST, k) for k in keys]
+        state_keys += [state_key(POSTBACK_DIGEST, k) for k in fired_keys]
+        if self.stream_topic:
+            state_keys += [state_key(STREAM_DIGEST, k) for k in keys]
+        state = self.digests.get_many(tp.partition, state_keys)
         digests = {
-            k: Digest.from_json(state[t])
-            for k in keys_of(rows)
-            if (t := state_key(WEBHOOK_DIGEST, k)) in state
+            k: Digest.from_json(state[t]) for k in keys if (t := state_key(WEBHOOK_DIGEST, k)) in state
         }
         fired = {
             k: FiredDigest.from_json(state[t])
-            for k in postback_keys_of(rows)
+            for k in fired_keys
             if (t := state_key(POSTBACK_DIGEST, k)) in state
         }
         streamed = {
-            k: Digest.from_json(state[t])
-            for k in keys_of(rows)
-            if (t := state_key(STREAM_DIGEST, k)) in state
+            k: Digest.from_json(state[t]) for k in keys if (t := state_key(STREAM_DIGEST, k)) in state
         }
         now = self.clock()
         stream = plan_stream(rows, streamed, now) if self.stream_topic else None
@@ -260,7 +268,7 @@ class KafkaOutboundPlanner(KafkaGroupService):
         ]
         for fut in sent:
             await fut
-        state.update(changed)
+        self.digests.put_many(tp.partition, changed)
         self.planned += len(due)
         last = records[-1].offset  # type: ignore[attr-defined]
         await self._consumer.commit({tp: last + 1})

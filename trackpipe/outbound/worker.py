@@ -20,6 +20,7 @@ from sinks.backend import ClickHouseBackend
 from sinks.outbound.schedule import Schedule
 from trackpipe.alerting.kafka import AlertEvaluator, TrafficForwarder
 from trackpipe.outbound.delivery_log import DeliveryLogObserver
+from trackpipe.outbound.digest_store import digest_store
 from trackpipe.outbound.kafka_endpoints import KafkaEndpointStore
 from trackpipe.outbound.kafka_planner import KafkaOutboundPlanner
 from trackpipe.outbound.kafka_queue import KafkaDueStore
@@ -69,6 +70,7 @@ class WorkerOutbound(Service):
             stream_topic=settings.kafka_stream_topic(),
             alert_projects=self.alert_projects,
             security=security,
+            digests=digest_store(settings.worker_store, settings.data_dir),
         )
         self.store = KafkaDueStore(
             settings.kafka_bootstrap,
