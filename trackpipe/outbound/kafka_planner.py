@@ -49,6 +49,7 @@ from sinks.outbound.queue import QueuedDelivery, RecordKind, encode_delivery, re
 from sinks.outbound.templates import FiredDigest
 from sinks.stream.cloudevents import plan_stream
 from trackpipe.alerting.kafka import forward_records
+from trackpipe.kafka_batches import send_many
 from trackpipe.kafka_group import KafkaGroupService
 from trackpipe.outbound.digest_store import DigestStore, MemoryDigests
 from trackpipe.outbound.kafka_read import read_partition
@@ -236,36 +237,44 @@ class KafkaOutboundPlanner(KafkaGroupService):
         if stream is not None:
             changed.update({state_key(STREAM_DIGEST, k): v.to_json() for k, v in stream.digests.items()})
         assert self._producer is not None and self._consumer is not None
-        sent = [
-            await self._producer.send(
-                self.names.deliveries,
-                encode_delivery(d),
-                record_key(RecordKind.PLANNED, d.id),
-                partition=partition_for(d.id, self.partitions),
-            )
-            for d in due
-        ]
-        if stream is not None and self.stream_topic is not None:
-            sent += [
-                await self._producer.send(
-                    self.stream_topic,
-                    m.body,
-                    m.project.encode(),
-                    partition=partition_for(m.project, self.partitions),
-                    headers=[("ce_type", m.type.value.encode()), ("ce_id", m.id.encode())],
+        sent = await send_many(
+            self._producer,
+            self.names.deliveries,
+            (
+                (
+                    partition_for(d.id, self.partitions),
+                    record_key(RecordKind.PLANNED, d.id),
+                    encode_delivery(d),
+                    [],
                 )
-                for m in stream.messages
-            ]
+                for d in due
+            ),
+        )
+        if stream is not None and self.stream_topic is not None:
+            sent += await send_many(
+                self._producer,
+                self.stream_topic,
+                (
+                    (
+                        partition_for(m.project, self.partitions),
+                        m.project.encode(),
+                        m.body,
+                        [("ce_type", m.type.value.encode()), ("ce_id", m.id.encode())],
+                    )
+                    for m in stream.messages
+                ),
+            )
         if by_project:  # alert rules' input (trackpipe.alerting.kafka)
             sent += await forward_records(
                 self._producer, self.names.alert_input, self.partitions, "conversions", by_project
             )
         for fut in sent:
             await fut
-        sent = [
-            await self._producer.send(self.names.outbound_state, value, key.encode(), partition=tp.partition)
-            for key, value in changed.items()
-        ]
+        sent = await send_many(
+            self._producer,
+            self.names.outbound_state,
+            ((tp.partition, key.encode(), value, []) for key, value in changed.items()),
+        )
         for fut in sent:
             await fut
         self.digests.put_many(tp.partition, changed)
