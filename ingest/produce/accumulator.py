@@ -34,12 +34,16 @@ class Ticket:
         if error is not None:
             self.finished = True
             self.error = error
-            self._on_done(error)
+            self._finish(error)
             return
         self.pending -= 1
         if self.pending == 0:
             self.finished = True
-            self._on_done(None)
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        """Called once, when the ticket is done (a subclass may act on it without a callback)."""
+        self._on_done(error)
 
 
 @dataclass
