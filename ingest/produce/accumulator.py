@@ -15,6 +15,7 @@ from schemas.events import SCHEMA_VERSION, Event
 
 _HEAD = b'{"envelope":%d,"schema":%d,"events":[' % (ENVELOPE_VERSION, SCHEMA_VERSION)
 _TAIL = b"]}"
+_OVERHEAD = len(_HEAD) + len(_TAIL)
 
 
 class Ticket:
@@ -122,8 +123,14 @@ class RecordAccumulator:
             ticket.pending += 1
             ticket._part_done(None)
             return
-        overhead = len(_HEAD) + len(_TAIL)
-        largest = max(map(len, blobs))
+        overhead = _OVERHEAD
+        if n == 1:
+            largest = len(blobs[0])
+            total = largest + 1
+        else:
+            sizes = list(map(len, blobs))
+            largest = max(sizes)
+            total = sum(sizes) + n
         if largest + overhead > self.max_bytes:
             raise ValueError(f"one event serializes to {largest} bytes, above the record limit")
         p = self._partition_of(key, self.partitions)
@@ -131,7 +138,6 @@ class RecordAccumulator:
         rec = self._open.get(p)
         if rec is None:
             rec = self._open[p] = _Open(size=overhead)
-        total = sum(map(len, blobs)) + n
         if len(rec.parts) + n <= self.max_events and rec.size + total <= self.max_bytes:
             rec.parts.extend(blobs)  # the common case: the whole request fits the open record
             rec.size += total
