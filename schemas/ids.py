@@ -16,15 +16,21 @@ _COUNTER_HEX = [f"{n:03x}-" for n in range(0x1000)]
 
 
 # Random hex digits are drawn from a pool refilled by one os.urandom call per 4 KiB (a syscall per id
-# cost more than formatting it); a forked child starts with an empty pool so it never repeats its parent's.
+# cost more than formatting it); single ids take their random part (``Vrrr-rrrrrrrrrrrr``, the variant
+# digit V set) from a pool of ready tails made 256 at a time. A forked child starts with empty pools so it
+# never repeats its parent's.
 _POOL_BYTES = 4096
 _pool = ""
 _pool_pos = 0
+_TAILS_PER_DRAW = 256
+_tails: list[str] = []
+_tail_pos = 0
 
 
 def _reset_pool() -> None:
-    global _pool, _pool_pos
+    global _pool, _pool_pos, _tails, _tail_pos
     _pool, _pool_pos = "", 0
+    _tails, _tail_pos = [], 0
 
 
 os.register_at_fork(after_in_child=_reset_pool)
@@ -38,6 +44,15 @@ def _random_hex(digits: int) -> str:
     out = _pool[_pool_pos : _pool_pos + digits]
     _pool_pos += digits
     return out
+
+
+def _refill_tails() -> None:
+    """A new pool of random tails for single ids. Call with ``_lock`` held."""
+    global _tails, _tail_pos
+    h = os.urandom(8 * _TAILS_PER_DRAW).hex()
+    v = _VARIANT_DIGIT
+    _tails = [f"{v[h[j]]}{h[j + 1 : j + 4]}-{h[j + 4 : j + 16]}" for j in range(0, len(h), 16)]
+    _tail_pos = 0
 
 
 def _reserve(count: int) -> tuple[int, int, str]:
@@ -80,8 +95,21 @@ def new_event_id() -> str:
 
     IDs produced by one process are strictly increasing, so sorting by id sorts by arrival.
     """
-    ms, seq, r = _reserve(1)
-    return f"{_ms_prefix(ms + (seq >> 12))}{_COUNTER_HEX[seq & 0xFFF]}{_VARIANT_DIGIT[r[0]]}{r[1:4]}-{r[4:]}"
+    global _last_ms, _seq, _tail_pos
+    with _lock:  # _reserve(1), inline: one id per request is the edge's common case
+        now = time.time_ns() // 1_000_000
+        if now <= _last_ms:
+            ms, seq = _last_ms, _seq + 1
+            if seq > 0xFFF:
+                ms, seq = ms + 1, 0
+        else:
+            ms, seq = now, 0
+        _last_ms, _seq = ms, seq
+        if _tail_pos >= len(_tails):
+            _refill_tails()
+        tail = _tails[_tail_pos]
+        _tail_pos += 1
+    return f"{_ms_prefix(ms)}{_COUNTER_HEX[seq]}{tail}"
 
 
 def new_event_ids(count: int) -> list[str]:

@@ -148,37 +148,38 @@ def _tail_after_source_format() -> bytes:
 _TAIL = _tail_after_source_format()
 
 
+# Per (account, project) and per source format: the bytes around them never change (bounded like _js's).
+_account_json: dict[tuple[str, str], bytes] = {}
+_format_tail: dict[str, bytes] = {}
+
+
 def _request_json(
     account: str, project: str, visitor: str, segment: bytes, ctx: RequestContext, source_format: str
 ) -> tuple[bytes, bytes]:
     """The parts shared by a request's events: from ``"received_at"``'s value to ``"experiments":``, and
     from ``,"segment"`` to the end."""
     at = to_json(ctx.received_at)
-    common = b"".join(
-        (
-            at,
-            b',"occurred_at":',
-            at,
-            b',"account_id":',
-            _js(account),
-            b',"project_id":',
-            _js(project),
-            b',"visitor_id":',
-            to_json(visitor),
-            b',"experiments":',
-        )
-    )
+    ids = _account_json.get((account, project))
+    if ids is None:
+        ids = b"".join((b',"account_id":', _js(account), b',"project_id":', _js(project), b',"visitor_id":'))
+        if len(account) + len(project) <= 256:
+            if len(_account_json) >= _JSON_CACHE_MAX:
+                _account_json.clear()
+            _account_json[(account, project)] = ids
+    end = _format_tail.get(source_format)
+    if end is None:
+        end = _format_tail[source_format] = b',"source_format":' + _js(source_format) + _TAIL
+    ip = ctx.client_ip
+    common = b"".join((at, b',"occurred_at":', at, ids, to_json(visitor), b',"experiments":'))
     tail = b"".join(
         (
             b',"segment":',
             segment,
             b',"client_ip":',
-            b"null" if ctx.client_ip is None else _js(ctx.client_ip),
+            b"null" if ip is None else _js(ip),
             b',"user_agent":',
             _js(ctx.user_agent),
-            b',"source_format":',
-            _js(source_format),
-            _TAIL,
+            end,
         )
     )
     return common, tail

@@ -15,6 +15,7 @@ from schemas.events import SCHEMA_VERSION, Event
 
 _HEAD = b'{"envelope":%d,"schema":%d,"events":[' % (ENVELOPE_VERSION, SCHEMA_VERSION)
 _TAIL = b"]}"
+_OVERHEAD = len(_HEAD) + len(_TAIL)
 
 
 class Ticket:
@@ -34,12 +35,16 @@ class Ticket:
         if error is not None:
             self.finished = True
             self.error = error
-            self._on_done(error)
+            self._finish(error)
             return
         self.pending -= 1
         if self.pending == 0:
             self.finished = True
-            self._on_done(None)
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        """Called once, when the ticket is done (a subclass may act on it without a callback)."""
+        self._on_done(error)
 
 
 @dataclass
@@ -118,8 +123,14 @@ class RecordAccumulator:
             ticket.pending += 1
             ticket._part_done(None)
             return
-        overhead = len(_HEAD) + len(_TAIL)
-        largest = max(map(len, blobs))
+        overhead = _OVERHEAD
+        if n == 1:
+            largest = len(blobs[0])
+            total = largest + 1
+        else:
+            sizes = list(map(len, blobs))
+            largest = max(sizes)
+            total = sum(sizes) + n
         if largest + overhead > self.max_bytes:
             raise ValueError(f"one event serializes to {largest} bytes, above the record limit")
         p = self._partition_of(key, self.partitions)
@@ -127,7 +138,6 @@ class RecordAccumulator:
         rec = self._open.get(p)
         if rec is None:
             rec = self._open[p] = _Open(size=overhead)
-        total = sum(map(len, blobs)) + n
         if len(rec.parts) + n <= self.max_events and rec.size + total <= self.max_bytes:
             rec.parts.extend(blobs)  # the common case: the whole request fits the open record
             rec.size += total
@@ -149,7 +159,7 @@ class RecordAccumulator:
             rec.size += size
 
     def _seal(self, partition: int, rec: _Open) -> None:
-        payload = _HEAD + b",".join(rec.parts) + _TAIL
+        payload = b"".join((_HEAD, b",".join(rec.parts), _TAIL))  # one copy less than ``+``
         self._full.append(ReadyRecord(partition, payload, len(rec.parts), rec.tickets))
         self.buffered_events -= len(rec.parts)
         del self._open[partition]

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.produce.accumulator import RecordAccumulator
 from ingest.produce.publisher import PublishError
-from ingest.produce.sender import EdgeSender, Overloaded
+from ingest.produce.sender import EdgeSender, Overloaded, _Deadlines
 from schemas.partitioning import partition_for
 
 
@@ -101,3 +101,22 @@ async def test_a_request_whose_records_are_never_acknowledged_gets_a_retriable_e
     pub.pending[0].set_result([None])  # acknowledged at last: nobody waits, nothing breaks
     await sender.stop()
     assert sender.records_sent == 1
+
+
+async def test_the_delivery_deadline_keeps_only_waiting_requests_and_sleeps_when_idle():
+    """One timer for all waiting requests: futures already done are dropped at the next sweep, the one still
+    waiting fails retriably after the timeout, and with nothing waiting no timer is left running."""
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop, 0.2)
+    answered = [loop.create_future() for _ in range(100)]
+    waiting = loop.create_future()
+    for fut in answered:
+        deadlines.add(fut)
+    deadlines.add(waiting)
+    for fut in answered:
+        fut.set_result(None)
+    await _until(lambda: [f for _, futures in deadlines._slices for f in futures] == [waiting])
+    with pytest.raises(PublishError) as exc:
+        await asyncio.wait_for(waiting, 1)
+    assert exc.value.retriable and "within 0.2s" in str(exc.value)
+    await _until(lambda: deadlines._timer is None and not deadlines._slices)

@@ -39,18 +39,29 @@ async def _answer(request: web.Request, events: list[Event], fmt: str) -> web.Re
     return json_response({"status": "ok", "accepted": len(events), "event_ids": [e.event_id for e in events]})
 
 
+def accepted_body(event_ids: list[str]) -> bytes:
+    """``{"status":"ok","accepted":N,"event_ids":[...]}`` as ``orjson.dumps`` writes it, for ids of our own
+    (:mod:`schemas.ids`: hex digits and dashes, nothing to escape)."""
+    if not event_ids:
+        return b'{"status":"ok","accepted":0,"event_ids":[]}'
+    return b'{"status":"ok","accepted":%d,"event_ids":["%s"]}' % (
+        len(event_ids),
+        '","'.join(event_ids).encode(),
+    )
+
+
 async def _answer_records(request: web.Request, recs: ConvertRecords, fmt: str) -> web.Response:
     """The hot path: events already written as canonical JSON, all of one visitor."""
     app = request.app
     await app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
-    n = len(recs.event_ids)
-    app[METRICS].accepted_events(fmt, n)
-    return json_response({"status": "ok", "accepted": n, "event_ids": recs.event_ids})
+    app[METRICS].accepted_events(fmt, len(recs.blobs))
+    return web.Response(body=accepted_body(recs.event_ids), content_type="application/json")
 
 
 async def track_post(request: web.Request) -> web.Response:
     ctx = request_context(request)
-    cfg = request.app[CONFIG]
+    app = request.app
+    cfg = app[CONFIG]
     raw = await request.read()
     if not raw:
         raise bad_request("invalid_body", "empty body: a JSON object with cid, pid, vid and ev is expected")
@@ -61,7 +72,10 @@ async def track_post(request: web.Request) -> web.Response:
     recs = convert_payload_records(
         data, ctx, source_format="convert_json", max_events=cfg.max_events_per_request
     )
-    return await _answer_records(request, recs, "convert_json")
+    # _answer_records inline: a coroutine less per request on the hot path
+    await app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
+    app[METRICS].accepted_events("convert_json", len(recs.blobs))
+    return web.Response(body=accepted_body(recs.event_ids), content_type="application/json")
 
 
 async def track_get(request: web.Request) -> web.Response:
