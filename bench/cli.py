@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.keys import missing
 from bench.profiles import PROFILES, Profile
+from bench.quiet import wait_quiet
 from bench.servers import Servers, machine, start_servers
 from bench.table import markdown
 
@@ -79,15 +80,19 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trackpipe-bench-") as tmp:
         work = Path(tmp)
         try:
-            if any(s not in NO_SERVERS for s in stages) or (
-                "alerts" in stages and profile.alerts_distributed_points
-            ):
-                log("starting servers ...")
-                servers = start_servers(args.kafka, args.clickhouse)
-                log(f"kafka {servers.kafka}, clickhouse {servers.clickhouse_host}:{servers.clickhouse_port}")
             for name in stages:
+                # servers start when the first stage that needs them does (the cores run alone)
+                if servers is None and (
+                    name not in NO_SERVERS or (name == "alerts" and profile.alerts_distributed_points)
+                ):
+                    log("starting servers ...")
+                    servers = start_servers(args.kafka, args.clickhouse)
+                    where = f"{servers.clickhouse_host}:{servers.clickhouse_port}"
+                    log(f"kafka {servers.kafka}, clickhouse {where}")
+                waited = wait_quiet(max_s=0.0 if profile.name == "smoke" else 60.0)
+                results.setdefault("quiet_wait_s", {})[name] = waited
                 t0 = time.monotonic()
-                log(f"stage {name} ...")
+                log(f"stage {name} ... (after {waited:.1f}s waiting for a quiet machine)")
                 try:
                     results[name] = _run_stage(name, servers, profile, work, args)
                     for part, err in results[name].pop("errors", {}).items():
