@@ -62,18 +62,25 @@ def _reserve(count: int) -> tuple[int, int, str]:
     Slot ``seq + i`` stands for millisecond ``ms + (seq + i) // 4096`` with counter ``(seq + i) % 4096``:
     a counter exhausted inside one millisecond borrows the next one.
     """
-    global _last_ms, _seq
     with _lock:
-        now = time.time_ns() // 1_000_000
-        if now <= _last_ms:
-            ms, seq = _last_ms, _seq + 1
-        else:
-            ms, seq = now, 0
-        end = seq + count - 1
-        _last_ms = ms + (end >> 12)
-        _seq = end & 0xFFF
+        ms, seq = _claim(count)
         rand = _random_hex(16 * count)
     return ms, seq, rand
+
+
+def _claim(count: int) -> tuple[int, int]:
+    """The clock and counter step of :func:`_reserve` (call with ``_lock`` held): the first of ``count``
+    slots, as (ms, seq) with ``seq`` possibly past 4095 (the next millisecond's counters)."""
+    global _last_ms, _seq
+    now = time.time_ns() // 1_000_000
+    if now <= _last_ms:
+        ms, seq = _last_ms, _seq + 1
+    else:
+        ms, seq = now, 0
+    end = seq + count - 1
+    _last_ms = ms + (end >> 12)
+    _seq = end & 0xFFF
+    return ms, seq
 
 
 _last_prefix: tuple[int, str] = (-1, "")
@@ -95,16 +102,10 @@ def new_event_id() -> str:
 
     IDs produced by one process are strictly increasing, so sorting by id sorts by arrival.
     """
-    global _last_ms, _seq, _tail_pos
-    with _lock:  # _reserve(1), inline: one id per request is the edge's common case
-        now = time.time_ns() // 1_000_000
-        if now <= _last_ms:
-            ms, seq = _last_ms, _seq + 1
-            if seq > 0xFFF:
-                ms, seq = ms + 1, 0
-        else:
-            ms, seq = now, 0
-        _last_ms, _seq = ms, seq
+    global _tail_pos
+    with _lock:  # one id per request is the edge's common case: a ready tail instead of _random_hex
+        ms, seq = _claim(1)
+        ms, seq = ms + (seq >> 12), seq & 0xFFF
         if _tail_pos >= len(_tails):
             _refill_tails()
         tail = _tails[_tail_pos]

@@ -55,3 +55,15 @@ def test_a_forked_child_draws_other_random_bits_than_its_parent():
     parent = new_event_ids(20)
     assert len(child) == 20
     assert not {c[19:] for c in child} & {p[19:] for p in parent}  # the random 64 bits never repeat
+
+
+def test_a_single_id_after_an_exhausted_counter_takes_the_next_millisecond(monkeypatch):
+    import schemas.ids as ids_module
+
+    future = (time.time_ns() // 1_000_000) + 60_000  # ahead of the clock: the counter decides
+    monkeypatch.setattr(ids_module, "_last_ms", future)
+    monkeypatch.setattr(ids_module, "_seq", 0xFFF)
+    first, second = new_event_id(), new_event_id()
+    assert event_id_millis(first) == future + 1 and first[15:18] == "000"
+    assert event_id_millis(second) == future + 1 and second[15:18] == "001"
+    assert first < second

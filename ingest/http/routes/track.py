@@ -50,10 +50,10 @@ def accepted_body(event_ids: list[str]) -> bytes:
     )
 
 
-async def _answer_records(request: web.Request, recs: ConvertRecords, fmt: str) -> web.Response:
-    """The hot path: events already written as canonical JSON, all of one visitor."""
-    app = request.app
-    await app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
+def _accepted(app: web.Application, recs: ConvertRecords, fmt: str) -> web.Response:
+    """The answer once ``recs`` are durable (the hot path: events already written as canonical JSON, all
+    of one visitor, handed over by the caller's ``await app[SENDER].submit_serialized(...)``; awaited in
+    the handler itself, not in a coroutine of its own per request)."""
     app[METRICS].accepted_events(fmt, len(recs.blobs))
     return web.Response(body=accepted_body(recs.event_ids), content_type="application/json")
 
@@ -72,10 +72,8 @@ async def track_post(request: web.Request) -> web.Response:
     recs = convert_payload_records(
         data, ctx, source_format="convert_json", max_events=cfg.max_events_per_request
     )
-    # _answer_records inline: a coroutine less per request on the hot path
     await app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
-    app[METRICS].accepted_events("convert_json", len(recs.blobs))
-    return web.Response(body=accepted_body(recs.event_ids), content_type="application/json")
+    return _accepted(app, recs, "convert_json")
 
 
 async def track_get(request: web.Request) -> web.Response:
@@ -90,7 +88,8 @@ async def track_get(request: web.Request) -> web.Response:
     recs = convert_payload_records(
         data, ctx, source_format="convert_query", max_events=cfg.max_events_per_request
     )
-    return await _answer_records(request, recs, "convert_query")
+    await request.app[SENDER].submit_serialized(recs.visitor_id, recs.blobs)
+    return _accepted(request.app, recs, "convert_query")
 
 
 USER_AGENT = Param(
