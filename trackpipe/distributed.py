@@ -22,7 +22,7 @@ from schemas.rows import ProcessedBatch
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.server_backend import ServerBackend
 from trackpipe.alerting.kafka_status import KafkaAlertStates
-from trackpipe.memory_release import MemoryRelease
+from trackpipe.memory_release import MemoryRelease, use_system_arrow_pool
 from trackpipe.metrics import register_reports, serve_worker_metrics
 from trackpipe.ops.follow import EdgeBeats, LayoutFollower
 from trackpipe.ops.layout import Generation, Layout, Phase
@@ -193,6 +193,7 @@ def build_worker_app(
         # partition a worker holds; decision 165)
         "consumer_max_fetch_size": settings.worker_fetch_bytes,
     }
+    use_system_arrow_pool()  # before the writer's first build (decision 172)
     if settings.worker_store.startswith("rocksdb"):
         # one RocksDB per table and partition, per generation (a partition number of another generation
         # holds other keys: its database and the offset it stores must not be reused)

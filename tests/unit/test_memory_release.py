@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -93,3 +94,45 @@ def test_worker_app_takes_fetch_size_and_release_from_settings(
 
     distributed.build_worker_app(Settings(worker_release_memory_s=0))
     assert built["after_batch"] is None
+
+
+# libarrow's C++ code takes its default pool from the environment when pyarrow is imported: the worker
+# command chooses before anything imports pyarrow, as this child does
+_POOL_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from trackpipe.memory_release import use_system_arrow_pool
+    assert "pyarrow" not in sys.modules
+    print(use_system_arrow_pool(), os.environ["ARROW_DEFAULT_MEMORY_POOL"])
+    """
+)
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_arrow_allocates_through_glibc_unless_chosen(chosen: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    out = subprocess.run(
+        [sys.executable, "-c", _POOL_CHILD], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [expected, expected]
+
+
+def test_the_worker_app_gives_arrow_the_system_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    import trackpipe.distributed as distributed
+
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "")  # restored (unset) after the test
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+    monkeypatch.setenv("TRACKPIPE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(distributed, "server_backend", lambda settings, **kw: object())  # no ClickHouse
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    try:
+        distributed.build_worker_app(Settings())
+        assert pa.default_memory_pool().backend_name == "system"
+    finally:
+        pa.set_memory_pool(before)
