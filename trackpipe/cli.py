@@ -142,9 +142,10 @@ def edge(
 @app.command()
 def worker() -> None:
     """Distributed Faust worker: Kafka -> processors -> ClickHouse."""
-    from trackpipe.memory_release import use_system_arrow_pool
+    from trackpipe.memory_release import keep_pandas_out, use_system_arrow_pool
 
     use_system_arrow_pool()  # before anything imports pyarrow (decision 172)
+    keep_pandas_out()  # pyarrow's first conversion would import it (decision 173)
     from trackpipe.distributed import run_worker
     from trackpipe.kafka_errors import exit_if_unavailable
     from trackpipe.worker_datadir import worker_lock

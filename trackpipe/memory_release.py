@@ -12,6 +12,11 @@ keeps that thread's freed pages: ~65 MB of a worker's high-water mark at 300k ev
 held at most 6 MB (decision 172). ``use_system_arrow_pool`` gives Arrow glibc's malloc instead, which
 the trim below returns, unless ``ARROW_DEFAULT_MEMORY_POOL`` names another pool.
 
+pyarrow imports pandas, when it is installed (chdb requires it), at its first conversion of Python
+values, only to ask whether they are a pandas object: +36 MB of heap and +19 MB of mapped libraries
+that a worker never uses (decision 173). ``keep_pandas_out`` makes ``import pandas`` fail in the worker's
+process, which pyarrow takes as "no pandas".
+
 Only the wiring calls this: it is the process's allocator, not a processor's concern. On a C library
 without ``mallopt``/``malloc_trim`` (musl, macOS) the glibc part is skipped.
 """
@@ -20,10 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.abc
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,29 @@ def use_system_arrow_pool() -> str:
     if chosen == "system":
         pa.set_memory_pool(pa.system_memory_pool())
     return str(pa.default_memory_pool().backend_name)
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """``import pandas`` (and its submodules) raises ModuleNotFoundError."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(
+                "pandas is kept out of this process (trackpipe decision 173)", name=fullname
+            )
+        return None
+
+
+def keep_pandas_out() -> bool:
+    """From here on this process cannot import pandas (it need not: the worker writes Arrow tables and
+    reads rows); False if pandas was imported already."""
+    if "pandas" in sys.modules:
+        return False
+    if not any(isinstance(f, _NoPandas) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPandas())
+    return True
 
 
 class MemoryRelease:

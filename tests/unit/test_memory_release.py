@@ -136,3 +136,43 @@ def test_the_worker_app_gives_arrow_the_system_pool(monkeypatch: pytest.MonkeyPa
         assert pa.default_memory_pool().backend_name == "system"
     finally:
         pa.set_memory_pool(before)
+
+
+# `trackpipe worker` prepares its process before anything of the worker is imported: the stub below
+# stands in for the worker's wiring and reports what the sink's first Arrow build finds
+_WORKER_CHILD = textwrap.dedent(
+    """
+    import sys, types
+    from typer.testing import CliRunner
+
+    def run_worker(settings):
+        import pyarrow as pa
+        table = pa.table({"n": pa.array([1, None], type=pa.int64()), "s": pa.array(["a", None])})
+        print(pa.default_memory_pool().backend_name, "pandas" in sys.modules, table.num_rows)
+
+    stub = types.ModuleType("trackpipe.distributed")
+    stub.run_worker = run_worker
+    sys.modules["trackpipe.distributed"] = stub
+    from trackpipe.cli import app
+
+    result = CliRunner().invoke(app, ["worker"])
+    print(result.exit_code, result.output.strip())
+    """
+)
+
+
+def test_the_worker_command_keeps_pandas_out_and_gives_arrow_glibc(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env.update(TRACKPIPE_DATA_DIR=str(tmp_path), TRACKPIPE_WORKER_STORE="memory://")
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER_CHILD], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "system", "False", "2"], out.stdout + out.stderr
+
+
+def test_keep_pandas_out_says_when_it_is_too_late() -> None:
+    code = "import pandas\nfrom trackpipe.memory_release import keep_pandas_out\nprint(keep_pandas_out())\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
