@@ -132,7 +132,11 @@ class Settings(BaseSettings):
     )
 
     worker_app_id: str = Field("trackpipe-worker", description="Faust app id (= consumer group)")
-    worker_batch_max: int = Field(2000, ge=1, description="records per processing batch")
+    worker_batch_max: int = Field(
+        32,
+        ge=1,
+        description="records per processing batch (the records of a batch are alive together; decision 174)",
+    )
     worker_batch_within_s: float = Field(0.1, gt=0, description="longest wait to fill a batch")
     worker_batch_slice_bytes: int = Field(
         4 * 2**20,
@@ -140,7 +144,7 @@ class Settings(BaseSettings):
         description="a batch is processed in slices of at most this many bytes of records (bounds memory)",
     )
     worker_prefetch_records: int = Field(
-        64,
+        32,
         ge=1,
         description="records each stage stream fetches ahead of processing (Faust's stream_buffer_maxsize;"
         " a record is an envelope of many events)",

@@ -58,9 +58,10 @@ ROCKSDB_OPTIONS: dict[str, int] = {
 
 #: A batch taken from the stream is run in slices of at most this many bytes of input records (~5k events
 #: of envelopes at ~860 bytes each): a slice's events, rows and stage messages are alive together (and the
-#: cores pause the cyclic collector while they process it), so this, not ``batch_max`` records of up to
-#: 500 events each, bounds the worker's working set (4 MiB since decision 165: 8 MiB peaked ~130 MB
-#: higher at 1M events, and was not faster).
+#: cores pause the cyclic collector while they process it), so this bounds the processing's working set
+#: (4 MiB since decision 165: 8 MiB peaked ~130 MB higher at 1M events, and was not faster). The batch's
+#: records themselves stay alive until it is done: ``batch_max`` (32 by default since decision 174) bounds
+#: those, and a batch of ~100-event envelopes is then a single slice.
 BATCH_SLICE_BYTES = 4 * 2**20
 
 
