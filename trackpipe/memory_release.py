@@ -63,7 +63,10 @@ def use_system_arrow_pool() -> str:
     compute kernels) take the pool from it: a process calls this before importing pyarrow (the worker
     command does). Later, it sets pyarrow's own default pool, which ``pa.array`` and table builds use.
     """
-    chosen = os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    if "pyarrow" in sys.modules:  # too late for libarrow's own choice: the environment stays as it is
+        chosen = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or "system"
+    else:
+        chosen = os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     import pyarrow as pa
 
     if chosen == "system":
