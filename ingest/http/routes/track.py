@@ -51,9 +51,8 @@ def accepted_body(event_ids: list[str]) -> bytes:
 
 
 def _accepted(app: web.Application, recs: ConvertRecords, fmt: str) -> web.Response:
-    """The answer once ``recs`` are durable (the hot path: events already written as canonical JSON, all
-    of one visitor, handed over by the caller's ``await app[SENDER].submit_serialized(...)``; awaited in
-    the handler itself, not in a coroutine of its own per request)."""
+    """The 2xx for ``recs``, once the handler's own ``submit_serialized`` returned (awaited in the handler:
+    no coroutine of its own per request on the hot path)."""
     app[METRICS].accepted_events(fmt, len(recs.blobs))
     return web.Response(body=accepted_body(recs.event_ids), content_type="application/json")
 
